@@ -1,0 +1,3 @@
+"""scpert: reproducible benchmark of single-cell drug-perturbation prediction models."""
+
+__version__ = "0.1.0"

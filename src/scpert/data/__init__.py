@@ -1,0 +1,1 @@
+"""Data contract, synthetic world, readers, preprocessing, splits and pairing."""

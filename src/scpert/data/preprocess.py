@@ -1,0 +1,102 @@
+"""Preprocessing (DESIGN §3 ``preprocess`` and ``select_hvg``).
+
+``preprocess_counts``: QC (cells with too few genes, genes in too few cells, conditions with too
+few cells), ``normalize_total(target_sum)`` + ``log1p`` into ``X``, raw counts in
+``layers["counts"]``, the ``condition`` key. This is scPerturBench's preprocessing of its released
+data (min_genes / min_cells / normalize_total 1e4 / log1p), without the mitochondrial filter,
+which needs ``MT-`` genes the synthetic world does not have (``max_pct_mito`` applies it when set).
+
+``select_hvg``: highly variable genes fitted on the TRAIN cells of one split only (controls
+included, test and validation cells excluded) so that gene selection cannot leak test conditions.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from scpert.data import schema
+
+log = logging.getLogger(__name__)
+
+
+def preprocess_counts(raw: ad.AnnData, *, min_genes: int = 0, min_cells: int = 0,
+                      min_cells_per_condition: int = 1, target_sum: float = 1e4,
+                      max_pct_mito: float | None = None, control: str = schema.DEFAULT_CONTROL,
+                      source: str = "<raw>") -> ad.AnnData:
+    """QC, normalise and log-transform a raw-count AnnData that follows the data contract."""
+    import scanpy as sc
+
+    schema.validate(raw, source, control=control, kind="raw")
+    adata = raw.copy()
+    adata.X = sp.csr_matrix(adata.X, dtype=np.float32)
+    adata.obs[schema.DOSE] = adata.obs[schema.DOSE].map(schema.format_dose).astype(str)
+    adata.obs[schema.DRUG] = adata.obs[schema.DRUG].astype(str)
+    adata.obs[schema.CELL_LINE] = adata.obs[schema.CELL_LINE].astype(str)
+    adata.obs[schema.PLATE] = adata.obs[schema.PLATE].astype(str)
+    n0 = adata.shape
+    if max_pct_mito is not None:
+        mito = adata.var_names.str.upper().str.startswith("MT-")
+        pct = np.asarray(adata.X[:, mito].sum(1)).ravel() / np.maximum(np.asarray(adata.X.sum(1)).ravel(), 1)
+        adata = adata[pct * 100 < max_pct_mito].copy()
+    if min_genes > 0:
+        sc.pp.filter_cells(adata, min_genes=min_genes)
+    if min_cells > 0:
+        sc.pp.filter_genes(adata, min_cells=min_cells)
+    adata.obs[schema.CONDITION] = schema.add_condition(adata.obs)
+    sizes = adata.obs[schema.CONDITION].value_counts()
+    small = sizes.index[sizes < min_cells_per_condition]
+    if len(small):
+        log.info("dropping %d conditions with < %d cells", len(small), min_cells_per_condition)
+        adata = adata[~adata.obs[schema.CONDITION].isin(small)].copy()
+    log.info("QC: %s -> %s (cells x genes)", n0, adata.shape)
+    adata.layers["counts"] = adata.X.copy()
+    sc.pp.normalize_total(adata, target_sum=target_sum)
+    sc.pp.log1p(adata)
+    adata.X = sp.csr_matrix(adata.X, dtype=np.float32)
+    adata.obs = adata.obs[[c for c in adata.obs.columns if c not in ("n_genes",)]]
+    for key in (schema.CELL_LINE, schema.DRUG, schema.DOSE, schema.PLATE, schema.CONDITION):
+        adata.obs[key] = pd.Categorical(adata.obs[key].astype(str))
+    adata.uns["preprocess"] = {"target_sum": float(target_sum), "min_genes": int(min_genes),
+                               "min_cells": int(min_cells), "control": control}
+    schema.validate(adata, source, control=control, kind="processed")
+    return adata
+
+
+def train_cells_mask(obs: pd.DataFrame, split_table: pd.DataFrame, control: str) -> np.ndarray:
+    """Cells that a model of this split may see: its train conditions plus all control cells."""
+    train_conditions = set(split_table.loc[split_table["split"] == "train", "condition"])
+    cond = obs[schema.CONDITION].astype(str)
+    return (cond.isin(train_conditions) | (obs[schema.DRUG].astype(str) == control)).to_numpy()
+
+
+def select_hvg(adata: ad.AnnData, split_table: pd.DataFrame, *, n_top_genes: int,
+               flavor: str = "seurat_v3", control: str = schema.DEFAULT_CONTROL) -> pd.DataFrame:
+    """Rank genes by variability on the split's training cells; keep the top ``n_top_genes``.
+
+    ``seurat_v3`` works on raw counts (``layers["counts"]``); ``seurat``/``cell_ranger`` on log X.
+    When ``n_top_genes >= n_genes`` every gene is kept. Returns a table ``gene, rank, dispersion``
+    in the dataset's gene order (downstream gene spaces keep that order).
+    """
+    import scanpy as sc
+
+    train = adata[train_cells_mask(adata.obs, split_table, control)]
+    if n_top_genes >= adata.n_vars:
+        ranks = np.arange(adata.n_vars)
+        score = np.full(adata.n_vars, np.nan)
+    else:
+        sub = ad.AnnData(X=train.layers["counts"] if flavor == "seurat_v3" else train.X,
+                         var=pd.DataFrame(index=train.var_names))
+        res = sc.pp.highly_variable_genes(sub, n_top_genes=n_top_genes, flavor=flavor, inplace=False)
+        col = "variances_norm" if flavor == "seurat_v3" else "dispersions_norm"
+        score = res[col].to_numpy()
+        order = np.lexsort((np.arange(len(score)), -np.nan_to_num(score, nan=-np.inf)))
+        ranks = np.empty_like(order)
+        ranks[order] = np.arange(len(order))
+    keep = ranks < n_top_genes
+    return pd.DataFrame({"gene": adata.var_names[keep], "rank": ranks[keep] + 1,
+                         "dispersion": score[keep]})

@@ -1,0 +1,5 @@
+"""Error types for bad user input: each carries one message naming the file/key and the field."""
+
+
+class InputError(ValueError):
+    """Bad input (data file, config key, split setting); the message names where and what."""

@@ -1,0 +1,194 @@
+"""Workflow tests: dry run, lint, formatting, the CI-sized DAG end to end, bad inputs."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from .conftest import REPO, make_raw
+
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+
+
+def snakemake(*args, cwd=REPO, check=True):
+    cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), *map(str, args)]
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+def job_counts(stdout: str) -> dict[str, int]:
+    lines = stdout.split("Job stats:")[1].splitlines()[3:]
+    counts = {}
+    for line in lines:
+        parts = line.split()
+        if len(parts) != 2 or not parts[1].isdigit():
+            break
+        counts[parts[0]] = int(parts[1])
+    return counts
+
+
+def test_dry_run_default_lists_expected_jobs(tmp_path):
+    out = snakemake("-n", "-d", tmp_path, "--configfile", REPO / "config/config.yaml").stdout
+    cfg = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    n_splits = len(cfg["datasets"]["synthetic"]["splits"])
+    n_pairs = sum(len(m.get("splits", cfg["datasets"]["synthetic"]["splits"])) for m in cfg["methods"].values())
+    assert job_counts(out) == {
+        "simulate_world": 1, "preprocess": 1, "make_split": n_splits, "select_hvg": n_splits,
+        "train": n_pairs, "sample": n_pairs, "evaluate": n_pairs, "aggregate": 1, "heatmap": 1,
+        "all": 1, "total": 5 + 2 * n_splits + 3 * n_pairs,
+    }
+
+
+def test_lint_is_clean():
+    proc = snakemake("--lint", check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Lints for" not in proc.stdout + proc.stderr
+
+
+def test_snakefmt_check():
+    rules = sorted(str(p) for p in (REPO / "workflow/rules").glob("*.smk"))
+    proc = subprocess.run([str(Path(sys.executable).with_name("snakefmt")), "--check",
+                           str(REPO / "Snakefile"), *rules], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def _run_ci(workdir: Path) -> None:
+    snakemake("--cores", "2", "-d", workdir, "--configfile", REPO / "config/ci.yaml")
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def ci_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("ci_run")
+    _run_ci(workdir)
+    return workdir
+
+
+@pytest.mark.workflow
+def test_ci_dag_produces_tables_figures_and_report(ci_run):
+    tables = ci_run / "results/tables"
+    long = pd.read_csv(tables / "metrics_long.tsv", sep="\t")
+    assert list(long.columns) == ["dataset", "split", "method", "condition", "protocol", "metric",
+                                  "deg_set", "value"]
+    cfg = yaml.safe_load((REPO / "config/ci.yaml").read_text())
+    assert set(long["method"]) == set(cfg["methods"])
+    assert set(long["split"]) == set(cfg["splits"])
+    assert set(long["metric"]) == {"mse", "pcc_delta", "e_distance", "wasserstein", "kl", "common_degs"}
+    assert long["value"].notna().all()
+    summary = pd.read_csv(tables / "summary.tsv", sep="\t")
+    assert list(summary.columns) == ["dataset", "split", "method", "protocol", "metric", "deg_set",
+                                     "mean", "sd", "n"]
+    md = (tables / "table1_scperturbench_top100.md").read_text()
+    assert "| Dataset | Split | Method | E-dist ↓ | MSE ↓ | PCCΔ ↑ | KL ↓ | WD ↓ | Common-DEGs ↑ |" in md
+    for ext in ("pdf", "png"):
+        assert (ci_run / f"results/figures/heatmap_scperturbench.{ext}").stat().st_size > 1000
+    for rule in ("train", "sample", "evaluate"):
+        assert list((ci_run / "results/logs" / rule).rglob("*.log")), rule
+    report = ci_run / "results/report.html"
+    snakemake("--report", report, "-d", ci_run, "--configfile", REPO / "config/ci.yaml")
+    assert report.stat().st_size > 10_000
+
+
+@pytest.mark.workflow
+def test_ci_baselines_behave(ci_run):
+    """On the CI world the simple baselines order as expected (drug_ood, top-100 DEGs)."""
+    s = pd.read_csv(ci_run / "results/tables/summary.tsv", sep="\t")
+    s = s[(s["deg_set"] == "top100")].set_index(["split", "method", "metric"])["mean"]
+    assert abs(s["drug_ood", "base_control", "pcc_delta"]) < 0.3
+    assert s["drug_ood", "train_mean", "pcc_delta"] > s["drug_ood", "base_control", "pcc_delta"] + 0.2
+    assert s["drug_ood", "base_reg", "pcc_delta"] > s["drug_ood", "base_control", "pcc_delta"] + 0.2
+    assert s["combo_seen2", "additive", "mse"] < s["combo_seen2", "train_mean", "mse"]
+
+
+@pytest.mark.workflow
+def test_same_seed_gives_identical_tables(ci_run, tmp_path):
+    _run_ci(tmp_path)
+    for name in ("metrics_long.tsv", "summary.tsv", "table1_scperturbench_top100.md"):
+        assert _digest(ci_run / "results/tables" / name) == _digest(tmp_path / "results/tables" / name), name
+
+
+# -- bad input: one clear message, non-zero exit, no partial outputs -----------------------------
+
+def _own_dataset_config(tmp_path: Path, raw) -> Path:
+    counts = tmp_path / "counts.h5ad"
+    raw.write_h5ad(counts)
+    smiles = pd.read_csv(REPO / "resources/drugs/drug_panel.tsv", sep="\t")["smiles"].tolist()
+    drugs = pd.DataFrame({"drug": [f"d{c}" for c in "ABCDEF"], "smiles": smiles[:6],
+                          "moa": ["m1", "m1", "m2", "m2", "m3", "m3"], "targets": ""})
+    drugs.to_csv(tmp_path / "drugs.tsv", sep="\t", index=False)
+    cfg = yaml.safe_load((REPO / "config/ci.yaml").read_text())
+    cfg["datasets"] = {"own": {"source": "h5ad", "counts": str(counts), "drugs": str(tmp_path / "drugs.tsv"),
+                               "splits": ["drug_ood"]}}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_processed_without_drug_fails_clearly(tmp_path):
+    raw = make_raw()
+    del raw.obs["drug"]
+    cfg = _own_dataset_config(tmp_path, raw)
+    proc = snakemake("--cores", "1", "-d", tmp_path, "--configfile", cfg, "results/own/processed.h5ad", check=False)
+    assert proc.returncode != 0
+    assert f"{tmp_path / 'counts.h5ad'}: obs['drug'] is missing" in proc.stdout + proc.stderr
+    assert "Traceback" not in (tmp_path / "results/logs/preprocess/own.log").read_text()
+    assert not (tmp_path / "results/own/processed.h5ad").exists()
+    assert not list((tmp_path / "results/own").glob("*.h5ad*"))
+
+
+def test_nan_in_x_fails_clearly(tmp_path):
+    raw = make_raw()
+    raw.X = raw.X.toarray()
+    raw.X[0, 0] = float("nan")
+    cfg = _own_dataset_config(tmp_path, raw)
+    proc = snakemake("--cores", "1", "-d", tmp_path, "--configfile", cfg, "results/own/processed.h5ad", check=False)
+    assert proc.returncode != 0
+    assert "counts.h5ad: X has 1 NaN/inf values" in proc.stdout + proc.stderr
+    assert not (tmp_path / "results/own/processed.h5ad").exists()
+
+
+def _with(tmp_path, edit) -> Path:
+    cfg = yaml.safe_load((REPO / "config/ci.yaml").read_text())
+    edit(cfg)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_unknown_method_fails_at_parse_time(tmp_path):
+    cfg = _with(tmp_path, lambda c: c["methods"].update(chemcpa={"preset": "tiny"}))
+    proc = snakemake("-n", "-d", tmp_path, "--configfile", cfg, check=False)
+    assert proc.returncode != 0
+    assert "config: methods.chemcpa: unknown method 'chemcpa'" in proc.stdout + proc.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_unknown_key_and_bad_value_name_the_key(tmp_path):
+    proc = snakemake("-n", "-d", tmp_path, "--configfile",
+                     _with(tmp_path, lambda c: c["evaluation"].update(max_cels=5)), check=False)
+    assert proc.returncode != 0 and "max_cels" in proc.stdout + proc.stderr
+    proc = snakemake("-n", "-d", tmp_path, "--configfile",
+                     _with(tmp_path, lambda c: c["splits"]["drug_ood"].update(type="drug_oodd")), check=False)
+    assert proc.returncode != 0 and "drug_oodd" in proc.stdout + proc.stderr
+    proc = snakemake("-n", "-d", tmp_path, "--configfile",
+                     _with(tmp_path, lambda c: c["methods"]["base_reg"].update(preset="huge")), check=False)
+    assert proc.returncode != 0 and "methods.base_reg.preset: 'huge'" in proc.stdout + proc.stderr
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="graphviz not installed")
+def test_rulegraph_renders(tmp_path):
+    dot = snakemake("--rulegraph", "-d", tmp_path).stdout
+    svg = subprocess.run(["dot", "-Tsvg"], input=dot, capture_output=True, text=True, check=True).stdout
+    assert "<svg" in svg and "evaluate" in svg

@@ -1,0 +1,30 @@
+# One generic training rule for every method; dispatch on {method} through the registry.
+
+
+# Fit a method on the split's training cells (GPU rule on clusters).
+rule train:
+    input:
+        h5ad="results/{dataset}/processed.h5ad",
+        split="results/{dataset}/splits/{split}.tsv",
+        genes="results/{dataset}/{split}/genes.tsv",
+        drugs=raw_drugs,
+    output:
+        model=directory("results/{dataset}/{split}/{method}/model"),
+    log:
+        "results/logs/train/{dataset}/{split}/{method}.log",
+    benchmark:
+        "results/benchmarks/train/{dataset}/{split}/{method}.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    threads: RES["gpu_threads"]
+    resources:
+        mem_mb=RES["train_mem_mb"],
+        runtime=RES["train_runtime"],
+        gpu=method_gpus,
+    params:
+        method=method_entry,
+        control=CONTROL,
+        seed=config["seed"],
+        device=config["device"],
+    script:
+        "../scripts/train.py"

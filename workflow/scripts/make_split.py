@@ -1,0 +1,13 @@
+"""Rule make_split: condition -> train/val/test/exclude (scpert.data.splits)."""
+
+from scpert import pipeline, runtime
+
+runtime.run_step(
+    snakemake.log[0],
+    pipeline.run_make_split,
+    snakemake.input.h5ad,
+    snakemake.input.drugs,
+    snakemake.output.tsv,
+    snakemake.params.split,
+    snakemake.params.control,
+)

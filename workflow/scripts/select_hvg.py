@@ -1,0 +1,13 @@
+"""Rule select_hvg: genes of one split, fitted on its training cells."""
+
+from scpert import pipeline, runtime
+
+runtime.run_step(
+    snakemake.log[0],
+    pipeline.run_select_hvg,
+    snakemake.input.h5ad,
+    snakemake.input.split,
+    snakemake.output.tsv,
+    snakemake.params.hvg,
+    snakemake.params.control,
+)
