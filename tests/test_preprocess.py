@@ -11,8 +11,6 @@ from scpert.data import schema
 from scpert.data.preprocess import preprocess_counts, select_hvg
 from scpert.data.splits import condition_table, make_split
 
-from .conftest import make_raw
-
 
 def test_normalise_log1p_and_counts_layer(raw_small):
     adata = preprocess_counts(raw_small, target_sum=1e4)

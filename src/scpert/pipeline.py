@@ -102,9 +102,10 @@ def run_train(inputs: dict, model_dir, entry, control: str, seed: int, device: s
     from scpert.methods import get_method
 
     data = training_data(inputs["h5ad"], inputs["split"], inputs["genes"], inputs["drugs"], control)
+    data.priors = {k.removeprefix("prior_"): Path(v) for k, v in inputs.items() if k.startswith("prior_")}
     method = get_method(entry.base).from_preset(entry.preset, entry.params, seed=seed)
     method.genes = list(data.adata.var_names)
-    dev = runtime.pick_device(device)
+    dev = runtime.pick_device(device) if method.uses_gpu else "cpu"
     log.info("training %s (%s, preset %s) on %d cells x %d genes, device %s", entry.name,
              entry.base, entry.preset, data.adata.n_obs, data.adata.n_vars, dev)
     method.fit(data, device=dev)
@@ -127,10 +128,11 @@ def test_conditions(split: pd.DataFrame, max_cells: int) -> pd.DataFrame:
 
 def run_sample(inputs: dict, out_path, control: str, seed: int, device: str, max_cells: int,
                method_name: str) -> None:
-    from scpert.methods import Method
+    from scpert.methods.base import saved_method_class
 
-    dev = runtime.pick_device(device)
-    method = Method.load(inputs["model"], device=dev)
+    method_cls = saved_method_class(inputs["model"])
+    dev = runtime.pick_device(device) if method_cls.uses_gpu else "cpu"
+    method = method_cls.load(inputs["model"], device=dev)
     adata = read_processed(inputs["h5ad"], control)
     controls = restrict_genes(adata[(adata.obs[schema.DRUG] == control).to_numpy()],
                               method.genes, inputs["h5ad"]).copy()
@@ -147,6 +149,7 @@ def run_sample(inputs: dict, out_path, control: str, seed: int, device: str, max
     missing = set(conditions["condition"]) - set(pred.obs[schema.CONDITION].astype(str))
     if missing:
         raise schema.SchemaError(f"{method_name}: no predicted cells for conditions {sorted(missing)[:3]}")
+    pred.strings_to_categoricals()
     runtime.write_h5ad(pred, out_path)
     log.info("predicted %d cells for %d conditions", pred.n_obs, len(conditions))
 

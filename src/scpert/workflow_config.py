@@ -27,6 +27,7 @@ class MethodEntry:
     params: dict[str, Any] = field(default_factory=dict)
     splits: tuple[str, ...] | None = None
     uses_gpu: bool = False
+    priors: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,8 @@ def resolve_config(config: dict) -> Run:
             if split not in config["splits"]:
                 raise ConfigError(f"methods.{name}.splits: '{split}' is not defined under 'splits'")
         methods[name] = MethodEntry(name, base, preset, dict(entry.get("params", {})),
-                                    tuple(restrict) if restrict else None, cls.uses_gpu)
+                                    tuple(restrict) if restrict else None, cls.uses_gpu,
+                                    tuple(cls.requires_priors))
 
     jobs = [(ds_name, split, m.name)
             for ds_name, ds in config["datasets"].items()

@@ -52,6 +52,27 @@ def method_entry(wildcards):
     return RUN.methods[wildcards.method]
 
 
+# prior name -> output path pattern (wildcards dataset, split); rule files producing priors add theirs
+PRIOR_FILES = {}
+
+
+def train_inputs(wildcards):
+    """Data inputs of ``train`` plus the priors the method needs (keys ``prior_<name>``)."""
+    inputs = {
+        "h5ad": f"results/{wildcards.dataset}/processed.h5ad",
+        "split": f"results/{wildcards.dataset}/splits/{wildcards.split}.tsv",
+        "genes": f"results/{wildcards.dataset}/{wildcards.split}/genes.tsv",
+        "drugs": raw_drugs(wildcards),
+    }
+    for name in RUN.methods[wildcards.method].priors:
+        if name not in PRIOR_FILES:
+            raise WorkflowError(
+                f"method {wildcards.method} needs prior '{name}' but no rule provides it"
+            )
+        inputs[f"prior_{name}"] = PRIOR_FILES[name].format(**wildcards)
+    return inputs
+
+
 def method_gpus(wildcards):
     """1 for methods that train/sample on a GPU (the SLURM profile turns this into --gpus=1)."""
     return 1 if RUN.methods[wildcards.method].uses_gpu else 0

@@ -4,10 +4,7 @@
 # Fit a method on the split's training cells (GPU rule on clusters).
 rule train:
     input:
-        h5ad="results/{dataset}/processed.h5ad",
-        split="results/{dataset}/splits/{split}.tsv",
-        genes="results/{dataset}/{split}/genes.tsv",
-        drugs=raw_drugs,
+        unpack(train_inputs),
     output:
         model=directory("results/{dataset}/{split}/{method}/model"),
     log:

@@ -156,4 +156,6 @@ def read_drug_table(path: str | Path) -> pd.DataFrame:
             raise SchemaError(f"{path}: column '{col}' is missing (required: {', '.join(DRUG_TABLE_COLUMNS)})")
     if table["drug"].duplicated().any():
         raise SchemaError(f"{path}: column 'drug' has duplicates, e.g. {table['drug'][table['drug'].duplicated()].iloc[0]}")
-    return table.set_index("drug", drop=False)
+    table = table.set_index("drug", drop=False)
+    table.attrs["source"] = str(path)
+    return table

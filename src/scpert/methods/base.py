@@ -25,7 +25,7 @@ import pandas as pd
 from scpert.data import schema
 
 #: modules whose import registers methods; later issues append their module here.
-METHOD_MODULES = ("scpert.methods.baselines",)
+METHOD_MODULES = ("scpert.methods.baselines", "scpert.methods.baseline_mlp")
 
 _REGISTRY: dict[str, type[Method]] = {}
 
@@ -64,6 +64,10 @@ class Method(ABC):
     presets: ClassVar[dict[str, dict[str, Any]]] = {"tiny": {}, "paper": {}}
     #: True for methods whose training/sampling wants a GPU (the workflow requests one on SLURM).
     uses_gpu: ClassVar[bool] = False
+    #: names of pretrained priors the method needs at fit time (e.g. ``"latent"``, ``"drug_tokens"``);
+    #: the workflow adds the producing rules' outputs as inputs of ``train`` and passes their paths
+    #: in ``PerturbData.priors``. A saved model must be self-contained (copy what predict needs).
+    requires_priors: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, params: dict[str, Any] | None = None, seed: int = 0):
         self.params = {**self.presets.get("tiny", {}), **(params or {})}
@@ -113,7 +117,7 @@ class Method(ABC):
     def load(cls, path: str | Path, device: str = "cpu") -> Method:
         path = Path(path)
         meta = json.loads((path / "method.json").read_text())
-        method_cls = get_method(meta["method"]) if cls is Method else cls
+        method_cls = saved_method_class(path) if cls is Method else cls
         obj = method_cls(meta["params"], seed=meta["seed"])
         obj.genes = list(meta["genes"])
         obj._load_state(path, device)
@@ -124,6 +128,11 @@ class Method(ABC):
 
     @abstractmethod
     def _load_state(self, path: Path, device: str) -> None: ...
+
+
+def saved_method_class(path: str | Path) -> type[Method]:
+    """The registered class of a model saved in ``path`` (from its ``method.json``)."""
+    return get_method(json.loads((Path(path) / "method.json").read_text())["method"])
 
 
 def _json_default(obj):
@@ -140,18 +149,22 @@ def register(cls: type[Method]) -> type[Method]:
     return cls
 
 
-def _import_all() -> None:
+def _import_until(name: str | None = None) -> None:
+    """Import method modules in order until ``name`` is registered (all modules when None), so a
+    job that loads one baseline does not pay for importing every deep-learning method."""
     for module in METHOD_MODULES:
+        if name is not None and name in _REGISTRY:
+            return
         importlib.import_module(module)
 
 
 def available_methods() -> list[str]:
-    _import_all()
+    _import_until(None)
     return sorted(_REGISTRY)
 
 
 def get_method(name: str) -> type[Method]:
-    _import_all()
+    _import_until(name)
     if name not in _REGISTRY:
         raise KeyError(f"unknown method '{name}' (available: {', '.join(sorted(_REGISTRY))})")
     return _REGISTRY[name]

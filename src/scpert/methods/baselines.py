@@ -1,0 +1,616 @@
+"""Simple baselines (DESIGN §8): base_control, train_mean, perturb_mean, context_mean, base_reg,
+base_mlp, additive.
+
+Common design
+-------------
+Every baseline predicts, per test condition (cell line c, drug, dose), a pseudobulk DELTA in
+log-normalised space relative to the control mean of c::
+
+    delta(c, drug, dose) = mean(X | c, drug, dose) - mean(X | controls of c)
+
+Training deltas are computed per training condition against the control mean of that condition's
+own cell line, and every condition weighs the same (not every cell). Cells are realised as
+``n_cells`` control cells of the target cell line, drawn with a Generator seeded by
+``(seed, crc32(condition))`` (so a condition's cells do not depend on which other conditions are
+predicted; with replacement only when the line has fewer controls than ``n_cells``), plus the
+delta, clipped at 0. ``obs["plate"]`` is the plate of the control cell a prediction started from.
+The predicted pseudobulk is therefore the target line's control mean plus the delta (up to the
+clip and the draw), and the spread around it is the observed control spread.
+
+Definitions (lookups fall back in the order given)
+--------------------------------------------------
+- ``base_control``: delta 0.
+- ``train_mean``: mean delta over all training conditions (scPerturBench trainMean, as a delta).
+- ``perturb_mean``: mean delta of the same drug at the same dose across training cell lines; else
+  the same drug at any dose; else train_mean.
+- ``context_mean``: mean delta over the training conditions of the target line; else train_mean.
+- ``additive``: for ``A+B`` at ``dA+dB`` the sum of the single-drug deltas; each single is the
+  target line's training delta of that drug at the nearest training dose (nearest in log1p(dose));
+  else the perturb_mean of the single across lines (same dose, else any dose); else 0. For a
+  single drug this is the in-line nearest-dose delta.
+- ``base_reg``: ridge regression (scikit-learn) from ``[sum_c FP_c * log1p(d_c)/log1p(max train
+  dose), sum_c FP_c, context PCs]`` to the delta. FP = Morgan bits (radius 2, 1024 bits); context
+  PCs = the target line's control mean in a whitened PCA (``min(n_context_pcs, n_lines - 1)``
+  components) fitted on the per-line control pseudobulks of the training data, whose controls
+  include held-out lines' (unsupervised, and controls are observed at predict time anyway).
+  Structure covers unseen drugs and control-derived context features cover unseen lines.
+  Paper preset: scPerturBench
+  ``chemical_baseReg.py`` (sklearn ``Ridge`` default alpha 1).
+- ``base_mlp``: the same features -> MLP (Linear-ReLU blocks, linear output) trained with Adam on
+  the MSE of the delta. Paper preset: scPerturBench ``chemical_baseMLP.py`` (one hidden layer of
+  1024, Adam lr 1e-3, batch 128, up to 200 epochs, 80/20 split with early stopping, patience 20,
+  min improvement 1e-4); our MLP puts the ReLU between the layers and none on the output, since it
+  predicts signed deltas, where theirs applied it to the output expression.
+
+scPerturBench's cell-context baseReg/baseMLP unpack ``generatePairedSample`` in the wrong order and
+so learn perturbed -> control while predicting from control cells. Here the regression input is
+built from the control side (context PCs of the control mean) and the target is always
+``perturbed - control``.
+"""
+
+from __future__ import annotations
+
+import zlib
+from abc import abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from scpert.chem.featurize import SMILES_FIELD, drug_features, morgan_fingerprints
+from scpert.data import schema
+from scpert.data.schema import CELL_LINE, CONDITION, DOSE, DRUG, PLATE, SchemaError
+from scpert.methods.base import Method, PerturbData, register
+
+KEY_COLUMNS = (CELL_LINE, DRUG, DOSE)
+CONDITION_COLUMNS = (CELL_LINE, DRUG, DOSE, "n_cells")
+STATE_FILE = "state.npz"
+SAMPLER = "control+delta"
+
+
+# ---------------------------------------------------------------- training pseudobulk deltas
+def _dense(X) -> np.ndarray:
+    return X.toarray() if sp.issparse(X) else np.asarray(X)
+
+
+def _group_means(X, codes: np.ndarray, n_groups: int) -> np.ndarray:
+    """Row means of X per group code (float64), without densifying a sparse X."""
+    n = X.shape[0]
+    indicator = sp.csr_matrix((np.ones(n), (codes, np.arange(n))), shape=(n_groups, n))
+    sums = _dense(indicator @ X).astype(np.float64)
+    return sums / np.bincount(codes, minlength=n_groups)[:, None]
+
+
+def _factorize_rows(table: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
+    """Code of each row's key and the distinct keys, in order of first appearance."""
+    codes = table.groupby(list(table.columns), sort=False).ngroup().to_numpy()
+    return codes, table.drop_duplicates().reset_index(drop=True)
+
+
+@dataclass
+class TrainingDeltas:
+    """Per training condition: keys (cell_line, drug, canonical dose text) and pseudobulk delta."""
+
+    conditions: pd.DataFrame
+    deltas: np.ndarray
+    control_means: pd.DataFrame  # index cell_line, columns genes
+
+    def train_mean(self) -> np.ndarray:
+        if len(self.conditions) == 0:
+            raise SchemaError("training data: no perturbed cells (every cell is a control)")
+        return self.deltas.mean(axis=0)
+
+
+def training_deltas(train: PerturbData) -> TrainingDeltas:
+    """Pseudobulk delta of every training condition against its own cell line's control mean."""
+    adata = train.adata
+    obs = adata.obs
+    for key in KEY_COLUMNS:
+        if key not in obs.columns:
+            raise SchemaError(f"training data: obs['{key}'] is missing")
+    is_control = train.is_control
+    lines = obs[CELL_LINE].astype(str).to_numpy()
+    if not is_control.any():
+        raise SchemaError(
+            f"training data: obs['{DRUG}'] has no control cells labelled '{train.control}'"
+        )
+    control_lines, control_codes = np.unique(lines[is_control], return_inverse=True)
+    control_means = pd.DataFrame(
+        _group_means(adata.X[np.flatnonzero(is_control)], control_codes, len(control_lines)),
+        index=pd.Index(control_lines, name=CELL_LINE),
+        columns=adata.var_names.astype(str),
+    )
+    perturbed = np.flatnonzero(~is_control)
+    raw_dose = obs[DOSE].astype(str).to_numpy()[perturbed]
+    canonical = {text: schema.format_dose(text) for text in pd.unique(raw_dose)}
+    keys = pd.DataFrame(
+        {
+            CELL_LINE: lines[perturbed],
+            DRUG: obs[DRUG].astype(str).to_numpy()[perturbed],
+            DOSE: [canonical[text] for text in raw_dose],
+        }
+    )
+    codes, conditions = _factorize_rows(keys)
+    missing = sorted(set(conditions[CELL_LINE]) - set(control_lines))
+    if missing:
+        raise SchemaError(
+            f"training data: cell line '{missing[0]}' has perturbed cells but no control cells "
+            f"(obs['{DRUG}'] == '{train.control}')"
+        )
+    means = _group_means(adata.X[perturbed], codes, len(conditions))
+    deltas = means - control_means.loc[conditions[CELL_LINE]].to_numpy()
+    return TrainingDeltas(conditions, deltas, control_means)
+
+
+@dataclass
+class KeyedMeans:
+    """Mean training delta per key tuple (e.g. per (drug, dose)); stored as string arrays."""
+
+    keys: np.ndarray  # (n, k) str
+    values: np.ndarray  # (n, n_genes)
+    _index: dict[tuple[str, ...], int] = field(init=False, repr=False)
+
+    def __post_init__(self):
+        self._index = {tuple(map(str, row)): i for i, row in enumerate(self.keys)}
+
+    @classmethod
+    def of(
+        cls, td: TrainingDeltas, columns: Sequence[str], rows: np.ndarray | None = None
+    ) -> KeyedMeans:
+        """Mean of ``td.deltas`` per distinct ``columns`` key (over ``rows`` only, if given)."""
+        rows = np.arange(len(td.conditions)) if rows is None else rows
+        table = td.conditions.iloc[rows][list(columns)]
+        codes, uniques = _factorize_rows(table)
+        keys = uniques.to_numpy(dtype=str).reshape(len(uniques), len(columns))
+        values = _group_means(td.deltas[rows], codes, len(uniques)) if len(rows) else td.deltas[:0]
+        return cls(keys, values)
+
+    def get(self, key: tuple[str, ...]) -> np.ndarray | None:
+        i = self._index.get(key)
+        return None if i is None else self.values[i]
+
+    def arrays(self, prefix: str) -> dict[str, np.ndarray]:
+        return {f"{prefix}.keys": self.keys, f"{prefix}.values": self.values}
+
+    @classmethod
+    def from_arrays(cls, arrays, prefix: str) -> KeyedMeans:
+        return cls(arrays[f"{prefix}.keys"], arrays[f"{prefix}.values"])
+
+
+# ---------------------------------------------------------------- the shared predict path
+def _conditions_table(conditions: pd.DataFrame) -> pd.DataFrame:
+    """Conditions to predict with canonical dose text and a ``condition`` key."""
+    for column in CONDITION_COLUMNS:
+        if column not in conditions.columns:
+            raise SchemaError(
+                f"conditions: column '{column}' is missing "
+                f"(required: {', '.join(CONDITION_COLUMNS)})"
+            )
+    table = pd.DataFrame(
+        {
+            CELL_LINE: conditions[CELL_LINE].astype(str).to_numpy(),
+            DRUG: conditions[DRUG].astype(str).to_numpy(),
+            DOSE: [
+                schema.format_dose(x if isinstance(x, str) else float(x)) for x in conditions[DOSE]
+            ],
+            "n_cells": conditions["n_cells"].astype(int).to_numpy(),
+        }
+    )
+    table[CONDITION] = schema.add_condition(table).to_numpy()
+    return table
+
+
+class DeltaBaseline(Method):
+    """A baseline = a rule for the pseudobulk delta + the shared control-plus-delta realisation."""
+
+    def fit(self, train: PerturbData, device: str = "cpu") -> None:
+        self.genes = [str(g) for g in train.adata.var_names]
+        self._fit_deltas(training_deltas(train), train, device)
+
+    def _fit_deltas(self, td: TrainingDeltas, train: PerturbData, device: str) -> None:
+        """Learn the delta rule from the training deltas (default: nothing to learn)."""
+
+    @abstractmethod
+    def _deltas(self, conditions: pd.DataFrame, control_means: pd.DataFrame) -> np.ndarray:
+        """(n_conditions, n_genes) deltas; control_means: index cell_line, columns genes."""
+
+    def _state(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def _set_state(self, arrays) -> None:
+        """Restore what :meth:`_state` stored."""
+
+    def _save_state(self, path: Path) -> None:
+        np.savez(path / STATE_FILE, **self._state())
+
+    def _load_state(self, path: Path, device: str) -> None:
+        with np.load(path / STATE_FILE, allow_pickle=False) as arrays:
+            self._set_state({k: arrays[k] for k in arrays.files})
+
+    # -- prediction
+    def _control_cells(self, controls: ad.AnnData) -> tuple[np.ndarray | sp.spmatrix, pd.DataFrame]:
+        """Expression (in training gene order, materialised once) and obs of the control cells."""
+        genes = [str(g) for g in controls.var_names]
+        if genes == self.genes:
+            return controls.X, controls.obs
+        missing = [g for g in self.genes if g not in set(genes)]
+        if missing:
+            raise SchemaError(
+                f"controls: var_names lack {len(missing)} training genes, e.g. {missing[:3]}"
+            )
+        return controls[:, self.genes].X, controls.obs
+
+    @staticmethod
+    def _control_pools(obs: pd.DataFrame, table: pd.DataFrame) -> dict[str, np.ndarray]:
+        """Row indices of each needed line's control cells."""
+        if CELL_LINE not in obs.columns:
+            raise SchemaError(f"controls: obs['{CELL_LINE}'] is missing")
+        lines = obs[CELL_LINE].astype(str).to_numpy()
+        pools = {}
+        for line, condition in zip(table[CELL_LINE], table[CONDITION]):
+            if line not in pools:
+                pools[line] = np.flatnonzero(lines == line)
+                if pools[line].size == 0:
+                    raise SchemaError(
+                        f"controls: no control cells of cell line '{line}' (obs['{CELL_LINE}']), "
+                        f"needed for condition '{condition}'"
+                    )
+        return pools
+
+    def _predicted_deltas(self, X, pools: dict[str, np.ndarray], table: pd.DataFrame) -> np.ndarray:
+        if not pools:
+            return np.zeros((0, len(self.genes)))
+        rows = np.concatenate(list(pools.values()))
+        codes = np.repeat(np.arange(len(pools)), [pool.size for pool in pools.values()])
+        means = pd.DataFrame(
+            _group_means(X[rows], codes, len(pools)),
+            index=pd.Index(list(pools), name=CELL_LINE),
+            columns=self.genes,
+        )
+        return np.asarray(self._deltas(table, means), dtype=np.float64)
+
+    def predict_deltas(self, controls: ad.AnnData, conditions: pd.DataFrame) -> pd.DataFrame:
+        """Pseudobulk delta per condition (index ``condition``, columns genes)."""
+        X, obs = self._control_cells(controls)
+        table = _conditions_table(conditions)
+        deltas = self._predicted_deltas(X, self._control_pools(obs, table), table)
+        return pd.DataFrame(
+            deltas, index=pd.Index(table[CONDITION], name=CONDITION), columns=self.genes
+        )
+
+    def predict(self, controls: ad.AnnData, conditions: pd.DataFrame, seed: int = 0) -> ad.AnnData:
+        X_ctrl, obs_ctrl = self._control_cells(controls)
+        table = _conditions_table(conditions)
+        pools = self._control_pools(obs_ctrl, table)
+        deltas = self._predicted_deltas(X_ctrl, pools, table)
+        plates = (
+            obs_ctrl[PLATE].astype(str).to_numpy()
+            if PLATE in obs_ctrl.columns
+            else np.full(len(obs_ctrl), "predicted", dtype=object)
+        )
+        X = np.empty((int(table["n_cells"].sum()), len(self.genes)), dtype=np.float32)
+        picked, start = [], 0
+        for i, row in enumerate(table.itertuples(index=False)):
+            pool = pools[row.cell_line]
+            rng = np.random.default_rng([int(seed), zlib.crc32(row.condition.encode())])
+            pick = pool[rng.choice(pool.size, size=row.n_cells, replace=row.n_cells > pool.size)]
+            X[start : start + row.n_cells] = np.maximum(_dense(X_ctrl[pick]) + deltas[i], 0)
+            picked.append(pick)
+            start += row.n_cells
+        rows = np.repeat(np.arange(len(table)), table["n_cells"].to_numpy())
+        obs = table.iloc[rows][[CELL_LINE, DRUG, DOSE, CONDITION]].reset_index(drop=True)
+        obs[PLATE] = plates[np.concatenate(picked)] if picked else np.array([], dtype=object)
+        obs.index = [f"{c}#{j}" for c, j in zip(obs[CONDITION], obs.groupby(CONDITION).cumcount())]
+        return ad.AnnData(
+            X=X,
+            obs=obs[[CELL_LINE, DRUG, DOSE, PLATE, CONDITION]],
+            var=pd.DataFrame(index=pd.Index(self.genes)),
+            uns={"method": self.name, "seed": int(seed), "sampler": SAMPLER},
+        )
+
+
+# ---------------------------------------------------------------- mean baselines
+@register
+class BaseControl(DeltaBaseline):
+    """The target line's control cells (delta 0)."""
+
+    name = "base_control"
+
+    def _deltas(self, conditions, control_means):
+        return np.zeros((len(conditions), len(self.genes)))
+
+
+@register
+class TrainMean(DeltaBaseline):
+    """Mean delta over all training conditions."""
+
+    name = "train_mean"
+
+    def _fit_deltas(self, td, train, device):
+        self.train_mean = td.train_mean()
+
+    def _deltas(self, conditions, control_means):
+        return np.tile(self.train_mean, (len(conditions), 1))
+
+    def _state(self):
+        return {"train_mean": self.train_mean}
+
+    def _set_state(self, arrays):
+        self.train_mean = arrays["train_mean"]
+
+
+@register
+class ContextMean(TrainMean):
+    """Mean delta over the target line's training conditions; else train_mean."""
+
+    name = "context_mean"
+
+    def _fit_deltas(self, td, train, device):
+        super()._fit_deltas(td, train, device)
+        self.by_line = KeyedMeans.of(td, [CELL_LINE])
+
+    def _deltas(self, conditions, control_means):
+        return np.vstack(
+            [_first(self.train_mean, self.by_line.get((line,))) for line in conditions[CELL_LINE]]
+        )
+
+    def _state(self):
+        return {**super()._state(), **self.by_line.arrays("line")}
+
+    def _set_state(self, arrays):
+        super()._set_state(arrays)
+        self.by_line = KeyedMeans.from_arrays(arrays, "line")
+
+
+@register
+class PerturbMean(TrainMean):
+    """Mean delta of the drug at that dose across lines; else at any dose; else train_mean."""
+
+    name = "perturb_mean"
+
+    def _fit_deltas(self, td, train, device):
+        super()._fit_deltas(td, train, device)
+        self.by_drug_dose = KeyedMeans.of(td, [DRUG, DOSE])
+        self.by_drug = KeyedMeans.of(td, [DRUG])
+
+    def _deltas(self, conditions, control_means):
+        return np.vstack(
+            [
+                _first(
+                    self.train_mean, self.by_drug_dose.get((drug, dose)), self.by_drug.get((drug,))
+                )
+                for drug, dose in zip(conditions[DRUG], conditions[DOSE])
+            ]
+        )
+
+    def _state(self):
+        return {
+            **super()._state(),
+            **self.by_drug_dose.arrays("drug_dose"),
+            **self.by_drug.arrays("drug"),
+        }
+
+    def _set_state(self, arrays):
+        super()._set_state(arrays)
+        self.by_drug_dose = KeyedMeans.from_arrays(arrays, "drug_dose")
+        self.by_drug = KeyedMeans.from_arrays(arrays, "drug")
+
+
+def _first(default: np.ndarray, *candidates: np.ndarray | None) -> np.ndarray:
+    """The first candidate that exists, else the default."""
+    return next((c for c in candidates if c is not None), default)
+
+
+@register
+class Additive(DeltaBaseline):
+    """Sum over combination components of their single-drug deltas (nearest training dose)."""
+
+    name = "additive"
+
+    def _fit_deltas(self, td, train, device):
+        singles = np.flatnonzero(~td.conditions[DRUG].map(schema.is_combo).to_numpy(dtype=bool))
+        self._set_tables(
+            KeyedMeans.of(td, [CELL_LINE, DRUG, DOSE], singles),
+            KeyedMeans.of(td, [DRUG, DOSE], singles),
+            KeyedMeans.of(td, [DRUG], singles),
+        )
+
+    def _set_tables(
+        self, in_line: KeyedMeans, by_drug_dose: KeyedMeans, by_drug: KeyedMeans
+    ) -> None:
+        self.in_line, self.by_drug_dose, self.by_drug = in_line, by_drug_dose, by_drug
+        self.line_doses: dict[tuple[str, str], list[str]] = {}
+        for line, drug, dose in self.in_line.keys:
+            self.line_doses.setdefault((str(line), str(drug)), []).append(str(dose))
+
+    def single_delta(self, line: str, drug: str, dose: float) -> np.ndarray:
+        """Delta of one single drug in a line: nearest in-line training dose, else across lines."""
+        doses = self.line_doses.get((line, drug))
+        if doses:
+            nearest = min(doses, key=lambda d: (abs(np.log1p(float(d)) - np.log1p(dose)), float(d)))
+            return self.in_line.get((line, drug, nearest))
+        return _first(
+            np.zeros(len(self.genes)),
+            self.by_drug_dose.get((drug, schema.format_dose(dose))),
+            self.by_drug.get((drug,)),
+        )
+
+    def combination_delta(self, line: str, drug: str, dose: str) -> np.ndarray:
+        """Sum of :meth:`single_delta` over the components of ``drug`` at ``dose``."""
+        parts = zip(schema.components(drug), schema.component_doses(dose))
+        return np.sum([self.single_delta(line, name, amount) for name, amount in parts], axis=0)
+
+    def _deltas(self, conditions, control_means):
+        keys = zip(conditions[CELL_LINE], conditions[DRUG], conditions[DOSE])
+        return np.vstack([self.combination_delta(line, drug, dose) for line, drug, dose in keys])
+
+    def _state(self):
+        return {
+            **self.in_line.arrays("line_drug_dose"),
+            **self.by_drug_dose.arrays("drug_dose"),
+            **self.by_drug.arrays("drug"),
+        }
+
+    def _set_state(self, arrays):
+        self._set_tables(
+            *(KeyedMeans.from_arrays(arrays, p) for p in ("line_drug_dose", "drug_dose", "drug"))
+        )
+
+
+# ---------------------------------------------------------------- structure + context features
+@dataclass
+class ConditionFeatures:
+    """``[drug_features(drug, dose), whitened context PCs of the line's control mean]``."""
+
+    fps: pd.DataFrame
+    max_dose: float
+    pca_mean: np.ndarray  # (n_genes,)
+    pca_components: np.ndarray  # (k, n_genes)
+    pca_scale: np.ndarray  # (k,)
+
+    @classmethod
+    def fit(
+        cls, train: PerturbData, td: TrainingDeltas, *, radius: int, n_bits: int, n_context_pcs: int
+    ) -> ConditionFeatures:
+        source = train.drugs.attrs.get("source", "drug table")
+        if SMILES_FIELD not in train.drugs.columns:
+            raise SchemaError(f"{source}: column '{SMILES_FIELD}' is missing")
+        smiles = {
+            str(d): s
+            for d, s in zip(train.drugs.index, train.drugs[SMILES_FIELD])
+            if str(d) != train.control
+        }
+        fps = morgan_fingerprints(smiles, radius=radius, n_bits=n_bits, source=source)
+        doses = [d for text in td.conditions[DOSE] for d in schema.component_doses(text)]
+        contexts = td.control_means.to_numpy()
+        k = min(int(n_context_pcs), len(contexts) - 1)
+        if k > 0:
+            from sklearn.decomposition import PCA
+
+            pca = PCA(n_components=k, svd_solver="full").fit(contexts)
+            mean, comps, var = pca.mean_, pca.components_, pca.explained_variance_
+        else:
+            mean, comps, var = contexts.mean(axis=0), np.zeros((0, contexts.shape[1])), np.zeros(0)
+        scale = np.where(var > 1e-12, np.sqrt(var), 1.0)  # identical lines: no whitening
+        return cls(fps, float(max(doses, default=1.0)), mean, comps, scale)
+
+    @property
+    def n_features(self) -> int:
+        return 2 * self.fps.shape[1] + len(self.pca_scale)
+
+    def matrix(self, conditions: pd.DataFrame, control_means: pd.DataFrame) -> np.ndarray:
+        """(n_conditions, n_features) float32."""
+        context = (
+            (control_means.to_numpy() - self.pca_mean) @ self.pca_components.T
+        ) / self.pca_scale
+        row_of = {line: i for i, line in enumerate(control_means.index)}
+        return np.vstack(
+            [
+                np.concatenate(
+                    [drug_features(drug, dose, self.fps, self.max_dose), context[row_of[line]]]
+                )
+                for line, drug, dose in zip(
+                    conditions[CELL_LINE], conditions[DRUG], conditions[DOSE]
+                )
+            ]
+        ).astype(np.float32)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {
+            "fp.drugs": self.fps.index.to_numpy(dtype=str),
+            "fp.bits": self.fps.to_numpy(),
+            "max_dose": np.array(self.max_dose),
+            "pca.mean": self.pca_mean,
+            "pca.components": self.pca_components,
+            "pca.scale": self.pca_scale,
+        }
+
+    @classmethod
+    def from_arrays(cls, arrays) -> ConditionFeatures:
+        bits = arrays["fp.bits"]
+        fps = pd.DataFrame(
+            bits,
+            index=pd.Index(arrays["fp.drugs"], name="drug"),
+            columns=pd.RangeIndex(bits.shape[1], name="bit"),
+        )
+        return cls(
+            fps,
+            float(arrays["max_dose"]),
+            arrays["pca.mean"],
+            arrays["pca.components"],
+            arrays["pca.scale"],
+        )
+
+
+class FeatureBaseline(DeltaBaseline):
+    """Shared fit/state for the baselines that regress deltas on condition features."""
+
+    def _fit_deltas(self, td, train, device):
+        if len(td.conditions) == 0:
+            raise SchemaError("training data: no perturbed cells (every cell is a control)")
+        self.features = ConditionFeatures.fit(
+            train,
+            td,
+            radius=self.params["radius"],
+            n_bits=self.params["n_bits"],
+            n_context_pcs=self.params["n_context_pcs"],
+        )
+        self._fit_model(self.features.matrix(td.conditions, td.control_means), td.deltas, device)
+
+    @abstractmethod
+    def _fit_model(self, X: np.ndarray, Y: np.ndarray, device: str) -> None:
+        """Fit the regressor from features X (n_conditions, n_features) to deltas Y."""
+
+    def _describe_sizes(self) -> tuple[int, int]:
+        """(n_features, n_genes): fitted sizes, or the preset's (context PCs at their maximum)."""
+        if hasattr(self, "features"):
+            return self.features.n_features, len(self.genes)
+        p = self.params
+        return 2 * p["n_bits"] + p["n_context_pcs"], p["describe_n_genes"]
+
+    def _state(self):
+        return self.features.arrays()
+
+    def _set_state(self, arrays):
+        self.features = ConditionFeatures.from_arrays(arrays)
+
+
+_FEATURE_PRESET = {"radius": 2, "n_bits": 1024}
+
+
+@register
+class BaseReg(FeatureBaseline):
+    """Ridge regression from drug structure x dose + context PCs to the pseudobulk delta."""
+
+    name = "base_reg"
+    presets: ClassVar[dict] = {
+        "tiny": {**_FEATURE_PRESET, "alpha": 1.0, "n_context_pcs": 4, "describe_n_genes": 500},
+        "paper": {**_FEATURE_PRESET, "alpha": 1.0, "n_context_pcs": 10, "describe_n_genes": 5000},
+    }
+
+    def _fit_model(self, X, Y, device):
+        from sklearn.linear_model import Ridge
+
+        ridge = Ridge(alpha=float(self.params["alpha"])).fit(X, Y)
+        self.coef = ridge.coef_.astype(np.float32)  # (n_genes, n_features)
+        self.intercept = np.asarray(ridge.intercept_, dtype=np.float32)
+
+    def _deltas(self, conditions, control_means):
+        X = self.features.matrix(conditions, control_means).astype(np.float64)
+        return X @ self.coef.T.astype(np.float64) + self.intercept
+
+    def parameter_counts(self) -> dict[str, int]:
+        n_features, n_genes = self._describe_sizes()
+        return {"ridge.coef": n_features * n_genes, "ridge.intercept": n_genes}
+
+    def _state(self):
+        return {**super()._state(), "ridge.coef": self.coef, "ridge.intercept": self.intercept}
+
+    def _set_state(self, arrays):
+        super()._set_state(arrays)
+        self.coef, self.intercept = arrays["ridge.coef"], arrays["ridge.intercept"]

@@ -1,0 +1,241 @@
+"""The differential-expression engine shared by every metric protocol (DESIGN §9).
+
+All tests run on all genes at once (vectorised numpy/scipy; genes are only chunked for memory).
+
+- :func:`ttest_scores` reproduces ``scanpy.tl.rank_genes_groups(method="t-test", reference=...)``
+  scores: per-gene mean and variance as scanpy's ``_get_mean_var`` computes them (float64
+  accumulation, squares taken in the input dtype, ``var = E[x^2] - E[x]^2`` rescaled by
+  ``n / (n - 1)`` unless ``n == 1``), Welch's t as ``scipy.stats.ttest_ind_from_stats`` forms it
+  (``std = sqrt(var)``, ``t = (m1 - m2) / sqrt(std1^2/n1 + std2^2/n2)``), and scanpy's NaN rule
+  (NaN scores, e.g. equal constant genes or a slightly negative variance, become 0). Constant genes
+  with different means give ``+-inf``, as in scanpy.
+- :func:`rank_degs` / :func:`top_by_abs`: scPerturBench sorts genes by ``|score|`` descending
+  (StateXDiff App. B.1). Tie rule (ours; theirs is pandas' unstable sort): equal ``|score|`` keeps
+  gene (var) order, i.e. a stable sort.
+- :func:`mannwhitney_u`: two-sided Mann-Whitney U with tie and continuity correction and the normal
+  approximation, as ``scipy.stats.mannwhitneyu(x, y, method="asymptotic")`` (cell-eval / pdex).
+  Values that are exactly float32 (log-normalised data) are ranked by sorting integer keys that
+  carry the group membership in their lowest bit (a plain SIMD sort, no argsort); other data fall
+  back to a stable argsort. Both give the same average ranks.
+- :func:`bh_fdr`: Benjamini-Hochberg, as ``statsmodels.stats.multitest.multipletests(p,
+  method="fdr_bh")``.
+- :func:`log2fc_expm1_means` (cell-eval / pdex) and :func:`log2fc_pseudocount` (scPPDM App. C.2).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+from scipy import special
+
+#: genes ranked per chunk in :func:`mannwhitney_u` are limited to this many matrix entries.
+_MWU_CHUNK_ENTRIES = 4_000_000
+
+
+def _as_dense(x) -> np.ndarray:
+    return x.toarray() if sp.issparse(x) else np.asarray(x)
+
+
+def mean_var(x) -> tuple[np.ndarray, np.ndarray]:
+    """Per-gene mean and unbiased variance of a cells x genes matrix (dense or CSR), scanpy-style.
+
+    Follows ``scanpy.preprocessing._utils._get_mean_var``: float64 sums, squares in the input
+    dtype, ``var = (E[x^2] - E[x]^2) * n / (n - 1)`` (no rescaling for a single cell). The variance
+    can come out slightly negative for a constant gene; :func:`ttest_scores` handles that as scanpy.
+    """
+    n = x.shape[0]
+    if n == 0:
+        raise ValueError("mean_var: the matrix has no cells")
+    if sp.issparse(x):
+        x = sp.csr_matrix(x)
+        n_genes = x.shape[1]
+        values = x.data.astype(np.float64)
+        squares = (x.data * x.data).astype(np.float64)
+        mean = np.bincount(x.indices, weights=values, minlength=n_genes) / n
+        mean_sq = np.bincount(x.indices, weights=squares, minlength=n_genes) / n
+    else:
+        x = np.asarray(x)
+        mean = x.mean(axis=0, dtype=np.float64)
+        mean_sq = (x * x).mean(axis=0, dtype=np.float64)
+    var = mean_sq - mean**2
+    if n != 1:
+        var *= n / (n - 1)
+    return mean, var
+
+
+def welch_t(mean_group: np.ndarray, var_group: np.ndarray, n_group: int,
+            mean_ref: np.ndarray, var_ref: np.ndarray, n_ref: int) -> np.ndarray:
+    """Welch's t statistic from summary statistics with scanpy's NaN -> 0 rule."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        std_group, std_ref = np.sqrt(var_group), np.sqrt(var_ref)
+        scores = (mean_group - mean_ref) / np.sqrt(std_group**2 / n_group + std_ref**2 / n_ref)
+    scores[np.isnan(scores)] = 0.0
+    return scores
+
+
+def ttest_scores(x_group, x_ref) -> np.ndarray:
+    """Scanpy's t-test scores of ``x_group`` against the reference ``x_ref`` (cells x genes)."""
+    return welch_t(*mean_var(x_group), x_group.shape[0], *mean_var(x_ref), x_ref.shape[0])
+
+
+def top_by_abs(scores: np.ndarray, n: int | None = None) -> np.ndarray:
+    """Indices of the ``n`` largest ``|scores|`` (all if ``None``), descending; ties in index order."""
+    order = np.argsort(-np.abs(np.asarray(scores, dtype=np.float64)), kind="stable")
+    return order if n is None else order[:n]
+
+
+def rank_degs(x_group, x_ref, n: int | None) -> np.ndarray:
+    """Gene indices of the top-``n`` DEGs by ``|t-test score|`` (scPerturBench, StateXDiff B.1)."""
+    return top_by_abs(ttest_scores(x_group, x_ref), n)
+
+
+def _float32_keys(values: np.ndarray) -> np.ndarray | None:
+    """Order-preserving int32 keys of ``values``, or ``None`` when some value is not exactly a float32.
+
+    The float32 bit pattern read as a signed integer, with the magnitude bits of negative numbers
+    flipped, orders like the floats; ``+ 0`` first turns ``-0.0`` into ``+0.0`` so they tie.
+    """
+    v32 = values.astype(np.float32)
+    if values.dtype != np.float32 and not np.array_equal(v32, values):
+        return None
+    bits = (v32 + np.float32(0.0)).view(np.int32)
+    return bits ^ ((bits >> 31) & np.int32(0x7FFFFFFF))
+
+
+def _rank_sums_sorted_keys(keys_group: np.ndarray, keys_ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row (gene) of genes x cells int32 keys: rank sum of the group and sum over ties of t^3 - t.
+
+    Keys are shifted left by one bit and the group's get a 1 in the freed bit, so one sort per row
+    orders the values and still tells which ones belong to the group (uint32 when no key is negative,
+    i.e. no value is negative, else int64). Runs of equal values are found on the flattened sorted
+    matrix; a run starting at 0-based position ``a`` with length ``t`` gives each member the average
+    rank ``a + (t + 1) / 2``.
+    """
+    n_genes, n1 = keys_group.shape
+    n = n1 + keys_ref.shape[1]
+    dtype = np.uint32 if min(keys_group.min(), keys_ref.min()) >= 0 else np.int64
+    one = dtype(1)
+    tagged = np.concatenate([(keys_group.astype(dtype) << one) | one, keys_ref.astype(dtype) << one],
+                            axis=1)
+    tagged.sort(axis=1)
+    starts = np.ones(tagged.shape, dtype=bool)
+    np.not_equal((tagged[:, 1:] ^ tagged[:, :-1]) & ~one, 0, out=starts[:, 1:])
+    run_start = np.flatnonzero(starts)
+    run_len = np.diff(np.append(run_start, n_genes * n)).astype(np.float64)
+    in_group = np.add.reduceat((tagged & one).ravel(), run_start)
+    avg_rank = (run_start % n) + (run_len + 1.0) / 2.0
+    gene = run_start // n
+    rank_sum = np.bincount(gene, weights=in_group * avg_rank, minlength=n_genes)
+    tie_term = np.bincount(gene, weights=run_len**3 - run_len, minlength=n_genes)
+    return rank_sum, tie_term
+
+
+def _rank_sums_argsort(xy: np.ndarray, n1: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per column of the stacked cells x genes matrix (group rows first): the group's rank sum and
+    the sum over ties of t^3 - t, from a stable argsort (any float dtype)."""
+    n = xy.shape[0]
+    order = np.argsort(xy, axis=0, kind="stable")
+    xs = np.take_along_axis(xy, order, axis=0)
+    pos = np.broadcast_to(np.arange(n)[:, None], xs.shape)
+    starts_run = np.ones(xs.shape, dtype=bool)
+    starts_run[1:] = xs[1:] != xs[:-1]
+    ends_run = np.ones(xs.shape, dtype=bool)
+    ends_run[:-1] = starts_run[1:]
+    first = np.maximum.accumulate(np.where(starts_run, pos, 0), axis=0)
+    last = np.minimum.accumulate(np.where(ends_run, pos, n - 1)[::-1], axis=0)[::-1]
+    avg_rank = (first + last) / 2.0 + 1.0
+    rank_sum = np.where(order < n1, avg_rank, 0.0).sum(axis=0)
+    run = (last - first + 1).astype(np.float64)
+    tie_term = (run**2 - 1.0).sum(axis=0)  # each of the t members of a run adds t^2 - 1
+    return rank_sum, tie_term
+
+
+def mannwhitney_u(x_group, x_ref) -> tuple[np.ndarray, np.ndarray]:
+    """Two-sided Mann-Whitney U test per gene (columns), normal approximation.
+
+    Returns ``(U, p)`` with ``U`` the statistic of ``x_group`` (``R1 - n1(n1+1)/2``) as scipy
+    reports it. Tie-corrected sigma, continuity correction 0.5, ``p = 2 * sf(z)`` clipped to
+    [0, 1], ``z`` from ``max(U1, U2)``. A gene constant across both groups has sigma 0; then
+    ``z = -inf`` and ``p = 1`` (scipy gives the same through its clip). Ranks are computed once per
+    gene over the concatenated samples (average ranks for ties).
+    """
+    xg, xr = _as_dense(x_group), _as_dense(x_ref)
+    n1, n2 = xg.shape[0], xr.shape[0]
+    if n1 == 0 or n2 == 0:
+        raise ValueError("mannwhitney_u: both groups need at least one cell")
+    if xg.shape[1] != xr.shape[1]:
+        raise ValueError(f"mannwhitney_u: gene counts differ ({xg.shape[1]} vs {xr.shape[1]})")
+    n = n1 + n2
+    n_genes = xg.shape[1]
+    rank_sum = np.empty(n_genes)
+    tie_term = np.empty(n_genes)
+    step = max(1, _MWU_CHUNK_ENTRIES // n)
+    for lo in range(0, n_genes, step):
+        chunk = slice(lo, lo + step)
+        keys_group, keys_ref = _float32_keys(xg[:, chunk].T), _float32_keys(xr[:, chunk].T)
+        if keys_group is not None and keys_ref is not None:
+            rank_sum[chunk], tie_term[chunk] = _rank_sums_sorted_keys(keys_group, keys_ref)
+        else:
+            block = np.concatenate([xg[:, chunk], xr[:, chunk]], axis=0)
+            rank_sum[chunk], tie_term[chunk] = _rank_sums_argsort(block, n1)
+    u1 = rank_sum - n1 * (n1 + 1) / 2
+    u = np.maximum(u1, n1 * n2 - u1)
+    mu = n1 * n2 / 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sigma = np.sqrt(n1 * n2 / 12 * ((n + 1) - tie_term / (n * (n - 1))))
+        z = (u - mu - 0.5) / sigma
+    p = np.clip(2.0 * special.ndtr(-z), 0.0, 1.0)
+    return u1, p
+
+
+def bh_fdr(p) -> np.ndarray:
+    """Benjamini-Hochberg adjusted p-values (statsmodels ``fdr_bh``), capped at 1.
+
+    NaN p-values stay NaN and are left out of the number of tests (R ``p.adjust`` convention;
+    statsmodels has no NaN handling).
+    """
+    p = np.asarray(p, dtype=np.float64)
+    q = np.full(p.shape, np.nan)
+    ok = ~np.isnan(p)
+    values = p[ok]
+    m = values.size
+    if m == 0:
+        return q
+    order = np.argsort(values, kind="mergesort")
+    ranked = values[order] / (np.arange(1, m + 1) / m)
+    ranked = np.minimum.accumulate(ranked[::-1])[::-1]
+    ranked[ranked > 1] = 1.0
+    adjusted = np.empty(m)
+    adjusted[order] = ranked
+    q[ok] = adjusted
+    return q
+
+
+def log2fc_expm1_means(mean_group_log1p, mean_ref_log1p, epsilon: float = 0.0,
+                       bulk_dtype=None) -> np.ndarray:
+    """``log2((expm1(m_group) + eps) / (expm1(m_ref) + eps))`` from means of log1p data.
+
+    cell-eval 0.8 / pdex pseudobulk fold change; cell-eval uses ``epsilon = 0`` (one-sided zeros
+    give ``+-inf``). As in pdex, ``0/0`` (gene absent from both groups) is defined as 0.
+    bulk_dtype: round ``expm1(m)`` to this dtype before the ratio (pdex keeps the pseudobulk in the
+    data's dtype, float32 for float32 data); ``None`` keeps float64.
+    """
+    num = np.expm1(np.asarray(mean_group_log1p, dtype=np.float64))
+    den = np.expm1(np.asarray(mean_ref_log1p, dtype=np.float64))
+    if bulk_dtype is not None:
+        num, den = num.astype(bulk_dtype), den.astype(bulk_dtype)
+    num = num.astype(np.float64) + epsilon
+    den = den.astype(np.float64) + epsilon
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lfc = np.log2(num / den)
+    lfc[np.isnan(lfc)] = 0.0
+    return lfc
+
+
+def log2fc_pseudocount(mean_group, mean_ref, pseudocount: float) -> np.ndarray:
+    """``log2((m_group + eps) / (m_ref + eps))`` with a fixed pseudo-count (scPPDM App. C.2)."""
+    if pseudocount <= 0:
+        raise ValueError(f"log2fc_pseudocount: pseudocount must be > 0, got {pseudocount}")
+    num = np.asarray(mean_group, dtype=np.float64) + pseudocount
+    den = np.asarray(mean_ref, dtype=np.float64) + pseudocount
+    return np.log2(num / den)

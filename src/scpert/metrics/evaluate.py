@@ -1,0 +1,305 @@
+"""One pass over the test conditions, shared DE, and the metric-protocol registry (DESIGN §9).
+
+:func:`evaluate_predictions` slices, per test condition, the ground-truth cells (``obs["condition"]``),
+the predicted cells of the same condition and the true control cells of the same ``cell_line``
+(``obs["drug"] == control``), builds one :class:`ConditionContext` and hands it to every requested
+protocol. The context computes shared quantities lazily and at most once (scanpy-style means and
+variances, t-test scores of truth and prediction against the control, |score| rankings, the cell
+subsample), so protocols reuse them instead of recomputing.
+
+A protocol registers with :func:`register_protocol`: a function ``ctx -> [(metric, deg_set,
+value), ...]``; optionally ``summarize(ctx) -> summary`` (kept per condition) and ``across({condition:
+summary}) -> [(condition, metric, deg_set, value), ...]`` for metrics that compare conditions with
+each other (discrimination scores, across-perturbation correlations). Conditions are compared only
+with conditions of the same cell line (as cell-eval run per cell type); a value that summarises all
+test conditions of a cell line gets the condition label :func:`across_label` (``"<cell_line>|*"``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from scpert.data import schema
+from scpert.data.schema import SchemaError
+from scpert.metrics import de
+from scpert.metrics.distances import mean_pairwise_distance
+
+#: modules whose import registers protocols; later protocols append their module here.
+PROTOCOL_MODULES = ("scpert.metrics.scperturbench", "scpert.metrics.celleval", "scpert.metrics.scppdm",
+                    "scpert.metrics.systema")
+RESULT_COLUMNS = ("condition", "protocol", "metric", "deg_set", "value")
+
+MetricRow = tuple[str, str, float]  # (metric, deg_set, value)
+ConditionRow = tuple[str, str, str, float]  # (condition, metric, deg_set, value)
+
+
+@dataclass(frozen=True)
+class Protocol:
+    name: str
+    per_condition: Callable[[ConditionContext], Iterable[MetricRow]]
+    summarize: Callable[[ConditionContext], Any] | None = None
+    across: Callable[[dict[str, Any]], Iterable[ConditionRow]] | None = None
+
+
+_REGISTRY: dict[str, Protocol] = {}
+
+#: condition label suffix of values that summarise all test conditions of a cell line
+ALL_CONDITIONS = "*"
+
+
+def across_label(cell_line: str) -> str:
+    """Condition label of a value computed across all test conditions of ``cell_line``."""
+    return f"{cell_line}{schema.CONDITION_SEP}{ALL_CONDITIONS}"
+
+
+def register_protocol(name: str, *, summarize: Callable[[ConditionContext], Any] | None = None,
+                      across: Callable[[dict[str, Any]], Iterable[ConditionRow]] | None = None):
+    """Decorator registering ``fn(ctx) -> [(metric, deg_set, value)]`` as protocol ``name``."""
+
+    def decorate(fn: Callable[[ConditionContext], Iterable[MetricRow]]):
+        protocol = Protocol(name, fn, summarize, across)
+        if name in _REGISTRY and _REGISTRY[name].per_condition is not fn:
+            raise ValueError(f"metric protocol '{name}' registered twice")
+        _REGISTRY[name] = protocol
+        return fn
+
+    return decorate
+
+
+def _import_all() -> None:
+    for module in PROTOCOL_MODULES:
+        importlib.import_module(module)
+
+
+def available_protocols() -> list[str]:
+    _import_all()
+    return sorted(_REGISTRY)
+
+
+def get_protocol(name: str) -> Protocol:
+    _import_all()
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown metric protocol '{name}' (available: {', '.join(sorted(_REGISTRY))})")
+    return _REGISTRY[name]
+
+
+@dataclass(eq=False)
+class ControlCells:
+    """True control cells of one cell line (dense, stored dtype) with scanpy-style mean/var."""
+
+    x: np.ndarray
+
+    @cached_property
+    def stats(self) -> tuple[np.ndarray, np.ndarray]:
+        return de.mean_var(self.x)
+
+    @property
+    def mean(self) -> np.ndarray:
+        return self.stats[0]
+
+    @property
+    def n(self) -> int:
+        return self.x.shape[0]
+
+    @cached_property
+    def dtype_mean(self) -> np.ndarray:
+        """Per-gene mean accumulated in the stored dtype (numpy), as pdex forms pseudobulks."""
+        return self.x.mean(axis=0)
+
+    @cached_property
+    def self_distance(self) -> float:
+        """Mean Euclidean distance over all pairs of control cells (zero diagonal included)."""
+        return mean_pairwise_distance(self.x)
+
+
+@dataclass(eq=False)
+class ConditionContext:
+    """Everything a protocol needs for one test condition; shared results are computed once.
+
+    truth, pred: dense cells x genes in their stored dtype (NaN prediction rows already replaced
+    by the control mean). control: the true controls of the condition's cell line.
+    train_reference: optional per-gene reference (Systema: mean of training-perturbation
+    centroids), passed through from :func:`evaluate_predictions`.
+    """
+
+    condition: str
+    cell_line: str
+    genes: pd.Index
+    truth: np.ndarray
+    pred: np.ndarray
+    control: ControlCells
+    seed: int = 42
+    max_cells: int = 2000
+    train_reference: np.ndarray | None = None
+    #: per-protocol scratch space, so a protocol's per-condition function and its ``summarize``
+    #: share intermediate results
+    scratch: dict[str, Any] = field(default_factory=dict, repr=False)
+    _subsamples: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
+
+    @cached_property
+    def truth_stats(self) -> tuple[np.ndarray, np.ndarray]:
+        return de.mean_var(self.truth)
+
+    @cached_property
+    def pred_stats(self) -> tuple[np.ndarray, np.ndarray]:
+        return de.mean_var(self.pred)
+
+    @property
+    def truth_mean(self) -> np.ndarray:
+        return self.truth_stats[0]
+
+    @property
+    def pred_mean(self) -> np.ndarray:
+        return self.pred_stats[0]
+
+    @property
+    def control_mean(self) -> np.ndarray:
+        return self.control.mean
+
+    @cached_property
+    def truth_scores(self) -> np.ndarray:
+        """scanpy t-test scores, truth vs control."""
+        return de.welch_t(*self.truth_stats, self.truth.shape[0], *self.control.stats, self.control.n)
+
+    @cached_property
+    def pred_scores(self) -> np.ndarray:
+        """scanpy t-test scores, prediction vs the true control."""
+        return de.welch_t(*self.pred_stats, self.pred.shape[0], *self.control.stats, self.control.n)
+
+    @cached_property
+    def truth_mwu_p(self) -> np.ndarray:
+        """Two-sided Mann-Whitney U p-values, truth vs control, per gene."""
+        return de.mannwhitney_u(self.truth, self.control.x)[1]
+
+    @cached_property
+    def pred_mwu_p(self) -> np.ndarray:
+        """Two-sided Mann-Whitney U p-values, prediction vs the true control, per gene."""
+        return de.mannwhitney_u(self.pred, self.control.x)[1]
+
+    @cached_property
+    def truth_ranking(self) -> np.ndarray:
+        """All gene indices by |truth score| descending (ties in gene order)."""
+        return de.top_by_abs(self.truth_scores)
+
+    @cached_property
+    def pred_ranking(self) -> np.ndarray:
+        return de.top_by_abs(self.pred_scores)
+
+    def subsample(self, max_cells: int) -> tuple[np.ndarray, np.ndarray]:
+        """Row indices of at most ``max_cells`` prediction and truth cells.
+
+        scPerturBench ``f_subSample``: ``np.random.seed(seed)``, then the prediction group and then
+        the truth group each draw ``choice(n, max_cells, replace=False)`` only when larger than
+        ``max_cells`` (legacy RandomState stream, so the same cells as theirs for equal inputs).
+        """
+        if max_cells not in self._subsamples:
+            rng = np.random.RandomState(self.seed)
+            picks = []
+            for n in (self.pred.shape[0], self.truth.shape[0]):
+                picks.append(rng.choice(n, max_cells, replace=False) if n > max_cells else np.arange(n))
+            self._subsamples[max_cells] = (picks[0], picks[1])
+        return self._subsamples[max_cells]
+
+
+def _dense_rows(x, rows: np.ndarray) -> np.ndarray:
+    block = x[rows]
+    block = block.toarray() if sp.issparse(block) else np.asarray(block)  # fancy indexing copied
+    if not np.issubdtype(block.dtype, np.floating):
+        block = block.astype(np.float64)
+    return block
+
+
+def _check_inputs(truth: ad.AnnData, pred: ad.AnnData) -> None:
+    if not truth.var_names.equals(pred.var_names):
+        if truth.n_vars != pred.n_vars:
+            detail = f"{pred.n_vars} genes vs {truth.n_vars}"
+        else:
+            i = int(np.flatnonzero(truth.var_names != pred.var_names)[0])
+            detail = f"position {i}: '{pred.var_names[i]}' vs '{truth.var_names[i]}'"
+        raise SchemaError(f"prediction: var_names differ from the ground truth's var_names ({detail})")
+    for name, adata, keys in (("ground truth", truth, (schema.CONDITION, schema.CELL_LINE, schema.DRUG)),
+                              ("prediction", pred, (schema.CONDITION,))):
+        for key in keys:
+            if key not in adata.obs.columns:
+                raise SchemaError(f"{name}: obs['{key}'] is missing")
+
+
+def _replace_nan_rows(pred: np.ndarray, control_mean: np.ndarray) -> np.ndarray:
+    bad = np.isnan(pred).any(axis=1)
+    if bad.any():
+        pred[bad] = control_mean.astype(pred.dtype)
+    return pred
+
+
+def evaluate_predictions(truth: ad.AnnData, pred: ad.AnnData, conditions: Sequence[str], control: str,
+                         protocols: Sequence[str] = ("scperturbench",), seed: int = 42,
+                         train_reference: np.ndarray | None = None,
+                         max_cells: int = 2000) -> pd.DataFrame:
+    """Metrics of ``pred`` against ``truth`` for each test condition, one tidy row per value.
+
+    truth: log-normalised ground truth holding the test conditions and the control cells
+        (``obs``: condition, cell_line, drug). pred: predicted cells, same var_names in the same
+        order, ``obs["condition"]``. max_cells: per-group subsample for cell-level distances
+        (scPerturBench: 2000, seed 42). Prediction rows containing NaN are replaced by the mean of the
+        true controls of the condition's cell line (on a copy).
+    Returns columns ``condition, protocol, metric, deg_set, value`` sorted by the first four.
+    """
+    _check_inputs(truth, pred)
+    chosen = [get_protocol(name) for name in protocols]
+    if train_reference is not None:
+        train_reference = np.asarray(train_reference, dtype=np.float64)
+        if train_reference.shape != (truth.n_vars,):
+            raise ValueError(f"train_reference must have shape ({truth.n_vars},), got {train_reference.shape}")
+    truth_obs, pred_obs = truth.obs, pred.obs
+    truth_groups = truth_obs.groupby(truth_obs[schema.CONDITION].astype(str), observed=True).indices
+    pred_groups = pred_obs.groupby(pred_obs[schema.CONDITION].astype(str), observed=True).indices
+    is_control = (truth_obs[schema.DRUG].astype(str) == control).to_numpy()
+    lines = truth_obs[schema.CELL_LINE].astype(str).to_numpy()
+    controls: dict[str, ControlCells] = {}
+
+    rows: list[tuple[str, str, str, str, float]] = []
+    summaries: dict[str, dict[str, Any]] = {p.name: {} for p in chosen}
+    for condition in dict.fromkeys(str(c) for c in conditions):
+        if condition not in truth_groups:
+            raise SchemaError(f"ground truth: no cells with obs['{schema.CONDITION}'] == '{condition}'")
+        if condition not in pred_groups:
+            raise SchemaError(f"prediction: no cells for condition '{condition}' (obs['{schema.CONDITION}'])")
+        truth_rows = truth_groups[condition]
+        line_values = np.unique(lines[truth_rows])
+        if line_values.size != 1:
+            raise SchemaError(f"ground truth: condition '{condition}' spans several obs['{schema.CELL_LINE}'] "
+                              f"values: {line_values.tolist()}")
+        line = str(line_values[0])
+        if line not in controls:
+            control_rows = np.flatnonzero(is_control & (lines == line))
+            if control_rows.size == 0:
+                raise SchemaError(f"ground truth: no control cells (obs['{schema.DRUG}'] == '{control}') "
+                                  f"for obs['{schema.CELL_LINE}'] == '{line}'")
+            controls[line] = ControlCells(_dense_rows(truth.X, control_rows))
+        ctrl = controls[line]
+        ctx = ConditionContext(
+            condition=condition, cell_line=line, genes=truth.var_names,
+            truth=_dense_rows(truth.X, truth_rows),
+            pred=_replace_nan_rows(_dense_rows(pred.X, pred_groups[condition]), ctrl.mean),
+            control=ctrl, seed=seed, max_cells=max_cells, train_reference=train_reference,
+        )
+        for protocol in chosen:
+            rows += [(condition, protocol.name, metric, deg_set, float(value))
+                     for metric, deg_set, value in protocol.per_condition(ctx)]
+            if protocol.summarize is not None:
+                summaries[protocol.name][condition] = protocol.summarize(ctx)
+    for protocol in chosen:
+        if protocol.across is not None:
+            rows += [(condition, protocol.name, metric, deg_set, float(value))
+                     for condition, metric, deg_set, value in protocol.across(summaries[protocol.name])]
+    table = pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
+    return table.sort_values(list(RESULT_COLUMNS[:4]), kind="stable").reset_index(drop=True)
