@@ -109,6 +109,27 @@ def test_mannwhitney_matches_scipy_with_ties_and_constant_genes(monkeypatch):
     np.testing.assert_array_equal(p2, p)
 
 
+@pytest.mark.parametrize("kind", ["negative_float32", "float64_not_float32"])
+def test_mannwhitney_key_sort_and_argsort_paths_match_scipy(kind):
+    """float32-exact data are ranked by sorting integer keys (negative values, -0.0 == +0.0 and
+    ties included); other float64 data by a stable argsort. Both equal scipy."""
+    xg, xr = _groups(seed=7, n_group=23, n_ref=35, n_genes=50)
+    if kind == "negative_float32":
+        xg[:, 3], xr[:, 3] = -0.0, 0.0  # signed zeros tie
+        xg[:6, 4], xr[:4, 4] = -1.5, -2.5
+        xg[:, 5:9] -= 1.0
+        assert de._float32_keys(xg) is not None
+    else:
+        xg = xg.astype(np.float64) + 1e-9 * np.random.default_rng(0).normal(size=xg.shape)
+        xg[:, :3] = np.round(xg[:, :3])  # keep the degenerate genes degenerate
+        assert de._float32_keys(xg) is None
+    ref = stats.mannwhitneyu(np.asarray(xg, np.float64), np.asarray(xr, np.float64),
+                             method="asymptotic", axis=0)
+    u, p = de.mannwhitney_u(xg, xr)
+    np.testing.assert_allclose(u, ref.statistic, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(p, ref.pvalue, rtol=0, atol=1e-12)
+
+
 def test_bh_by_hand_and_statsmodels():
     # sorted 0.01, 0.03, 0.04, 0.2 -> p*m/i = 0.04, 0.06, 0.0533, 0.2 -> running min from the end
     q = de.bh_fdr([0.01, 0.04, 0.03, 0.2])
@@ -136,6 +157,12 @@ def test_log2fc_expm1_means():
     lfc_pdex = pdex.log2_fold_change(np.expm1(group), np.expm1(ref), 0.0)
     np.testing.assert_allclose(lfc, lfc_pdex, rtol=1e-12)
     np.testing.assert_allclose(de.log2fc_expm1_means(group, ref, epsilon=1.0)[:2], [math.log2(1.5), 0.0])
+    # bulk_dtype rounds expm1(mean) before the ratio, as pdex keeps float32 pseudobulks
+    m = np.float32(0.1234567)
+    rounded = de.log2fc_expm1_means([m], [np.float32(0.2)], bulk_dtype=np.float32)
+    c = float(np.float32(0.2))
+    want = math.log2(float(np.float32(math.expm1(float(m)))) / float(np.float32(math.expm1(c))))
+    assert rounded[0] == pytest.approx(want, rel=1e-15)
 
 
 def test_log2fc_pseudocount():

@@ -1,26 +1,52 @@
-"""Aggregation of per-condition metrics and paper-layout tables (DESIGN §3 ``aggregate``).
+"""Aggregation of per-condition metrics and paper-layout tables (DESIGN §3 ``aggregate``, §9).
 
 ``metrics_long.tsv``: dataset, split, method, condition, protocol, metric, deg_set, value.
 ``summary.tsv``: dataset, split, method, protocol, metric, deg_set, mean, sd, n (sd with ddof=1,
-empty when n < 2). Paper tables are rendered from the summary; later protocols add rows to the
-same long/summary layout and add table layouts here.
+empty when n < 2). Paper tables are rendered from the long table (their cells are means over a
+split's test conditions, ``mean (±sd)``, or medians where the paper reports medians), markdown and
+LaTeX, Rank-1 in bold and Rank-2 underlined within each (dataset, split) block.
 
-StateXDiff Table 1 layout (top-100 DEGs; Tables 12/14 for top-5000): one row per
-(dataset, split, method); columns E-dist, MSE, PCCΔ, KL, WD, Common-DEGs as ``mean (±sd)``;
-Rank-1 in bold, Rank-2 underlined, and the relative gain of Rank-1 over Rank-2 beside Rank-1
-(↓ for lower-is-better, ↑ for higher-is-better). WD and Common-DEGs exist only for top-100.
+Layouts (:data:`PAPER_TABLES`; a table is written when its protocols are evaluated and, if it is
+tied to split types, one of them is configured):
+
+- StateXDiff Table 1 (``table1_scperturbench_top100``) and its top-5000 twin: rows (dataset, split,
+  method) in sections by setting (cell_ood = "Cell-context generalization", drug_ood =
+  "Perturbation generalization", further split types in their own sections); columns E-dist, MSE,
+  PCCΔ, KL, WD, Common-DEGs (WD and Common-DEGs exist for top-100 only); the relative gain of
+  Rank-1 over Rank-2 beside Rank-1 (↓ lower-is-better, ↑ higher-is-better). Tables 11/12 are the
+  same layout for the unseen-drug (drug_ood) setting alone, top-100/top-5000; Tables 13/14 for the
+  unseen-cell (cell_ood) setting.
+- PerturbDiff Table 4 (cell-eval): R2, DEOver (``overlap_at_N``), DEPrec (``precision_at_N``), ES
+  (``de_spearman_sig``, one value per cell line), DirAgr, LFCSpear, AUPRC, AUROC, PDCorr, MSE, MAE,
+  PDS_L1/L2/cos; means without sd, as the paper prints them.
+- scPPDM Tables 1/2 (main text) and 3/4 (appendix): metrics as rows, methods as columns, one block
+  per (dataset, split) (the paper's Table 1/3 are its UC split = pair_ood, Table 2/4 its UD split =
+  drug_ood). Tables 1/2: logFC and Δ Pearson/Spearman (all genes and top-200 DEGs),
+  DEG-accuracy top-200/top-1000, EV_median (all, DEG); Tables 3/4 add DEG-accuracy top-50/top-100
+  and E[EV] (the mean).
+- scDFM Table 1 (additive split; ours: every split): L2, MSE, MAE, DE-Spearman ρ, Pearson Δ, DS,
+  Pearson Δ̂, Pearson Δ̂20. Table 2 (holdout): the same columns with rows per setting, "Single"
+  (single-drug test conditions) and "Double" (combinations), for the held-out-drug split types.
+  Table 3 (ComboSciPlex, drugs): the first six columns. scDFM writes MSE/MAE over cells but says it
+  follows cell-eval, whose MSE/MAE are on pseudobulks; we take cell-eval's, DE-Spearman ρ =
+  ``de_spearman_lfc_sig`` and Pearson Δ = ``pearson_delta`` from the cell-eval protocol, L2,
+  DS and Pearson Δ̂ from the Systema protocol.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from scpert import runtime
+from scpert.data import schema
+from scpert.metrics.evaluate import ALL_CONDITIONS
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +62,41 @@ SCPERTURBENCH_COLUMNS = [
     ("wasserstein", "WD", False),
     ("common_degs", "Common-DEGs", True),
 ]
+
+#: section headings of the split types (StateXDiff Table 1 names its two settings)
+SETTINGS = {
+    "cell_ood": "Cell-context generalization",
+    "drug_ood": "Perturbation generalization",
+    "pair_ood": "Unseen cell line-drug pairs",
+    "combo_seen0": "Combinations, no component seen",
+    "combo_seen1": "Combinations, one component seen",
+    "combo_seen2": "Combinations, both components seen",
+}
+
+#: a table cell: text, rank (1, 2 or 0) and the relative-gain text shown beside Rank-1
+Cell = tuple[str, int, str]
+
+
+@dataclass(frozen=True)
+class Column:
+    """One value column (or, in metric-row layouts, one row) of a paper table."""
+
+    protocol: str
+    metric: str
+    deg_set: str
+    label: str
+    higher_better: bool
+    stat: str = "mean"  # "mean" or "median" over the split's test conditions
+
+
+@dataclass
+class Table:
+    title: str
+    header: list[str]
+    #: a list of cells, or a str: a section heading spanning the table
+    rows: list[list[Cell] | str]
+    label_columns: int
+    note: str
 
 
 def read_long(paths: list[str | Path]) -> pd.DataFrame:
@@ -54,85 +115,350 @@ def summarise(long: pd.DataFrame) -> pd.DataFrame:
     return summary
 
 
+def condition_stats(long: pd.DataFrame) -> pd.DataFrame:
+    """:func:`summarise` plus the median, for the table layouts."""
+    g = long.groupby(KEYS, sort=True)["value"]
+    return pd.DataFrame({"mean": g.mean(), "sd": g.std(ddof=1), "n": g.count(),
+                         "median": g.median()}).reset_index()
+
+
 def _fmt(x: float) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "–"
     return f"{x:.4g}"
 
 
-def ranked_cells(block: pd.DataFrame, higher_better: bool) -> dict[str, tuple[str, int, str]]:
-    """Per method: (``mean (±sd)`` text, rank 1/2/0, relative-gain text for rank 1)."""
+def ranked_cells(block: pd.DataFrame, higher_better: bool, *, stat: str = "mean", show_sd: bool = True,
+                 show_gain: bool = True) -> dict[str, Cell]:
+    """Per method: (value text, rank 1/2/0, relative-gain text for rank 1) from one metric's rows.
+
+    Ranks follow ``stat`` (ties keep method order); text is ``mean (±sd)`` or the bare value.
+    """
     vals = block.set_index("method")
-    order = vals["mean"].dropna().sort_values(ascending=not higher_better, kind="stable")
+    order = vals[stat].dropna().sort_values(ascending=not higher_better, kind="stable")
     rank = {m: i + 1 for i, m in enumerate(order.index[:2])}
     gain = ""
-    if len(order) >= 2:
+    if show_gain and len(order) >= 2:
         r1, r2 = order.iloc[0], order.iloc[1]
         if r2 != 0 and np.isfinite(r1) and np.isfinite(r2):
             rel = abs(r1 - r2) / abs(r2) * 100
             gain = f"{'↑' if higher_better else '↓'}{rel:.0f}%"
     out = {}
     for m, row in vals.iterrows():
-        text = f"{_fmt(row['mean'])} (±{_fmt(row['sd'])})"
+        text = f"{_fmt(row[stat])} (±{_fmt(row['sd'])})" if show_sd and stat == "mean" else _fmt(row[stat])
         out[m] = (text, rank.get(m, 0), gain if rank.get(m) == 1 else "")
     return out
 
 
-def table1(summary: pd.DataFrame, deg_set: str) -> tuple[list[str], list[list[tuple[str, int, str]]]]:
-    """Header and rows (cells with rank marks) of StateXDiff Table 1 for one DEG set."""
-    sub = summary[(summary["protocol"] == "scperturbench") & (summary["deg_set"] == deg_set)]
-    columns = [c for c in SCPERTURBENCH_COLUMNS if (sub["metric"] == c[0]).any()]
-    header = ["Dataset", "Split", "Method"] + [f"{lab} {'↑' if hb else '↓'}" for _, lab, hb in columns]
-    rows = []
-    for (dataset, split), block in sub.groupby(["dataset", "split"], sort=True):
-        cells = {metric: ranked_cells(block[block["metric"] == metric], hb) for metric, _, hb in columns}
-        for method in sorted(block["method"].unique()):
-            row = [(dataset, 0, ""), (split, 0, ""), (method, 0, "")]
-            row += [cells[metric].get(method, ("–", 0, "")) for metric, _, _ in columns]
-            rows.append(row)
-    return header, rows
+def _select(stats: pd.DataFrame, column: Column) -> pd.DataFrame:
+    return stats[(stats["protocol"] == column.protocol) & (stats["metric"] == column.metric)
+                 & (stats["deg_set"] == column.deg_set)]
 
 
-def to_markdown(header, rows, title: str) -> str:
+def _arrow(higher_better: bool) -> str:
+    return "↑" if higher_better else "↓"
+
+
+def _setting(split: str, split_types: dict[str, str]) -> str:
+    split_type = split_types.get(split, split)
+    return SETTINGS.get(split_type, split_type)
+
+
+def method_rows(stats: pd.DataFrame, columns: Sequence[Column], split_types: dict[str, str], *,
+                title: str, show_sd: bool = True, show_gain: bool = True,
+                groups: Sequence[tuple[str, pd.DataFrame]] | None = None) -> Table:
+    """Rows (dataset, split, method) in sections by setting; one column per metric.
+
+    ``groups``: explicit (section heading, stats) pairs instead of sections by split type.
+    """
+    present = [c for c in columns if not _select(stats, c).empty]
+    header = ["Dataset", "Split", "Method"] + [f"{c.label} {_arrow(c.higher_better)}" for c in present]
+    if groups is None:
+        stats = stats.assign(_setting=stats["split"].map(lambda s: _setting(s, split_types)))
+        order = list(dict.fromkeys([*SETTINGS.values(), *sorted(stats["_setting"].unique())]))
+        groups = [(name, stats[stats["_setting"] == name]) for name in order
+                  if (stats["_setting"] == name).any()]
+    rows: list[list[Cell] | str] = []
+    for heading, group in groups:
+        section: list[list[Cell]] = []
+        for (dataset, split), block in group.groupby(["dataset", "split"], sort=True):
+            cells = {c: ranked_cells(_select(block, c), c.higher_better, stat=c.stat, show_sd=show_sd,
+                                     show_gain=show_gain) for c in present}
+            methods = sorted(set().union(*(_select(block, c)["method"] for c in present)))
+            for method in methods:
+                row = [(dataset, 0, ""), (split, 0, ""), (method, 0, "")]
+                row += [cells[c].get(method, ("–", 0, "")) for c in present]
+                section.append(row)
+        if section:
+            rows += [heading, *section]
+    value = "mean (±sd)" if show_sd else "mean"
+    note = (f"Rank-1 in **bold**, Rank-2 <u>underlined</u> within each dataset and split"
+            f"{'; ↑/↓ is the relative gain of Rank-1 over Rank-2' if show_gain else ''}. "
+            f"Values: {value} over the split's test conditions.")
+    return Table(title, header, rows, 3, note)
+
+
+def metric_rows(stats: pd.DataFrame, rows_spec: Sequence[Column], *, title: str) -> list[Table]:
+    """scPPDM layout: one table per (dataset, split), metrics as rows, methods as columns."""
+    tables = []
+    for (dataset, split), block in stats.groupby(["dataset", "split"], sort=True):
+        present = [c for c in rows_spec if not _select(block, c).empty]
+        if not present:
+            continue
+        methods = sorted(set().union(*(_select(block, c)["method"] for c in present)))
+        rows: list[list[Cell] | str] = []
+        for c in present:
+            cells = ranked_cells(_select(block, c), c.higher_better, stat=c.stat, show_sd=False,
+                                 show_gain=False)
+            rows.append([(f"{c.label} {_arrow(c.higher_better)}", 0, "")]
+                        + [cells.get(m, ("–", 0, "")) for m in methods])
+        note = ("Rank-1 in **bold**, Rank-2 <u>underlined</u> per metric. Values: mean over the "
+                "split's test conditions; EV-median and its DEG variant: median.")
+        tables.append(Table(f"{title}: {dataset}, {split}", [f"({split})", *methods], rows, 1, note))
+    return tables
+
+
+def to_markdown(header, rows, title: str, note: str | None = None) -> str:
     def cell(text, rank, gain):
         text = f"**{text}**" if rank == 1 else f"<u>{text}</u>" if rank == 2 else text
         return f"{text} {gain}".strip()
 
     lines = [f"**{title}**", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cell(*c) for c in row) + " |" for row in rows]
-    lines += ["", "Rank-1 in **bold**, Rank-2 <u>underlined</u>; ↑/↓ is the relative gain of Rank-1 "
-              "over Rank-2. Values: mean (±sd) over the split's test conditions.", ""]
+    for row in rows:
+        if isinstance(row, str):
+            lines.append(f"| *{row}* |" + " |" * (len(header) - 1))
+        else:
+            lines.append("| " + " | ".join(cell(*c) for c in row) + " |")
+    if note is None:
+        note = ("Rank-1 in **bold**, Rank-2 <u>underlined</u>; ↑/↓ is the relative gain of Rank-1 "
+                "over Rank-2. Values: mean (±sd) over the split's test conditions.")
+    lines += ["", note, ""]
     return "\n".join(lines)
 
 
-def to_latex(header, rows, title: str) -> str:
-    def esc(s: str) -> str:
-        return (s.replace("\\", r"\textbackslash{}").replace("_", r"\_").replace("%", r"\%")
-                .replace("&", r"\&").replace("±", r"$\pm$").replace("Δ", r"$\Delta$")
-                .replace("↑", r"$\uparrow$").replace("↓", r"$\downarrow$"))
+def _esc(s: str) -> str:
+    return (s.replace("\\", r"\textbackslash{}").replace("_", r"\_").replace("%", r"\%")
+            .replace("&", r"\&").replace("±", r"$\pm$").replace("Δ̂20", r"$\hat{\Delta}_{20}$").replace("Δ̂", r"$\hat{\Delta}$")
+            .replace("Δ", r"$\Delta$").replace("ρ", r"$\rho$").replace("↑", r"$\uparrow$")
+            .replace("↓", r"$\downarrow$"))
 
+
+def to_latex(header, rows, title: str, label_columns: int = 3) -> str:
     def cell(text, rank, gain):
-        text = esc(text)
+        text = _esc(text)
         text = rf"\textbf{{{text}}}" if rank == 1 else rf"\underline{{{text}}}" if rank == 2 else text
-        return f"{text} {esc(gain)}".strip()
+        return f"{text} {_esc(gain)}".strip()
 
-    lines = [r"\begin{table}[t]", r"\centering", rf"\caption{{{esc(title)}}}", r"\small",
-             r"\begin{tabular}{lll" + "r" * (len(header) - 3) + "}", r"\toprule",
-             " & ".join(esc(h) for h in header) + r" \\", r"\midrule"]
-    lines += [" & ".join(cell(*c) for c in row) + r" \\" for row in rows]
+    lines = [r"\begin{table}[t]", r"\centering", rf"\caption{{{_esc(title)}}}", r"\small",
+             r"\begin{tabular}{" + "l" * label_columns + "r" * (len(header) - label_columns) + "}",
+             r"\toprule", " & ".join(_esc(h) for h in header) + r" \\", r"\midrule"]
+    for row in rows:
+        if isinstance(row, str):
+            lines.append(rf"\multicolumn{{{len(header)}}}{{l}}{{\textit{{{_esc(row)}}}}} \\")
+        else:
+            lines.append(" & ".join(cell(*c) for c in row) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
     return "\n".join(lines)
 
 
-def run_aggregate(metric_paths, long_path, summary_path, table_paths) -> None:
+def render(tables: Sequence[Table], suffix: str) -> str:
+    if suffix == ".md":
+        return "\n".join(to_markdown(t.header, t.rows, t.title, t.note) for t in tables)
+    return "\n".join(to_latex(t.header, t.rows, t.title, t.label_columns) for t in tables)
+
+
+# -- the paper layouts ---------------------------------------------------------------------------
+
+def _scperturbench_columns(deg_set: str) -> list[Column]:
+    return [Column("scperturbench", m, deg_set, label, hb) for m, label, hb in SCPERTURBENCH_COLUMNS]
+
+
+PERTURBDIFF_TABLE4 = [
+    Column("celleval", "r2", "all", "R2", True),
+    Column("celleval", "overlap_at_N", "sig", "DEOver", True),
+    Column("celleval", "precision_at_N", "sig", "DEPrec", True),
+    Column("celleval", "de_spearman_sig", "sig", "ES", True),
+    Column("celleval", "de_direction_match", "sig", "DirAgr", True),
+    Column("celleval", "de_spearman_lfc_sig", "sig", "LFCSpear", True),
+    Column("celleval", "pr_auc", "all", "AUPRC", True),
+    Column("celleval", "roc_auc", "all", "AUROC", True),
+    Column("celleval", "pearson_delta", "all", "PDCorr", True),
+    Column("celleval", "mse", "all", "MSE", False),
+    Column("celleval", "mae", "all", "MAE", False),
+    Column("celleval", "discrimination_score_l1", "all", "PDSL1", True),
+    Column("celleval", "discrimination_score_l2", "all", "PDSL2", True),
+    Column("celleval", "discrimination_score_cosine", "all", "PDScos", True),
+]
+
+
+def _scppdm(metric: str, deg_set: str, label: str, stat: str = "mean") -> Column:
+    return Column("scppdm", metric, deg_set, label, True, stat)
+
+
+SCPPDM_CORRELATIONS = [
+    _scppdm("logfc_pearson", "all", "logFC-Pearson"),
+    _scppdm("logfc_spearman", "all", "logFC-Spearman"),
+    _scppdm("logfc_pearson", "top200", "logFC-Pearson(DEG)"),
+    _scppdm("logfc_spearman", "top200", "logFC-Spearman(DEG)"),
+    _scppdm("delta_pearson", "all", "Δ-Pearson"),
+    _scppdm("delta_spearman", "all", "Δ-Spearman"),
+    _scppdm("delta_pearson", "top200", "Δ-Pearson(DEG)"),
+    _scppdm("delta_spearman", "top200", "Δ-Spearman(DEG)"),
+]
+SCPPDM_MAIN = SCPPDM_CORRELATIONS + [
+    _scppdm("deg_accuracy", "top200", "DEG-accuracy(top200)"),
+    _scppdm("deg_accuracy", "top1000", "DEG-accuracy(top1000)"),
+    _scppdm("ev", "all", "EV-median", "median"),
+    _scppdm("ev", "top200", "EV-median(DEG)", "median"),
+]
+SCPPDM_COMPLETE = SCPPDM_CORRELATIONS + [
+    _scppdm("deg_accuracy", f"top{k}", f"DEG-accuracy(top{k})") for k in (50, 100, 200, 1000)
+] + [
+    _scppdm("ev", "all", "E[EV]"),
+    _scppdm("ev", "top200", "E[EV](DEG)"),
+    _scppdm("ev", "all", "EV-median", "median"),
+    _scppdm("ev", "top200", "EV-median(DEG)", "median"),
+]
+
+SCDFM_COLUMNS = [
+    Column("systema", "l2", "all", "L2", False),
+    Column("celleval", "mse", "all", "MSE", False),
+    Column("celleval", "mae", "all", "MAE", False),
+    Column("celleval", "de_spearman_lfc_sig", "sig", "DE-Spearman ρ", True),
+    Column("celleval", "pearson_delta", "all", "Pearson Δ", True),
+    Column("systema", "discrimination_score", "all", "DS", True),
+    Column("systema", "pearson_delta_hat", "all", "Pearson Δ̂", True),
+    Column("systema", "pearson_delta_hat", "top20", "Pearson Δ̂20", True),
+]
+#: split types whose test sets hold out drugs (scDFM's holdout setting)
+HOLDOUT_TYPES = ("drug_ood", "combo_seen0", "combo_seen1")
+
+
+def _restrict(stats: pd.DataFrame, split_types: dict[str, str], types: Iterable[str]) -> pd.DataFrame:
+    types = set(types)
+    return stats[stats["split"].map(lambda s: split_types.get(s, s) in types)]
+
+
+def _holdout_groups(long: pd.DataFrame, split_types: dict[str, str]) -> list[tuple[str, pd.DataFrame]]:
+    """scDFM Table 2 settings: single-drug ("Single") and combination ("Double") test conditions."""
+    long = _restrict(long, split_types, HOLDOUT_TYPES)
+    drug = long["condition"].str.split(schema.CONDITION_SEP).str[1]
+    long = long[drug != ALL_CONDITIONS]  # values across conditions belong to neither setting
+    combo = drug[drug != ALL_CONDITIONS].map(schema.is_combo)
+    return [(name, condition_stats(long[mask])) for name, mask in
+            (("Single", ~combo), ("Double", combo)) if mask.any()]
+
+
+def _statexdiff(deg_set: str):
+    def build(long, split_types, title):
+        return [method_rows(condition_stats(long), _scperturbench_columns(deg_set), split_types,
+                            title=title)]
+    return build
+
+
+def _perturbdiff(long, split_types, title):
+    return [method_rows(condition_stats(long), PERTURBDIFF_TABLE4, split_types, title=title,
+                        show_sd=False, show_gain=False)]
+
+
+def _scppdm_layout(spec: Sequence[Column]):
+    def build(long, split_types, title):
+        return metric_rows(condition_stats(long), spec, title=title)
+    return build
+
+
+def _scdfm(columns: Sequence[Column], by_setting: bool = False):
+    def build(long, split_types, title):
+        groups = _holdout_groups(long, split_types) if by_setting else None
+        return [method_rows(condition_stats(long), columns, split_types, title=title,
+                            show_gain=False, groups=groups)]
+    return build
+
+
+@dataclass(frozen=True)
+class PaperTable:
+    """A paper layout: the protocols it needs, the split types it is tied to (None: any), its title
+    and ``build(long, split_types, title) -> [Table]``."""
+
+    protocols: tuple[str, ...]
+    split_types: tuple[str, ...] | None
+    title: str
+    build: Callable[[pd.DataFrame, dict[str, str], str], list[Table]]
+
+    def tables(self, long: pd.DataFrame, split_types: dict[str, str]) -> list[Table]:
+        if self.split_types is not None:
+            long = _restrict(long, split_types, self.split_types)
+        return self.build(long, split_types, self.title)
+
+
+PAPER_TABLES: dict[str, PaperTable] = {
+    "table1_scperturbench_top100": PaperTable(
+        ("scperturbench",), None, "scPerturBench metrics, top-100 DEGs (StateXDiff Table 1 layout)",
+        _statexdiff("top100")),
+    "table1_scperturbench_top5000": PaperTable(
+        ("scperturbench",), None, "scPerturBench metrics, top-5000 DEGs (StateXDiff Table 1 layout)",
+        _statexdiff("top5000")),
+    "statexdiff_table11_ud_top100": PaperTable(
+        ("scperturbench",), ("drug_ood",), "Unseen drugs, top-100 DEGs (StateXDiff Table 11 layout)",
+        _statexdiff("top100")),
+    "statexdiff_table12_ud_top5000": PaperTable(
+        ("scperturbench",), ("drug_ood",), "Unseen drugs, top-5000 DEGs (StateXDiff Table 12 layout)",
+        _statexdiff("top5000")),
+    "statexdiff_table13_uc_top100": PaperTable(
+        ("scperturbench",), ("cell_ood",), "Unseen cells, top-100 DEGs (StateXDiff Table 13 layout)",
+        _statexdiff("top100")),
+    "statexdiff_table14_uc_top5000": PaperTable(
+        ("scperturbench",), ("cell_ood",), "Unseen cells, top-5000 DEGs (StateXDiff Table 14 layout)",
+        _statexdiff("top5000")),
+    "perturbdiff_table4": PaperTable(
+        ("celleval",), None, "cell-eval metrics (PerturbDiff Table 4 layout)", _perturbdiff),
+    "scppdm_table1_2": PaperTable(
+        ("scppdm",), None, "scPPDM metrics (scPPDM Tables 1-2 layout)", _scppdm_layout(SCPPDM_MAIN)),
+    "scppdm_table3_4": PaperTable(
+        ("scppdm",), None, "scPPDM metrics, complete (scPPDM Tables 3-4 layout)",
+        _scppdm_layout(SCPPDM_COMPLETE)),
+    "scdfm_table1": PaperTable(
+        ("celleval", "systema"), None, "scDFM metrics (scDFM Table 1 layout)", _scdfm(SCDFM_COLUMNS)),
+    "scdfm_table2": PaperTable(
+        ("celleval", "systema"), HOLDOUT_TYPES,
+        "scDFM metrics by setting, held-out drugs (scDFM Table 2 layout)",
+        _scdfm(SCDFM_COLUMNS, by_setting=True)),
+    "scdfm_table3": PaperTable(
+        ("celleval", "systema"), None, "scDFM metrics without Systema references (scDFM Table 3 layout)",
+        _scdfm(SCDFM_COLUMNS[:6])),
+}
+
+
+def paper_tables(protocols: Iterable[str], split_types: Iterable[str]) -> list[str]:
+    """Names of the paper tables a run with these protocols and split types can fill."""
+    protocols, split_types = set(protocols), set(split_types)
+    return [name for name, spec in PAPER_TABLES.items()
+            if set(spec.protocols) <= protocols
+            and (spec.split_types is None or split_types & set(spec.split_types))]
+
+
+def table1(summary: pd.DataFrame, deg_set: str) -> tuple[list[str], list[list[Cell] | str]]:
+    """Header and rows of the StateXDiff Table 1 layout for one DEG set (sections by split name)."""
+    table = method_rows(summary, _scperturbench_columns(deg_set), {}, title="")
+    return table.header, table.rows
+
+
+def run_aggregate(metric_paths, long_path, summary_path, table_paths,
+                  split_types: dict[str, str] | None = None) -> None:
+    """Write the long table, the summary and each paper table named by a path's stem."""
     long = read_long(metric_paths)
     summary = summarise(long)
     runtime.write_tsv(long, long_path, float_format="%.10g")
     runtime.write_tsv(summary, summary_path, float_format="%.10g")
+    split_types = split_types or {}
     for path in map(Path, table_paths):
-        deg_set = path.stem.rsplit("_", 1)[-1]
-        header, rows = table1(summary, deg_set)
-        title = f"scPerturBench metrics, {deg_set.replace('top', 'top-')} DEGs (StateXDiff Table 1 layout)"
-        text = to_markdown(header, rows, title) if path.suffix == ".md" else to_latex(header, rows, title)
+        if path.stem not in PAPER_TABLES:
+            raise runtime.InputError(f"{path}: unknown paper table '{path.stem}' "
+                                     f"(known: {', '.join(PAPER_TABLES)})")
+        spec = PAPER_TABLES[path.stem]
+        tables = spec.tables(long, split_types)
+        if not any(t.rows for t in tables):
+            tables = [Table(spec.title, ["–"], [], 1, "No results for this layout in this run.")]
+        text = render(tables, path.suffix)
         runtime.write_atomic(path, lambda p, t=text: p.write_text(t))
     log.info("aggregated %d values from %d files", len(long), len(metric_paths))

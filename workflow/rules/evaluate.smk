@@ -42,11 +42,7 @@ rule aggregate:
             caption="../report/summary.rst",
             category="Tables",
         ),
-        table1=expand(
-            "results/tables/table1_scperturbench_{deg_set}.{ext}",
-            deg_set=["top100", "top5000"],
-            ext=["md", "tex"],
-        ),
+        tables=paper_table_files(),
     log:
         "results/logs/aggregate.log",
     conda:
@@ -55,5 +51,7 @@ rule aggregate:
     resources:
         mem_mb=RES["mem_mb"],
         runtime=RES["runtime"],
+    params:
+        split_types=split_types(),
     script:
         "../scripts/aggregate.py"

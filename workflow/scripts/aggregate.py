@@ -8,5 +8,6 @@ runtime.run_step(
     list(snakemake.input.metrics),
     snakemake.output.long,
     snakemake.output.summary,
-    list(snakemake.output.table1),
+    list(snakemake.output.tables),
+    snakemake.params.split_types,
 )

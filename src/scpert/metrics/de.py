@@ -98,33 +98,48 @@ def _float32_keys(values: np.ndarray) -> np.ndarray | None:
     v32 = values.astype(np.float32)
     if values.dtype != np.float32 and not np.array_equal(v32, values):
         return None
-    bits = (v32 + np.float32(0.0)).view(np.int32)
-    return bits ^ ((bits >> 31) & np.int32(0x7FFFFFFF))
+    v32 += np.float32(0.0)
+    bits = v32.view(np.int32)
+    bits ^= (bits >> 31) & np.int32(0x7FFFFFFF)
+    return bits
 
 
 def _rank_sums_sorted_keys(keys_group: np.ndarray, keys_ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per row (gene) of genes x cells int32 keys: rank sum of the group and sum over ties of t^3 - t.
 
-    Keys are shifted left by one bit and the group's get a 1 in the freed bit, so one sort per row
-    orders the values and still tells which ones belong to the group (uint32 when no key is negative,
-    i.e. no value is negative, else int64). Runs of equal values are found on the flattened sorted
-    matrix; a run starting at 0-based position ``a`` with length ``t`` gives each member the average
-    rank ``a + (t + 1) / 2``.
+    Keys are shifted left by one bit and the group's get a 1 in the freed bit (uint32 when no key is
+    negative, i.e. no value is negative, else int64), so one sort per row orders the values and
+    puts, within a run of equal values, the reference's cells before the group's. The sorted matrix
+    splits into sub-runs of equal (value, group) pairs; consecutive sub-runs of one value form a
+    run of ties. A run starting at 0-based position ``a`` with length ``t`` gives each member the
+    average rank ``a + (t + 1) / 2``.
     """
     n_genes, n1 = keys_group.shape
     n = n1 + keys_ref.shape[1]
     dtype = np.uint32 if min(keys_group.min(), keys_ref.min()) >= 0 else np.int64
-    one = dtype(1)
-    tagged = np.concatenate([(keys_group.astype(dtype) << one) | one, keys_ref.astype(dtype) << one],
-                            axis=1)
+    tagged = np.empty((n_genes, n), dtype=dtype)
+    tagged[:, :n1] = keys_group
+    tagged[:, n1:] = keys_ref
+    tagged <<= 1
+    tagged[:, :n1] |= 1
     tagged.sort(axis=1)
-    starts = np.ones(tagged.shape, dtype=bool)
-    np.not_equal((tagged[:, 1:] ^ tagged[:, :-1]) & ~one, 0, out=starts[:, 1:])
-    run_start = np.flatnonzero(starts)
-    run_len = np.diff(np.append(run_start, n_genes * n)).astype(np.float64)
-    in_group = np.add.reduceat((tagged & one).ravel(), run_start)
-    avg_rank = (run_start % n) + (run_len + 1.0) / 2.0
-    gene = run_start // n
+    flat = tagged.ravel()
+    change = np.empty(flat.size, dtype=bool)
+    np.not_equal(flat[1:], flat[:-1], out=change[1:])
+    change[::n] = True
+    sub_start = np.flatnonzero(change)
+    sub_len = np.diff(np.append(sub_start, flat.size)).astype(np.float64)
+    head = flat[sub_start]
+    position = sub_start % n
+    new_run = np.empty(sub_start.size, dtype=bool)
+    new_run[0] = True
+    np.not_equal(head[1:] >> 1, head[:-1] >> 1, out=new_run[1:])
+    new_run |= position == 0
+    run = np.cumsum(new_run) - 1
+    run_len = np.bincount(run, weights=sub_len)
+    in_group = np.bincount(run, weights=sub_len * (head & 1))
+    gene = sub_start[new_run] // n
+    avg_rank = position[new_run] + (run_len + 1.0) / 2.0
     rank_sum = np.bincount(gene, weights=in_group * avg_rank, minlength=n_genes)
     tie_term = np.bincount(gene, weights=run_len**3 - run_len, minlength=n_genes)
     return rank_sum, tie_term
@@ -172,7 +187,8 @@ def mannwhitney_u(x_group, x_ref) -> tuple[np.ndarray, np.ndarray]:
     step = max(1, _MWU_CHUNK_ENTRIES // n)
     for lo in range(0, n_genes, step):
         chunk = slice(lo, lo + step)
-        keys_group, keys_ref = _float32_keys(xg[:, chunk].T), _float32_keys(xr[:, chunk].T)
+        keys_group = _float32_keys(np.ascontiguousarray(xg[:, chunk].T))
+        keys_ref = _float32_keys(np.ascontiguousarray(xr[:, chunk].T))
         if keys_group is not None and keys_ref is not None:
             rank_sum[chunk], tie_term[chunk] = _rank_sums_sorted_keys(keys_group, keys_ref)
         else:

@@ -4,8 +4,9 @@
 the predicted cells of the same condition and the true control cells of the same ``cell_line``
 (``obs["drug"] == control``), builds one :class:`ConditionContext` and hands it to every requested
 protocol. The context computes shared quantities lazily and at most once (scanpy-style means and
-variances, t-test scores of truth and prediction against the control, |score| rankings, the cell
-subsample), so protocols reuse them instead of recomputing.
+variances, t-test scores and Mann-Whitney p-values of truth and prediction against the control,
+|score| rankings, the cell subsample; per cell line the control statistics and the control cloud
+for E-distances), so protocols reuse them instead of recomputing.
 
 A protocol registers with :func:`register_protocol`: a function ``ctx -> [(metric, deg_set,
 value), ...]``; optionally ``summarize(ctx) -> summary`` (kept per condition) and ``across({condition:
@@ -31,7 +32,7 @@ import scipy.sparse as sp
 from scpert.data import schema
 from scpert.data.schema import SchemaError
 from scpert.metrics import de
-from scpert.metrics.distances import mean_pairwise_distance
+from scpert.metrics.distances import EnergyReference
 
 #: modules whose import registers protocols; later protocols append their module here.
 PROTOCOL_MODULES = ("scpert.metrics.scperturbench", "scpert.metrics.celleval", "scpert.metrics.scppdm",
@@ -116,9 +117,9 @@ class ControlCells:
         return self.x.mean(axis=0)
 
     @cached_property
-    def self_distance(self) -> float:
-        """Mean Euclidean distance over all pairs of control cells (zero diagonal included)."""
-        return mean_pairwise_distance(self.x)
+    def energy_reference(self) -> EnergyReference:
+        """The control cloud prepared for E-distances of many conditions to it."""
+        return EnergyReference(self.x)
 
 
 @dataclass(eq=False)
