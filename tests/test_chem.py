@@ -7,6 +7,7 @@ from rdkit import Chem, DataStructs
 from rdkit.Chem import rdFingerprintGenerator
 
 from scpert.chem import (
+    cosine_matrix,
     dose_scale,
     drug_features,
     morgan_fingerprints,
@@ -66,6 +67,14 @@ def test_tanimoto_matches_rdkit_and_hand_values():
     hand = pd.DataFrame([[1, 1, 0, 0], [1, 0, 1, 0], [0, 0, 0, 0]], index=["p", "q", "empty"])
     expected = np.array([[1, 1 / 3, 0], [1 / 3, 1, 0], [0, 0, 0]])
     np.testing.assert_allclose(tanimoto_matrix(hand).to_numpy(), expected)
+
+
+def test_cosine_matrix_hand_values():
+    emb = pd.DataFrame([[1.0, 0.0], [1.0, 1.0], [0.0, 0.0]], index=["a", "b", "zero"])
+    expected = np.array([[1, 1 / np.sqrt(2), 0], [1 / np.sqrt(2), 1, 0], [0, 0, 0]])
+    sim = cosine_matrix(emb)
+    np.testing.assert_allclose(sim.to_numpy(), expected)
+    assert sim.index.tolist() == ["a", "b", "zero"]
 
 
 def test_structure_embedding_default_and_unimol_hook():

@@ -15,7 +15,14 @@ from rdkit import Chem, DataStructs
 from rdkit.Chem import rdFingerprintGenerator
 
 from scpert.data import schema
-from scpert.data.simulate import WORLD_FILES, hill_response, modz, resolve_params, simulate_world
+from scpert.data.simulate import (
+    WORLD_FILES,
+    hill_response,
+    moa_mismatch_counts,
+    modz,
+    resolve_params,
+    simulate_world,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 RESOURCES = REPO / "resources"
@@ -212,11 +219,78 @@ def test_ground_truth_table(truth, counts, drugs):
 
 def test_drugs_follow_the_panel(drugs):
     panel = pd.read_csv(RESOURCES / "drugs/drug_panel.tsv", sep="\t").set_index("drug")
-    assert (drugs["moa"] == panel.loc[drugs.index, "moa"]).all()
+    assert (drugs["scaffold"] == panel.loc[drugs.index, "moa"]).all()  # the panel group
     assert (drugs["smiles"] == panel.loc[drugs.index, "smiles"]).all()
     in_sc = drugs["in_single_cell"] == "true"
     assert in_sc.sum() == 9 and (~in_sc).sum() == 4
     assert (drugs[in_sc].groupby("moa").size() == 3).all()
+    assert set(drugs["moa"]) == set(drugs["scaffold"])
+
+
+def test_moa_scaffold_mismatch_fraction(drugs):
+    # SMALL: 3 groups x (3 single-cell + [2, 1, 1] L1000-only); rate 0.25 reassigns per group
+    # max(1, round(0.75)) = 1 single-cell drug and round(0.5), round(0.25), round(0.25) = 1, 0, 0
+    # L1000-only drugs: 4 of 13
+    mismatched = drugs["moa"] != drugs["scaffold"]
+    assert mismatched.sum() == 4
+    in_sc = drugs["in_single_cell"] == "true"
+    assert (drugs[in_sc & mismatched].groupby("moa").size() == 1).all()
+    assert drugs.loc[in_sc & mismatched, "moa"].nunique() == 3  # at least one in every MoA
+    # a cycle: each group gives to one other MoA, each MoA receives from one other group
+    moves = drugs[mismatched].groupby("scaffold")["moa"].unique()
+    assert all(len(m) == 1 for m in moves)
+    receivers = [m[0] for m in moves]
+    assert len(set(receivers)) == len(receivers) == 3 and not any(moves.index == receivers)
+    for moa, group in drugs.groupby("moa"):
+        own = (group["scaffold"] == moa).sum()
+        assert own > len(group) - own  # structure tracks MoA on average
+    # the default world: 6 groups x (4 + 4) drugs, 1 + 1 reassigned per group: 12 of 48 = 0.25
+    single, only, total = moa_mismatch_counts(resolve_params({}))
+    assert (single + only).sum() / total.sum() == 0.25 and single == 1
+    none = moa_mismatch_counts(resolve_params({"moa_scaffold_mismatch": 0}))
+    assert none[0] == 0 and none[1].sum() == 0
+
+
+def test_moa_scaffold_mismatch_zero_and_bad_values(tmp_path):
+    params = {**SMALL, "citeseq_cells": 20, "moa_scaffold_mismatch": 0}
+    simulate_world(params, tmp_path / "w", RESOURCES)
+    table = schema.read_drug_table(tmp_path / "w" / "drugs.tsv")
+    assert (table["moa"] == table["scaffold"]).all()
+    with pytest.raises(ValueError, match=r"'moa_scaffold_mismatch' = 0.5 must lie in \[0, 0.5\)"):
+        resolve_params({"moa_scaffold_mismatch": 0.5})
+    with pytest.raises(ValueError, match="moa_scaffold_mismatch.*majority"):
+        resolve_params({"drugs_per_moa": 1, "n_l1000_only_drugs": 0})
+    with pytest.raises(ValueError, match="moa_scaffold_mismatch.*n_moas >= 2"):
+        resolve_params({"n_moas": 1})
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_reassigned_drugs_act_like_their_moa(world, truth, drugs):
+    # effects (ground truth) and L1000 signatures of a drug whose MoA is not its scaffold group's
+    # resemble its MoA's drugs more than its structural relatives'
+    top = truth.obs[(truth.obs[schema.DOSE] == "10") & (truth.obs[schema.CELL_LINE] == "CL01")]
+    lfc = pd.DataFrame(_unit(truth[top.index].layers["lfc"]), index=top[schema.DRUG].to_numpy())
+    with h5py.File(world[0] / "l1000.gctx", "r") as gct:
+        sig = gct["/0/DATA/0/matrix"][:]
+        name = [s.decode() for s in gct["/0/META/COL/pert_iname"][:]]
+        dose = gct["/0/META/COL/pert_dose"][:]
+    l1000 = pd.DataFrame(_unit(sig), index=name)[dose == 10.0].groupby(level=0).mean()
+    for profiles in (lfc, l1000):
+        profiles = profiles.loc[[d for d in drugs.index if d in profiles.index]]
+        cos = pd.DataFrame(
+            profiles.to_numpy() @ profiles.to_numpy().T,
+            index=profiles.index,
+            columns=profiles.index,
+        )
+        moa, scaffold = drugs["moa"], drugs["scaffold"]
+        for d in profiles.index[(moa != scaffold)[profiles.index]]:
+            others = profiles.index[profiles.index != d]
+            same_moa = others[(moa[others] == moa[d]).to_numpy()]
+            same_scaffold = others[((scaffold[others] == scaffold[d]) & (moa[others] != moa[d]))]
+            assert cos.loc[d, same_moa].mean() > cos.loc[d, same_scaffold].mean() + 0.2
 
 
 def test_targets_lie_in_moa_programs(drugs, truth):
@@ -229,7 +303,8 @@ def test_targets_lie_in_moa_programs(drugs, truth):
         )
 
 
-def test_drug_panel_structure_tracks_moa():
+def test_drug_panel_structure_clusters_by_group():
+    # the panel's 'moa' column is the scaffold group of the world's drugs (drugs.tsv 'scaffold')
     panel = pd.read_csv(RESOURCES / "drugs/drug_panel.tsv", sep="\t")
     assert list(panel.columns) == ["drug", "smiles", "moa", "source"]
     assert panel["drug"].is_unique and panel.groupby("moa").size().min() >= 8

@@ -17,10 +17,16 @@ Cells
     shift, ``s_c`` plate library factor × cell size factor, ``L`` the library size calibrated so
     that the expected fraction of zero counts, ``mean((r / (r + μ))^r)``, equals ``zero_fraction``.
 Drug effects
-    Each MoA (a group of ``resources/drugs/drug_panel.tsv``, whose structures cluster by group)
-    moves 1–2 target programs (not the cell-cycle ones) with a sign; a drug's program effect is its
-    MoA's times ``1 + N(0, 0.25²)`` plus one off-target program, and it moves a few genes directly
-    (its targets within the MoA programs and ten random genes). Dose enters through a Hill curve
+    Each MoA (named after a group of ``resources/drugs/drug_panel.tsv``, whose structures cluster
+    by group: the drug's scaffold group) moves 1–2 target programs (not the cell-cycle ones) with
+    a sign. Drugs are drawn from the MoAs' scaffold groups; a fraction ``moa_scaffold_mismatch``
+    of them is given the MoA of another group (scaffold hopping / activity cliffs: structural
+    neighbours with another mechanism), along a random cycle of the MoAs, so every MoA receives
+    drugs of one other group and keeps a majority of its own (:func:`moa_mismatch_counts`). A
+    drug's program effect is its (assigned) MoA's times ``1 + N(0, 0.25²)`` plus one off-target
+    program, and it moves a few genes directly (its targets within the MoA programs and ten random
+    genes); its DTI targets, L1000 signatures and ``drugs.tsv`` ``moa`` follow the assigned MoA,
+    ``drugs.tsv`` ``scaffold`` names its panel group. Dose enters through a Hill curve
     ``f(d) = d^h / (d^h + EC50^h)`` with per-drug EC50 (log10 ~ N(0, 0.5²) µM) and
     ``h ~ U(0.8, 2)``.
     ``Δ_g = Σ_i f_i(d_i) [ Σ_p W[g,p] e_ip S_lp M_φp + t_ig exp(mean_p log S_lp) ]`` with
@@ -84,6 +90,7 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "n_moas": 6,
     "drugs_per_moa": 4,
     "n_l1000_only_drugs": 24,
+    "moa_scaffold_mismatch": 0.25,
     "moa_effect_size": 1.5,
     "doses": [0.1, 1.0, 10.0],
     "n_plates": 3,
@@ -228,6 +235,17 @@ def resolve_params(params: dict | None) -> dict:
     need(p["batch_effect_sd"] >= 0, "batch_effect_sd", "must be >= 0")
     need(p["interaction_sd"] >= 0, "interaction_sd", "must be >= 0")
     need(p["n_lineages"] <= p["n_cell_lines"], "n_lineages", "exceeds n_cell_lines")
+    rate = p["moa_scaffold_mismatch"]
+    need(0 <= rate < 0.5, "moa_scaffold_mismatch", "must lie in [0, 0.5)")
+    need(rate == 0 or p["n_moas"] >= 2, "moa_scaffold_mismatch", "needs n_moas >= 2")
+    moved_single, moved_only, total = moa_mismatch_counts(p)
+    moved = moved_single + moved_only
+    need(
+        min(total - moved) > max(moved),
+        "moa_scaffold_mismatch",
+        "leaves an MoA without a majority of drugs from its own scaffold group "
+        f"(drugs per MoA {total.tolist()}, reassigned {moved.tolist()})",
+    )
     n_sc = p["n_moas"] * p["drugs_per_moa"]
     need(
         p["n_combos"] <= n_sc * (n_sc - 1) // 2,
@@ -235,6 +253,32 @@ def resolve_params(params: dict | None) -> dict:
         "exceeds the pairs of single-cell drugs",
     )
     return p
+
+
+def _round_half_up(x: float) -> int:
+    return int(math.floor(x + 0.5))
+
+
+def l1000_only_counts(p: dict) -> list[int]:
+    """L1000-only drugs of each MoA: ``n_l1000_only_drugs`` spread evenly, the first MoAs first."""
+    n_only, n_moas = p["n_l1000_only_drugs"], p["n_moas"]
+    return [n_only // n_moas + (i < n_only % n_moas) for i in range(n_moas)]
+
+
+def moa_mismatch_counts(p: dict) -> tuple[int, np.ndarray, np.ndarray]:
+    """Per scaffold group: single-cell drugs given another MoA (one number, the same for every
+    group, so each MoA keeps ``drugs_per_moa`` single-cell drugs), L1000-only drugs given another
+    MoA (n_moas,), and drugs drawn (n_moas,).
+
+    With rate ``moa_scaffold_mismatch`` > 0: ``max(1, round(rate * drugs_per_moa))`` single-cell
+    drugs and ``round(rate * n_only)`` of a group's ``n_only`` L1000-only drugs (half up).
+    """
+    rate, per = p["moa_scaffold_mismatch"], p["drugs_per_moa"]
+    only = np.asarray(l1000_only_counts(p))
+    if rate == 0:
+        return 0, np.zeros_like(only), per + only
+    moved_only = np.array([_round_half_up(rate * n) for n in only], dtype=int)
+    return max(1, _round_half_up(rate * per)), moved_only, per + only
 
 
 # ------------------------------------------------------------------------------------ resources
@@ -286,7 +330,7 @@ class Lines:
 
 @dataclass
 class Drugs:
-    table: pd.DataFrame  # drug, smiles, moa, targets, in_single_cell
+    table: pd.DataFrame  # drug, smiles, moa, targets, in_single_cell, scaffold
     program_effect: np.ndarray  # (D, P) at saturation
     gene_effect: np.ndarray  # (D, G) direct effects at saturation
     ec50: np.ndarray  # (D,) µM
@@ -375,19 +419,21 @@ def _make_phases(p: dict, genes: Genes, rng) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _make_drugs(p: dict, panel: pd.DataFrame, genes: Genes, rng) -> Drugs:
+    """MoAs (programs, sign, target pool), the drugs drawn from their scaffold groups, the MoA each
+    drug is assigned (module docstring, :func:`moa_mismatch_counts`) and its effects."""
     groups = list(dict.fromkeys(panel["moa"]))
-    n_moas, per_moa, n_only = p["n_moas"], p["drugs_per_moa"], p["n_l1000_only_drugs"]
+    n_moas, per_moa = p["n_moas"], p["drugs_per_moa"]
     if n_moas > len(groups):
         raise ValueError(
             f"simulate params: n_moas = {n_moas} exceeds the {len(groups)} MoA groups "
             "of resources/drugs/drug_panel.tsv"
         )
     chosen = [groups[i] for i in np.sort(rng.choice(len(groups), n_moas, replace=False))]
-    only_counts = [n_only // n_moas + (i < n_only % n_moas) for i in range(n_moas)]
+    only_counts = l1000_only_counts(p)
     n_prog, n_genes = p["n_programs"], len(genes.symbols)
     drug_programs = np.arange(len(p["phases"]) - 1, n_prog)
     primary = rng.permutation(drug_programs)
-    rows, prog_eff, gene_eff, moa_programs, moa_sign = [], [], [], {}, {}
+    moa_vecs, target_pools, picked, moa_programs, moa_sign = {}, {}, {}, {}, {}
     for m, moa in enumerate(chosen):
         members = panel[panel["moa"] == moa]
         need = per_moa + only_counts[m]
@@ -410,19 +456,30 @@ def _make_drugs(p: dict, panel: pd.DataFrame, genes: Genes, rng) -> Drugs:
         in_progs = np.flatnonzero(np.isin(genes.program, progs))
         coding = in_progs[genes.protein_coding[in_progs]]
         candidates = coding if len(coding) >= 2 else in_progs
-        target_pool = rng.choice(candidates, min(TARGET_POOL, len(candidates)), replace=False)
-        moa_programs[moa], moa_sign[moa] = progs, sign
-        picked = members.iloc[rng.permutation(len(members))[:need]]
-        for j, (_, drug) in enumerate(picked.iterrows()):
-            vec = moa_vec * (1.0 + rng.normal(0.0, DRUG_PROGRAM_JITTER, n_prog))
+        target_pools[moa] = rng.choice(candidates, min(TARGET_POOL, len(candidates)), replace=False)
+        moa_programs[moa], moa_sign[moa], moa_vecs[moa] = progs, sign, moa_vec
+        picked[moa] = members.iloc[rng.permutation(len(members))[:need]]
+    # scaffold hopping: the first k single-cell and the first k' L1000-only draws of each group
+    # (drawn in random order) take the MoA of the group that follows on a random cycle
+    cycle = rng.permutation(n_moas)
+    receiver = {chosen[cycle[i]]: chosen[cycle[(i + 1) % n_moas]] for i in range(n_moas)}
+    moved_single, moved_only, _ = moa_mismatch_counts(p)
+    rows, prog_eff, gene_eff = [], [], []
+    for m, group in enumerate(chosen):
+        for j, (_, drug) in enumerate(picked[group].iterrows()):
+            single = j < per_moa
+            foreign = j < moved_single if single else j - per_moa < moved_only[m]
+            moa = receiver[group] if foreign else group
+            vec = moa_vecs[moa] * (1.0 + rng.normal(0.0, DRUG_PROGRAM_JITTER, n_prog))
             vec[rng.integers(n_prog)] += rng.normal(0.0, DRUG_OFF_PROGRAM_SD * p["moa_effect_size"])
+            target_pool = target_pools[moa]
             n_targets = min(int(rng.integers(2, 4)), len(target_pool))
             targets = np.sort(rng.choice(target_pool, n_targets, replace=False))
             direct = np.zeros(n_genes)
             direct[rng.choice(n_genes, DRUG_GENES, replace=False)] = rng.normal(
                 0.0, DRUG_GENE_SD, DRUG_GENES
             )
-            direct[targets] += sign * TARGET_EFFECT
+            direct[targets] += moa_sign[moa] * TARGET_EFFECT
             prog_eff.append(vec)
             gene_eff.append(direct)
             rows.append(
@@ -431,7 +488,8 @@ def _make_drugs(p: dict, panel: pd.DataFrame, genes: Genes, rng) -> Drugs:
                     "smiles": drug["smiles"],
                     "moa": moa,
                     "targets": ";".join(genes.symbols[targets]),
-                    "in_single_cell": j < per_moa,
+                    "in_single_cell": single,
+                    "scaffold": group,
                 }
             )
     table = pd.DataFrame(rows)
@@ -905,6 +963,12 @@ def simulate_world(params: dict, outdir: Path, resources: Path) -> dict:
         n_moas (int, 6): MoA groups of the drug panel used (at most the panel's 10).
         drugs_per_moa (int, 4): single-cell drugs per MoA.
         n_l1000_only_drugs (int, 24): further drugs, spread over the MoAs, only in L1000.
+        moa_scaffold_mismatch (float, 0.25): fraction of drugs, in [0, 0.5), whose MoA is not
+            their scaffold group's (drugs.tsv ``moa`` != ``scaffold``): per group
+            ``max(1, round(rate * drugs_per_moa))`` single-cell and ``round(rate * n_only)``
+            L1000-only drugs (:func:`moa_mismatch_counts`; 12 of 48 drugs at the defaults) take the
+            MoA of the next group on a seeded random cycle; every MoA must keep a majority of
+            drugs from its own group. 0: MoA = scaffold group for every drug.
         moa_effect_size (float, 1.5): saturating log-rate shift of an MoA's primary program.
         doses (list[float], [0.1, 1.0, 10.0]): µM; every single drug in every line at every dose.
         n_plates (int, 3): plates (batches); every condition is spread evenly over them.

@@ -1,0 +1,182 @@
+"""The pretraining rules as functions of paths: ``pretrain_graph`` and ``pretrain_mdt``.
+
+Their output files are described in :mod:`scpert.priors.outputs`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+
+from scpert import runtime
+from scpert.chem import structure_embedding
+from scpert.data import schema
+from scpert.pipeline import read_genes, read_split
+from scpert.priors import graph, l1000, mdt, outputs, sources
+
+log = logging.getLogger(__name__)
+
+
+def _setup(device: str, threads: int) -> str:
+    torch.set_num_threads(max(1, int(threads)))
+    return runtime.pick_device(device)
+
+
+def test_drugs(split: pd.DataFrame, control: str = schema.DEFAULT_CONTROL) -> set[str]:
+    """Every single drug of the split's test conditions (components of combinations too)."""
+    drugs = split.loc[split["split"] == "test", "drug"].astype(str)
+    return {c for d in drugs for c in schema.components(d) if c != control}
+
+
+# ---------------------------------------------------------------------------------- graph rule
+def pretrain_graph(
+    drugs_path,
+    dti_path,
+    ppi_path,
+    out_embeddings,
+    out_metrics,
+    settings: dict,
+    *,
+    complexes_path=None,
+    gene_sets_path=None,
+    string_info_path=None,
+    extra_drugs_path=None,
+    device: str = "auto",
+    threads: int = 1,
+) -> None:
+    """Rule pretrain_graph. settings: ``{"preset": ..., "params": {...}}`` (config priors.graph)."""
+    params = graph.resolve_params(settings.get("preset", "tiny"), settings.get("params"))
+    device = _setup(device, threads)
+    drugs = sources.read_drugs(drugs_path, extra_drugs_path)
+    features = structure_embedding(
+        drugs["smiles"].to_dict(), n_bits=params["fingerprint_bits"], source=str(drugs_path)
+    )
+    ppi = sources.read_ppi(ppi_path, string_info_path)
+    if complexes_path:
+        ppi = pd.concat([ppi, sources.complex_edges(sources.read_complexes(complexes_path))])
+    gene_sets = sources.read_gmt(gene_sets_path) if gene_sets_path else None
+    g = graph.build_graph(features, sources.read_dti(dti_path), ppi, gene_sets, params)
+    start = time.perf_counter()
+    model, history = graph.train_graph(g, params, device)
+    h = graph.encode(model, g)
+    seconds = time.perf_counter() - start
+    outputs.write_drug_embeddings(graph.drug_embeddings(h, g), out_embeddings)
+    edges = g.edge_pairs()
+    metrics = {
+        "n_drugs": len(g.drugs),
+        "n_genes": len(g.genes),
+        **{f"edges_{k}": v for k, v in edges.items()},
+        "dti_auroc": graph.dti_auroc(h, g, params),
+        "loss_final": float(history["loss"].iloc[-1]) if len(history) else float("nan"),
+        "epochs": params["epochs"],
+        "train_seconds": seconds,
+        "device": device,
+    }
+    runtime.write_tsv(
+        pd.DataFrame({"metric": list(metrics), "value": list(metrics.values())}), out_metrics
+    )
+    log.info("graph prior: %s", metrics)
+
+
+# ------------------------------------------------------------------------------------ MDT rule
+def pretrain_mdt(
+    drugs_path,
+    split_path,
+    genes_path,
+    l1000_path,
+    graph_path,
+    out_tokens,
+    out_model,
+    out_history,
+    settings: dict,
+    *,
+    sig_info_path=None,
+    gene_info_path=None,
+    extra_drugs_path=None,
+    control: str = schema.DEFAULT_CONTROL,
+    device: str = "auto",
+    threads: int = 1,
+) -> None:
+    """Rule pretrain_mdt. settings: ``{"preset": ..., "params": {...}}`` (config priors.mdt)."""
+    params = mdt.resolve_params(settings.get("preset", "tiny"), settings.get("params"))
+    device = _setup(device, threads)
+    drugs = sources.read_drugs(drugs_path, extra_drugs_path)
+    split = read_split(split_path)
+    held_out = test_drugs(split, control)
+    structure = structure_embedding(
+        drugs["smiles"].to_dict(), n_bits=params["fingerprint_bits"], source=str(drugs_path)
+    )
+    gct = l1000.read_gct(l1000_path)
+    if sig_info_path:
+        gct.col_meta = l1000.merge_info(gct.col_meta, sig_info_path, "sig_id")
+    if gene_info_path:
+        gct.row_meta = l1000.merge_info(gct.row_meta, gene_info_path, "pr_gene_id")
+    views = l1000.select_views(
+        gct,
+        list(drugs.index),
+        params["views_per_drug"],
+        params["tas"],
+        params["clip_z"],
+        source=l1000_path,
+    )
+    data = mdt.prepare_data(
+        structure, outputs.read_drug_embeddings(graph_path), views, held_out, params
+    )
+    log.info(
+        "MDT: %d drugs (%d train, %d val, %d held out, %d of them with L1000 views), "
+        "%d training views on %d landmarks",
+        len(data.drugs),
+        data.train.sum(),
+        data.val.sum(),
+        data.excluded.sum(),
+        len(np.unique(data.held_out_view_drug)),
+        len(data.views.x),
+        len(views.landmarks),
+    )
+    model, history = mdt.train_mdt(data, params, device)
+    view_x, view_tas, view_drug = mdt.template_views(data)
+    out = mdt.drug_templates(model, data.structure, view_x, view_tas, view_drug, device)
+
+    role = np.full(len(data.drugs), "unused", dtype=object)
+    role[data.train], role[data.val], role[data.excluded] = "train", "val", "held_out"
+    in_cells = {c for d in split["drug"].astype(str) for c in schema.components(d)}
+    n_views = np.bincount(view_drug, minlength=len(data.drugs))
+    gene_pos = {g: i for i, g in enumerate(read_genes(genes_path))}
+    arrays = {
+        "drug": np.asarray(data.drugs, dtype=str),
+        "role": role.astype(str),
+        "in_single_cell": np.array([d in in_cells for d in data.drugs]),
+        "n_views": n_views.astype(np.int64),
+        "tokens": out.tokens,
+        "e_drug": out.e_drug,
+        "z_struct": out.z_struct,
+        "z_drug": out.z_drug,
+        "response": out.response,
+        "landmarks": np.asarray(views.landmarks, dtype=str),
+        "landmark_gene_index": np.array(
+            [gene_pos.get(g, -1) for g in views.landmarks], dtype=np.int64
+        ),
+    }
+    outputs.write_drug_tokens(arrays, out_tokens)
+    state = {
+        "state_dict": model.state_dict(),
+        "params": params,
+        "struct_dim": data.structure.shape[1],
+        "n_genes": data.views.x.shape[1],
+        "bio_dim": data.bio.shape[1],
+        "landmarks": views.landmarks,
+    }
+    runtime.write_atomic(out_model, lambda tmp: torch.save(state, tmp))
+    runtime.write_tsv(history, out_history)
+
+
+def load_mdt(path, device: str = "cpu") -> mdt.MDT:
+    """The trained MDT model of ``mdt_model.pt`` (eval mode)."""
+    state = torch.load(path, map_location=device, weights_only=False)
+    model = mdt.MDT(state["struct_dim"], state["n_genes"], state["bio_dim"], state["params"])
+    model.load_state_dict(state["state_dict"])
+    return model.to(device).eval()

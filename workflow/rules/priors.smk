@@ -1,0 +1,97 @@
+# Drug priors of StateXDiff's MDT (§3.3, App. A.3): graph prior z_b, L1000 drug templates, and
+# their evaluation (scpert.priors; output formats in scpert.priors.steps).
+
+GRAPH_INPUT_KEYS = (
+    "dti",
+    "ppi",
+    "complexes",
+    "gene_sets",
+    "string_info",
+    "extra_drugs",
+)
+MDT_INPUT_KEYS = ("l1000", "l1000_sig_info", "l1000_gene_info", "extra_drugs")
+
+PRIOR_FILES["drug_graph"] = "results/{dataset}/priors/drug_bio_emb.parquet"
+PRIOR_FILES["drug_tokens"] = "results/{dataset}/{split}/mdt/drug_tokens.npz"
+PRIOR_FILES["mdt_model"] = "results/{dataset}/{split}/mdt/model.pt"
+
+
+# Graph prior z_b: HeteroSAGE on the drug–gene graph (DTI, reverse DTI, PPI, drug similarity),
+# DTI InfoNCE + masked-feature (SCE) + edge reconstruction; frozen drug embeddings (GPU rule).
+rule pretrain_graph:
+    input:
+        unpack(prior_inputs(GRAPH_INPUT_KEYS)),
+    output:
+        embeddings=PRIOR_FILES["drug_graph"],
+        metrics="results/{dataset}/priors/graph_metrics.tsv",
+    log:
+        "results/logs/pretrain_graph/{dataset}.log",
+    benchmark:
+        "results/benchmarks/pretrain_graph/{dataset}.tsv"
+    conda:
+        "../../envs/priors.yaml"
+    threads: 1
+    resources:
+        mem_mb=RES["mem_mb"],
+        runtime=RES["runtime"],
+        gpu=1,
+    params:
+        settings=PRIORS.get("graph", {}),
+        device=config["device"],
+    script:
+        "../scripts/pretrain_graph.py"
+
+
+# MDT drug templates: structure + L1000 views, soft-label contrastive loss with distillation of
+# z_b; the split's test drugs are excluded; tokens T_d and e_drug for every drug (GPU rule).
+rule pretrain_mdt:
+    input:
+        unpack(prior_inputs(MDT_INPUT_KEYS)),
+        split="results/{dataset}/splits/{split}.tsv",
+        genes="results/{dataset}/{split}/genes.tsv",
+        graph=PRIOR_FILES["drug_graph"],
+    output:
+        tokens=PRIOR_FILES["drug_tokens"],
+        model=PRIOR_FILES["mdt_model"],
+        history="results/{dataset}/{split}/mdt/history.tsv",
+    log:
+        "results/logs/pretrain_mdt/{dataset}/{split}.log",
+    benchmark:
+        "results/benchmarks/pretrain_mdt/{dataset}/{split}.tsv"
+    conda:
+        "../../envs/priors.yaml"
+    threads: 1
+    resources:
+        mem_mb=RES["mem_mb"],
+        runtime=RES["runtime"],
+        gpu=1,
+    params:
+        settings=PRIORS.get("mdt", {}),
+        control=CONTROL,
+        device=config["device"],
+    script:
+        "../scripts/pretrain_mdt.py"
+
+
+# Acceptance numbers of the priors on one split: held-out drugs' MoA retrieval (MDT vs Morgan)
+# and the graph prior's held-out DTI AUROC.
+rule evaluate_priors:
+    input:
+        unpack(prior_inputs(("extra_drugs",))),
+        tokens=PRIOR_FILES["drug_tokens"],
+        graph=PRIOR_FILES["drug_graph"],
+        graph_metrics="results/{dataset}/priors/graph_metrics.tsv",
+    output:
+        tsv="results/{dataset}/{split}/priors_eval.tsv",
+    log:
+        "results/logs/evaluate_priors/{dataset}/{split}.log",
+    benchmark:
+        "results/benchmarks/evaluate_priors/{dataset}/{split}.tsv"
+    conda:
+        "../../envs/priors.yaml"
+    threads: 1
+    resources:
+        mem_mb=RES["mem_mb"],
+        runtime=RES["runtime"],
+    script:
+        "../scripts/evaluate_priors.py"

@@ -1,0 +1,17 @@
+"""Rule evaluate_priors: MoA retrieval and DTI AUROC of the priors (scpert.priors.evaluate)."""
+
+from scpert import runtime
+from scpert.priors import evaluate
+
+runtime.run_step(
+    snakemake.log[0],
+    evaluate.evaluate_priors,
+    snakemake.input.drugs,
+    snakemake.input.tokens,
+    snakemake.input.graph,
+    snakemake.input.graph_metrics,
+    snakemake.output.tsv,
+    snakemake.wildcards.dataset,
+    snakemake.wildcards.split,
+    extra_drugs_path=snakemake.input.get("extra_drugs"),
+)

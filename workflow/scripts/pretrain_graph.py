@@ -1,0 +1,21 @@
+"""Rule pretrain_graph: graph prior z_b (scpert.priors.steps.pretrain_graph)."""
+
+from scpert import runtime
+from scpert.priors import steps
+
+runtime.run_step(
+    snakemake.log[0],
+    steps.pretrain_graph,
+    snakemake.input.drugs,
+    snakemake.input.dti,
+    snakemake.input.ppi,
+    snakemake.output.embeddings,
+    snakemake.output.metrics,
+    snakemake.params.settings,
+    complexes_path=snakemake.input.get("complexes"),
+    gene_sets_path=snakemake.input.get("gene_sets"),
+    string_info_path=snakemake.input.get("string_info"),
+    extra_drugs_path=snakemake.input.get("extra_drugs"),
+    device=snakemake.params.device,
+    threads=snakemake.threads,
+)

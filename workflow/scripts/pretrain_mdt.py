@@ -1,0 +1,24 @@
+"""Rule pretrain_mdt: MDT drug templates of one split (scpert.priors.steps.pretrain_mdt)."""
+
+from scpert import runtime
+from scpert.priors import steps
+
+runtime.run_step(
+    snakemake.log[0],
+    steps.pretrain_mdt,
+    snakemake.input.drugs,
+    snakemake.input.split,
+    snakemake.input.genes,
+    snakemake.input.l1000,
+    snakemake.input.graph,
+    snakemake.output.tokens,
+    snakemake.output.model,
+    snakemake.output.history,
+    snakemake.params.settings,
+    sig_info_path=snakemake.input.get("l1000_sig_info"),
+    gene_info_path=snakemake.input.get("l1000_gene_info"),
+    extra_drugs_path=snakemake.input.get("extra_drugs"),
+    control=snakemake.params.control,
+    device=snakemake.params.device,
+    threads=snakemake.threads,
+)
