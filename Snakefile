@@ -4,7 +4,11 @@ from snakemake.utils import min_version, validate
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# The default config applies only when no --configfile is given: every config file is complete
+# on its own (a --configfile replaces the default instead of being merged onto it).
+if not workflow.overwrite_configfiles:
+
+    configfile: workflow.source_path("config/config.yaml")
 
 
 validate(config, "config/schema.yaml")
@@ -13,6 +17,8 @@ validate(config, "config/schema.yaml")
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/preprocess.smk"
+include: "workflow/rules/priors.smk"
+include: "workflow/rules/latent.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/sample.smk"
 include: "workflow/rules/evaluate.smk"

@@ -13,6 +13,7 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from scpert import runtime
 from scpert.data import schema
@@ -156,6 +157,27 @@ def run_sample(inputs: dict, out_path, control: str, seed: int, device: str, max
 
 # -- evaluate / aggregate -----------------------------------------------------------------------
 
+def training_perturbation_reference(adata: ad.AnnData, split: pd.DataFrame, genes: list[str],
+                                    control: str, source: str | Path) -> np.ndarray:
+    """Systema's reference: the mean over training perturbed conditions of each condition's centroid
+    (log-normalised X restricted to ``genes``; controls excluded), pooled over cell lines."""
+    train_conditions = split.loc[split["split"] == "train", "condition"]
+    obs = adata.obs
+    is_train = (obs[schema.CONDITION].isin(train_conditions) & (obs[schema.DRUG] != control)).to_numpy()
+    if not is_train.any():
+        raise schema.SchemaError(f"{source}: no training perturbed conditions to form the systema "
+                                 "reference (column 'split' has no 'train' condition with cells)")
+    train = restrict_genes(adata[is_train], genes, source)
+    codes, _ = pd.factorize(train.obs[schema.CONDITION].astype(str))
+    n_conditions = codes.max() + 1
+    membership = sp.csr_matrix((np.ones(codes.size), (codes, np.arange(codes.size))),
+                               shape=(n_conditions, codes.size))
+    sums = membership @ train.X
+    sums = sums.toarray() if sp.issparse(sums) else np.asarray(sums)
+    centroids = sums / np.bincount(codes)[:, None]
+    return centroids.mean(axis=0)
+
+
 def run_evaluate(inputs: dict, out_path, evaluation: dict, control: str, meta: dict) -> None:
     from scpert.metrics import evaluate_predictions
 
@@ -165,12 +187,15 @@ def run_evaluate(inputs: dict, out_path, evaluation: dict, control: str, meta: d
     test = split.loc[split["split"] == "test", "condition"].tolist()
     keep = adata.obs[schema.CONDITION].isin(test).to_numpy() | (adata.obs[schema.DRUG] == control).to_numpy()
     truth = restrict_genes(adata[keep], genes, inputs["h5ad"]).copy()
+    protocols = tuple(evaluation["protocols"])
+    reference = (training_perturbation_reference(adata, split, genes, control, inputs["split"])
+                 if "systema" in protocols else None)
     pred = ad.read_h5ad(inputs["pred"])
     schema.validate(pred, inputs["pred"], kind="prediction",
                     required_obs=(schema.CELL_LINE, schema.DRUG, schema.DOSE))
-    table = evaluate_predictions(truth, pred, test, control=control,
-                                 protocols=tuple(evaluation["protocols"]),
-                                 seed=evaluation["seed"], max_cells=evaluation["max_cells"])
+    table = evaluate_predictions(truth, pred, test, control=control, protocols=protocols,
+                                 seed=evaluation["seed"], max_cells=evaluation["max_cells"],
+                                 train_reference=reference)
     for i, key in enumerate(META_COLUMNS):
         table.insert(i, key, meta[key])
     runtime.write_tsv(table, out_path, float_format="%.10g")

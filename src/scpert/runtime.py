@@ -85,8 +85,11 @@ def run_step(logfile: str | Path | None, step: Callable, *args, **kwargs) -> Non
 
     Input errors (the data contract, splits, config) end the job with ONE message naming the file
     and field, written to the log and stderr, and exit status 1; anything else keeps its traceback.
+    The log starts with the GPUs the scheduler gave the job: SLURM sets CUDA_VISIBLE_DEVICES in
+    jobs allocated GPUs (its SLURM_* variables do not reach the rule under Snakemake's job step).
     """
     setup_logging(logfile)
+    log.info("CUDA_VISIBLE_DEVICES=%s", os.environ.get("CUDA_VISIBLE_DEVICES", "(unset)"))
     try:
         step(*args, **kwargs)
     except InputError as err:

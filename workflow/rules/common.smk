@@ -27,7 +27,8 @@ RES = config["resources"]
 wildcard_constraints:
     dataset="[A-Za-z0-9][A-Za-z0-9_.-]*",
     split="[A-Za-z0-9][A-Za-z0-9_.-]*",
-    method="[A-Za-z0-9][A-Za-z0-9_.-]*",
+    # "latent" is the latent-space prior's folder (latent.smk), never a method
+    method="(?!latent/)[A-Za-z0-9][A-Za-z0-9_.-]*",
 
 
 def raw_dir(dataset):
@@ -74,18 +75,43 @@ def train_inputs(wildcards):
 
 
 def method_gpus(wildcards):
-    """1 for methods that train/sample on a GPU (the SLURM profile turns this into --gpus=1)."""
+    """GPUs a train/sample job of the method needs: 1 for GPU methods, 0 for baselines.
+
+    Counts against ``--resources gpu=N`` (a workstation with N GPUs runs baselines beside GPU
+    jobs); profiles/slurm overrides it with one GPU for every job of the GPU rules, because a rule
+    goes to one partition and GPU partitions expect a GPU request.
+    """
     return 1 if RUN.methods[wildcards.method].uses_gpu else 0
+
+
+def preset_size(preset, key):
+    """Size ``key`` (train_mem_mb, train_runtime, gpu_threads) of a GPU job at ``preset``.
+
+    From ``resources.presets.<preset>.<key>``, else ``resources.<key>`` (the tiny sizes).
+    """
+    return RES["presets"].get(preset, {}).get(key, RES[key])
+
+
+def method_threads(wildcards):
+    """Threads (= SLURM CPUs) of a train/sample job, by the method's preset."""
+    return preset_size(RUN.methods[wildcards.method].preset, "gpu_threads")
+
+
+def method_mem_mb(wildcards, attempt):
+    """Memory of a train/sample job by preset; a retry (profile `retries`) gets attempt x more."""
+    return preset_size(RUN.methods[wildcards.method].preset, "train_mem_mb") * attempt
+
+
+def method_runtime(wildcards, attempt):
+    """Time limit (minutes) of a train/sample job by preset; attempt x more on a retry."""
+    return preset_size(RUN.methods[wildcards.method].preset, "train_runtime") * attempt
 
 
 def all_targets():
     targets = ["results/tables/metrics_long.tsv", "results/tables/summary.tsv"]
-    targets += expand(
-        "results/tables/table1_scperturbench_{deg_set}.{ext}",
-        deg_set=["top100", "top5000"],
-        ext=["md", "tex"],
-    )
+    targets += paper_table_files()
     targets += expand("results/figures/heatmap_scperturbench.{ext}", ext=["pdf", "png"])
+    targets += prior_targets()
     return targets
 
 
@@ -93,3 +119,79 @@ def metric_files():
     return [
         f"results/{ds}/{split}/{method}/metrics.tsv" for ds, split, method in RUN.jobs
     ]
+
+
+def split_types():
+    """Split name -> split type of the splits that some job evaluates."""
+    return {split: config["splits"][split]["type"] for _, split, _ in RUN.jobs}
+
+
+def paper_table_files():
+    """Paper-layout tables (scpert.tables.PAPER_TABLES) the configured protocols and splits fill."""
+    from scpert.tables import paper_tables
+
+    names = paper_tables(config["evaluation"]["protocols"], split_types().values())
+    return expand("results/tables/{name}.{ext}", name=names, ext=["md", "tex"])
+
+
+# -- drug priors (rules in priors.smk) ----------------------------------------------------------
+PRIORS = config.get("priors", {})
+# prior-knowledge inputs a simulated dataset takes from its world (keys of WORLD_FILES, data.smk)
+PRIOR_WORLD_KEYS = ("dti", "ppi", "complexes", "gene_sets", "l1000")
+PRIOR_REQUIRED_KEYS = ("dti", "ppi", "l1000")
+
+
+def prior_file(dataset, key):
+    """Path of prior input `key`: config priors.files, else the simulated world's file."""
+    path = PRIORS.get("files", {}).get(key)
+    if path:
+        return path
+    if config["datasets"][dataset]["source"] == "simulate" and key in PRIOR_WORLD_KEYS:
+        return f"{raw_dir(dataset)}/{WORLD_FILES[key]}"
+    if key in PRIOR_REQUIRED_KEYS:
+        raise WorkflowError(
+            f"config: priors.files.{key} is required for dataset '{dataset}' "
+            "(only simulated datasets bring their own prior files)"
+        )
+    return None
+
+
+def prior_inputs(keys):
+    """Input function: the dataset's drug table plus the prior files named by `keys`."""
+
+    def inputs(wildcards):
+        found = {"drugs": raw_drugs(wildcards)}
+        for key in keys:
+            path = prior_file(wildcards.dataset, key)
+            if path:
+                found[key] = path
+        return found
+
+    return inputs
+
+
+def prior_targets():
+    """Evaluation table of the priors per configured (dataset, split) when priors are enabled."""
+    if not PRIORS.get("enabled", False):
+        return []
+    return [
+        f"results/{ds}/{split}/priors_eval.tsv"
+        for ds, entry in config["datasets"].items()
+        for split in entry["splits"]
+    ]
+
+
+# -- latent space (rule in latent.smk) ----------------------------------------------------------
+LATENT = config.get("latent", {})
+
+
+def latent_inputs(wildcards):
+    """Split data of finetune_latent, plus the published checkpoint folder when configured."""
+    inputs = {
+        "h5ad": f"results/{wildcards.dataset}/processed.h5ad",
+        "split": f"results/{wildcards.dataset}/splits/{wildcards.split}.tsv",
+        "genes": f"results/{wildcards.dataset}/{wildcards.split}/genes.tsv",
+    }
+    if LATENT.get("checkpoint"):
+        inputs["checkpoint"] = LATENT["checkpoint"]
+    return inputs

@@ -13,10 +13,10 @@ rule train:
         "results/benchmarks/train/{dataset}/{split}/{method}.tsv"
     conda:
         "../../envs/torch.yaml"
-    threads: RES["gpu_threads"]
+    threads: method_threads
     resources:
-        mem_mb=RES["train_mem_mb"],
-        runtime=RES["train_runtime"],
+        mem_mb=method_mem_mb,
+        runtime=method_runtime,
         gpu=method_gpus,
     params:
         method=method_entry,

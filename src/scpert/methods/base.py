@@ -25,7 +25,7 @@ import pandas as pd
 from scpert.data import schema
 
 #: modules whose import registers methods; later issues append their module here.
-METHOD_MODULES = ("scpert.methods.baselines", "scpert.methods.baseline_mlp")
+METHOD_MODULES = ("scpert.methods.baselines", "scpert.methods.baseline_mlp", "scpert.methods.scppdm")
 
 _REGISTRY: dict[str, type[Method]] = {}
 

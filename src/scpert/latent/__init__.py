@@ -1,0 +1,33 @@
+"""SCimilarity-compatible latent space (DESIGN §2): architecture, checkpoint layout, gene
+alignment, fine-tuning on a split's training cells."""
+
+from scpert.latent.align import align_to_genes, lognorm, scimilarity_input
+from scpert.latent.checkpoint import (
+    CheckpointError,
+    adapt_to_genes,
+    architecture,
+    load_model,
+    read_gene_order,
+    save_model,
+)
+from scpert.latent.finetune import PRESETS, finetune, resolve_params, run_finetune_latent
+from scpert.latent.model import Decoder, Encoder, LatentModel
+
+__all__ = [
+    "PRESETS",
+    "CheckpointError",
+    "Decoder",
+    "Encoder",
+    "LatentModel",
+    "adapt_to_genes",
+    "align_to_genes",
+    "architecture",
+    "finetune",
+    "load_model",
+    "lognorm",
+    "read_gene_order",
+    "resolve_params",
+    "run_finetune_latent",
+    "save_model",
+    "scimilarity_input",
+]
