@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import anndata as ad
 import numpy as np
@@ -12,7 +13,18 @@ import scipy.sparse as sp
 
 from scpert.data import schema
 
-REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[1]
+#: the project's shared/ folder sits beside the checkout (CI clones main with shared/ beside it)
+SHARED_DATA = next((p for p in (REPO.parent / "shared" / "data", Path("/work/shared/data")) if p.is_dir()),
+                   REPO.parent / "shared" / "data")
+
+#: a small world for the prior tests (several L1000-only drugs, few cells)
+PRIOR_WORLD = {
+    "seed": 1, "n_genes": 300, "n_landmarks": 80, "n_programs": 10, "n_cell_lines": 2, "n_moas": 4,
+    "drugs_per_moa": 3, "n_l1000_only_drugs": 8, "doses": [1.0, 10.0], "n_plates": 2,
+    "cells_per_condition": 10, "control_cells_per_plate": 20, "n_combos": 2, "l1000_cell_lines": 3,
+    "citeseq_cells": 100, "n_proteins": 10,
+}
 
 
 def make_raw(seed: int = 0, n_genes: int = 40, cells: int = 12, lines=("L1", "L2", "L3"),
@@ -48,3 +60,13 @@ def make_raw(seed: int = 0, n_genes: int = 40, cells: int = 12, lines=("L1", "L2
 @pytest.fixture
 def raw_small() -> ad.AnnData:
     return make_raw()
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory) -> Path:
+    """A small simulated world (:data:`PRIOR_WORLD`), written once per test session."""
+    from scpert.data.simulate import simulate_world
+
+    out = tmp_path_factory.mktemp("prior_world")
+    simulate_world(PRIOR_WORLD, out, REPO / "resources")
+    return out

@@ -14,35 +14,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from scpert.data.schema import SchemaError
-from scpert.data.simulate import simulate_world
 from scpert.priors import graph, outputs, sources
-
-REPO = Path(__file__).resolve().parents[1]
-WORLD = {
-    "seed": 1,
-    "n_genes": 300,
-    "n_landmarks": 80,
-    "n_programs": 10,
-    "n_cell_lines": 2,
-    "n_moas": 4,
-    "drugs_per_moa": 3,
-    "n_l1000_only_drugs": 8,
-    "doses": [1.0, 10.0],
-    "n_plates": 2,
-    "cells_per_condition": 10,
-    "control_cells_per_plate": 20,
-    "n_combos": 2,
-    "l1000_cell_lines": 3,
-    "citeseq_cells": 100,
-    "n_proteins": 10,
-}
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("world")
-    simulate_world(WORLD, out, REPO / "resources")
-    return out
 
 
 # ------------------------------------------------------------------------------------- readers

@@ -15,36 +15,11 @@ from torch import nn
 
 from scpert.chem import structure_embedding
 from scpert.data.schema import SchemaError, read_drug_table
-from scpert.data.simulate import simulate_world
 from scpert.priors import evaluate, l1000, mdt, outputs, steps
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_GCT = Path("/work/shared/data/l1000_a375_24h_978x377.gctx")
-WORLD = {
-    "seed": 1,
-    "n_genes": 300,
-    "n_landmarks": 80,
-    "n_programs": 10,
-    "n_cell_lines": 2,
-    "n_moas": 4,
-    "drugs_per_moa": 3,
-    "n_l1000_only_drugs": 8,
-    "doses": [1.0, 10.0],
-    "n_plates": 2,
-    "cells_per_condition": 10,
-    "control_cells_per_plate": 20,
-    "n_combos": 2,
-    "l1000_cell_lines": 3,
-    "citeseq_cells": 100,
-    "n_proteins": 10,
-}
+from .conftest import SHARED_DATA  # noqa: E402
 
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("world")
-    simulate_world(WORLD, out, REPO / "resources")
-    return out
+SHARED_GCT = SHARED_DATA / "l1000_a375_24h_978x377.gctx"
 
 
 # -------------------------------------------------------------------------------------- reader

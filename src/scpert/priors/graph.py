@@ -52,7 +52,7 @@ from torch_geometric.data import HeteroData
 from torch_geometric.nn import HeteroConv, SAGEConv
 
 from scpert.chem import cosine_matrix
-from scpert.errors import InputError
+from scpert.presets import resolve_preset
 from scpert.priors.determinism import deterministic
 
 log = logging.getLogger(__name__)
@@ -116,15 +116,7 @@ PRESETS: dict[str, dict] = {
 
 def resolve_params(preset: str, overrides: dict | None = None, key: str = "priors.graph") -> dict:
     """Preset values overlaid with ``overrides``; unknown names raise naming the config key."""
-    if preset not in PRESETS:
-        raise InputError(f"{key}.preset: unknown preset '{preset}' (known: {', '.join(PRESETS)})")
-    overrides = dict(overrides or {})
-    unknown = sorted(set(overrides) - set(PRESETS[preset]))
-    if unknown:
-        raise InputError(
-            f"{key}.params: unknown key(s) {unknown} (known: {', '.join(PRESETS[preset])})"
-        )
-    return {**PRESETS[preset], **overrides}
+    return resolve_preset(PRESETS, preset, overrides, key)
 
 
 # ------------------------------------------------------------------------------------ the graph

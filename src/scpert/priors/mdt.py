@@ -70,6 +70,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from scpert.errors import InputError
+from scpert.presets import resolve_preset
 from scpert.priors.determinism import deterministic
 from scpert.priors.l1000 import L1000Views
 
@@ -142,15 +143,7 @@ PRESETS: dict[str, dict] = {
 
 def resolve_params(preset: str, overrides: dict | None = None, key: str = "priors.mdt") -> dict:
     """Preset values overlaid with ``overrides``; unknown names raise naming the config key."""
-    if preset not in PRESETS:
-        raise InputError(f"{key}.preset: unknown preset '{preset}' (known: {', '.join(PRESETS)})")
-    overrides = dict(overrides or {})
-    unknown = sorted(set(overrides) - set(PRESETS[preset]))
-    if unknown:
-        raise InputError(
-            f"{key}.params: unknown key(s) {unknown} (known: {', '.join(PRESETS[preset])})"
-        )
-    return {**PRESETS[preset], **overrides}
+    return resolve_preset(PRESETS, preset, overrides, key)
 
 
 # ------------------------------------------------------------------------------------ the model
