@@ -58,6 +58,18 @@ def test_dry_run_default_lists_expected_jobs(tmp_path):
     assert job_counts(out) == expected
 
 
+def test_configfile_replaces_the_default_config(tmp_path):
+    """--configfile ci.yaml must not inherit default-only entries (methods, priors) by merging."""
+    out = snakemake("-n", "-d", tmp_path, "--configfile", REPO / "config/ci.yaml").stdout
+    default = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    ci = yaml.safe_load((REPO / "config/ci.yaml").read_text())
+    assert default.get("priors", {}).get("enabled") and not ci.get("priors", {}).get("enabled")
+    counts = job_counts(out)
+    assert "pretrain_graph" not in counts and "pretrain_mdt" not in counts
+    only_default = set(default["methods"]) - set(ci["methods"])
+    assert only_default and not any(f"/{m}/" in out for m in only_default)
+
+
 def test_lint_is_clean():
     proc = snakemake("--lint", check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
