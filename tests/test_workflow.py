@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 import subprocess
 import sys
@@ -194,6 +195,17 @@ def test_nan_in_x_fails_clearly(tmp_path):
     assert proc.returncode != 0
     assert "counts.h5ad: X has 1 NaN/inf values" in proc.stdout + proc.stderr
     assert not (tmp_path / "results/own/processed.h5ad").exists()
+
+
+def test_priors_on_own_dataset_need_prior_files(tmp_path):
+    cfg_path = _own_dataset_config(tmp_path, make_raw())
+    cfg = yaml.safe_load(cfg_path.read_text())
+    cfg["priors"] = {"enabled": True}
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    proc = snakemake("-n", "-d", tmp_path, "--configfile", cfg_path, check=False)
+    assert proc.returncode != 0
+    assert re.search(r"config: priors\.files\.(dti|ppi|l1000) is required for dataset 'own'",
+                     proc.stdout + proc.stderr)
 
 
 def _with(tmp_path, edit) -> Path:
