@@ -27,7 +27,8 @@ test: install
 lint: install
 	$(BIN)/snakemake --lint
 	$(BIN)/snakefmt --check Snakefile workflow/rules
-	$(BIN)/ruff check src tests workflow/scripts
+	$(BIN)/ruff check src tests workflow/scripts benchmarks resources
+	$(BIN)/ruff format --check src tests workflow/scripts benchmarks resources
 
 dag: install
 	$(BIN)/snakemake --rulegraph | dot -Tsvg > docs/rulegraph.svg

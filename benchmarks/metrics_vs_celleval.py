@@ -44,20 +44,24 @@ def make_pair(n_perts: int, n_cells: int, n_genes: int, seed: int = 0):
     def cells(effect: np.ndarray, n: int) -> np.ndarray:
         return np.log1p(rng.poisson(rate * effect, (n, n_genes))).astype(np.float32)
 
-    effects = {c: np.exp(rng.normal(0.0, 0.5, n_genes) * (rng.uniform(size=n_genes) < 0.15))
-               for c in conditions}
+    effects = {
+        c: np.exp(rng.normal(0.0, 0.5, n_genes) * (rng.uniform(size=n_genes) < 0.15))
+        for c in conditions
+    }
     control = cells(np.ones(n_genes), N_CONTROL)
 
     def adata(blocks, labels):
         obs = pd.DataFrame({"condition": labels}, index=[f"c{i}" for i in range(len(labels))])
         obs["cell_line"] = LINE
         obs["drug"] = [label.split("|")[1] if label != CONTROL else CONTROL for label in labels]
-        return ad.AnnData(np.vstack(blocks), obs=obs,
-                          var=pd.DataFrame(index=[f"g{i}" for i in range(n_genes)]))
+        return ad.AnnData(
+            np.vstack(blocks), obs=obs, var=pd.DataFrame(index=[f"g{i}" for i in range(n_genes)])
+        )
 
     labels = [c for c in conditions for _ in range(n_cells)]
-    truth = adata([control] + [cells(effects[c], n_cells) for c in conditions],
-                  [CONTROL] * N_CONTROL + labels)
+    truth = adata(
+        [control] + [cells(effects[c], n_cells) for c in conditions], [CONTROL] * N_CONTROL + labels
+    )
     pred = adata([cells(effects[c] ** 0.7, n_cells) for c in conditions], labels)
     return truth, pred, conditions
 
@@ -79,8 +83,14 @@ def run_celleval(truth, pred, conditions, threads: int) -> dict[str, dict[str, f
     pred_with_control = ad.concat([truth[truth.obs["condition"] == CONTROL], pred])
     pred_with_control.obs_names_make_unique()
     with tempfile.TemporaryDirectory() as outdir:
-        evaluator = MetricsEvaluator(pred_with_control, truth.copy(), control_pert=CONTROL,
-                                     pert_col="condition", num_threads=threads, outdir=outdir)
+        evaluator = MetricsEvaluator(
+            pred_with_control,
+            truth.copy(),
+            control_pert=CONTROL,
+            pert_col="condition",
+            num_threads=threads,
+            outdir=outdir,
+        )
         results, _ = evaluator.compute(profile="full", write_csv=False)
     frame = results.to_pandas().set_index("perturbation")
     return {metric: frame[metric].astype(float).to_dict() for metric in frame.columns}
@@ -139,12 +149,20 @@ def worker(tool: str, case: str, threads: int, out_path: str) -> None:
 def _spawn(tool: str, case: str, threads: int, workdir: Path) -> dict:
     out = workdir / f"{tool}_{case}.json"
     env = dict(os.environ)
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS",
-                "POLARS_MAX_THREADS"):
+    for var in (
+        "OMP_NUM_THREADS",
+        "OPENBLAS_NUM_THREADS",
+        "MKL_NUM_THREADS",
+        "NUMBA_NUM_THREADS",
+        "POLARS_MAX_THREADS",
+    ):
         env[var] = str(threads)
     env["TQDM_DISABLE"] = "1"
-    subprocess.run([sys.executable, __file__, "--worker", tool, case, str(threads), str(out)],
-                   check=True, env=env)
+    subprocess.run(
+        [sys.executable, __file__, "--worker", tool, case, str(threads), str(out)],
+        check=True,
+        env=env,
+    )
     return json.loads(out.read_text())
 
 
@@ -167,7 +185,9 @@ def compare(ours: dict, reference: dict) -> list[tuple[str, float, int]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--cases", default="small,large")
     parser.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
@@ -179,8 +199,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for case in args.cases.split(","):
             n_perts, n_cells, n_genes = CASES[case]
-            print(f"\n== {case}: {n_perts} perturbations x {n_cells} cells x {n_genes} genes "
-                  f"(+{N_CONTROL} control cells), {args.threads} thread(s)")
+            print(
+                f"\n== {case}: {n_perts} perturbations x {n_cells} cells x {n_genes} genes "
+                f"(+{N_CONTROL} control cells), {args.threads} thread(s)"
+            )
             ours = _spawn("ours", case, args.threads, Path(tmp))
             ref = _spawn("cell-eval", case, args.threads, Path(tmp))
             print(f"ours      {ours['seconds']:8.2f} s   peak +{ours['peak_mb']:7.0f} MB")

@@ -34,8 +34,12 @@ def acceptance(run: Path, dataset: str, split: str, methods: list[str]) -> pd.Da
     controls = processed[(processed.obs[schema.DRUG].astype(str) == "control").to_numpy()]
     controls = controls[:, genes]
     truth = processed[processed.obs[schema.CONDITION].astype(str).isin(test).to_numpy()][:, genes]
-    rows = [{"method": "(ground truth)",
-             "dose_monotone": dose_monotonicity(truth, controls)["monotone"].mean()}]
+    rows = [
+        {
+            "method": "(ground truth)",
+            "dose_monotone": dose_monotonicity(truth, controls)["monotone"].mean(),
+        }
+    ]
     for method in methods:
         row: dict = {"method": method}
         metrics = pd.read_csv(res / split / method / "metrics.tsv", sep="\t")

@@ -15,21 +15,41 @@ from scpert.data import schema
 
 REPO = Path(__file__).resolve().parents[1]
 #: the project's shared/ folder sits beside the checkout (CI clones main with shared/ beside it)
-SHARED_DATA = next((p for p in (REPO.parent / "shared" / "data", Path("/work/shared/data")) if p.is_dir()),
-                   REPO.parent / "shared" / "data")
+SHARED_DATA = next(
+    (p for p in (REPO.parent / "shared" / "data", Path("/work/shared/data")) if p.is_dir()),
+    REPO.parent / "shared" / "data",
+)
 
 #: a small world for the prior tests (several L1000-only drugs, few cells)
 PRIOR_WORLD = {
-    "seed": 1, "n_genes": 300, "n_landmarks": 80, "n_programs": 10, "n_cell_lines": 2, "n_moas": 4,
-    "drugs_per_moa": 3, "n_l1000_only_drugs": 8, "doses": [1.0, 10.0], "n_plates": 2,
-    "cells_per_condition": 10, "control_cells_per_plate": 20, "n_combos": 2, "l1000_cell_lines": 3,
-    "citeseq_cells": 100, "n_proteins": 10,
+    "seed": 1,
+    "n_genes": 300,
+    "n_landmarks": 80,
+    "n_programs": 10,
+    "n_cell_lines": 2,
+    "n_moas": 4,
+    "drugs_per_moa": 3,
+    "n_l1000_only_drugs": 8,
+    "doses": [1.0, 10.0],
+    "n_plates": 2,
+    "cells_per_condition": 10,
+    "control_cells_per_plate": 20,
+    "n_combos": 2,
+    "l1000_cell_lines": 3,
+    "citeseq_cells": 100,
+    "n_proteins": 10,
 }
 
 
-def make_raw(seed: int = 0, n_genes: int = 40, cells: int = 12, lines=("L1", "L2", "L3"),
-             drugs=("dA", "dB", "dC", "dD", "dE", "dF"), doses=("0.1", "1"),
-             combos=("dA+dB", "dA+dC", "dB+dD", "dC+dE", "dD+dF", "dE+dF")) -> ad.AnnData:
+def make_raw(
+    seed: int = 0,
+    n_genes: int = 40,
+    cells: int = 12,
+    lines=("L1", "L2", "L3"),
+    drugs=("dA", "dB", "dC", "dD", "dE", "dF"),
+    doses=("0.1", "1"),
+    combos=("dA+dB", "dA+dC", "dB+dD", "dC+dE", "dD+dF", "dE+dF"),
+) -> ad.AnnData:
     """Raw NB counts with a per-drug shift on a few genes; controls on two plates."""
     rng = np.random.default_rng(seed)
     rows = []
@@ -44,7 +64,7 @@ def make_raw(seed: int = 0, n_genes: int = 40, cells: int = 12, lines=("L1", "L2
     base = rng.gamma(2.0, 2.0, n_genes)
     effect = {d: np.zeros(n_genes) for d in drugs}
     for k, d in enumerate(drugs):
-        effect[d][(3 * k) % n_genes: (3 * k) % n_genes + 3] = 1.5
+        effect[d][(3 * k) % n_genes : (3 * k) % n_genes + 3] = 1.5
     mu = np.empty((len(obs), n_genes))
     for i, (drug, dose) in enumerate(zip(obs[schema.DRUG], obs[schema.DOSE])):
         shift = np.zeros(n_genes)

@@ -73,11 +73,14 @@ def workflow_rules() -> dict[str, dict]:
         text = smk.read_text()
         headers = list(RULE_HEADER.finditer(text))
         for i, header in enumerate(headers):
-            block = text[header.end(): headers[i + 1].start() if i + 1 < len(headers) else None]
+            block = text[header.end() : headers[i + 1].start() if i + 1 < len(headers) else None]
             block = re.split(r"^\S", block, maxsplit=1, flags=re.M)[0]  # up to the next top level
             base = header.group(2)
-            entry = dict(rules[base]) if base else {"conda": None, "script": None,
-                                                    "runs_code": False, "gpu": False}
+            entry = (
+                dict(rules[base])
+                if base
+                else {"conda": None, "script": None, "runs_code": False, "gpu": False}
+            )
             for key in ("conda", "script"):
                 value = _directive(block, key)
                 if value:
@@ -94,6 +97,7 @@ def script_rules() -> list[tuple[str, dict]]:
 
 # -- imports -------------------------------------------------------------------------------------
 
+
 @dataclass
 class _Module:
     name: str
@@ -103,8 +107,11 @@ class _Module:
     @classmethod
     def parse(cls, name: str, path: Path) -> _Module:
         tree = ast.parse(path.read_text(), str(path))
-        return cls(name, tree, {n.name: n for n in tree.body
-                                if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)})
+        return cls(
+            name,
+            tree,
+            {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)},
+        )
 
     def module_level(self) -> list[ast.AST]:
         """What runs on import: every top-level statement except function bodies (decorators do)."""
@@ -131,8 +138,9 @@ class ImportGraph:
     def module(self, name: str) -> _Module | None:
         if name not in self._modules:
             base = self.src.joinpath(*name.split("."))
-            path = next((p for p in (base.with_suffix(".py"), base / "__init__.py") if p.is_file()),
-                        None)
+            path = next(
+                (p for p in (base.with_suffix(".py"), base / "__init__.py") if p.is_file()), None
+            )
             self._modules[name] = _Module.parse(name, path) if path else None
         return self._modules[name]
 
@@ -155,8 +163,9 @@ class ImportGraph:
                     todo.append((target, [target.functions[unit[1]]]))
                 else:  # a name the module imports (a package re-exporting a function)
                     todo.append((target, [ast.Name(unit[1], ast.Load())]))
-        return {name for name in found
-                if name not in sys.stdlib_module_names and name != "__future__"}
+        return {
+            name for name in found if name not in sys.stdlib_module_names and name != "__future__"
+        }
 
     def _reached(self, mod: _Module, nodes: list[ast.AST], found: set[str]) -> set[tuple]:
         """Units that ``nodes`` of ``mod`` import or name; their third-party imports go to
@@ -183,10 +192,18 @@ class ImportGraph:
                 if owner and len(owner) == 1:  # module.attribute
                     sub = f"{owner[0]}.{node.attr}"
                     units.add((sub,) if self.module(sub) else (owner[0], node.attr))
-            if getattr(node, "id", None) == "import_module" or getattr(node, "attr", None) == "import_module":
-                units |= {(s.value,) for s in ast.walk(mod.tree)
-                          if isinstance(s, ast.Constant) and isinstance(s.value, str)
-                          and s.value.startswith("scpert.") and self.module(s.value)}
+            if (
+                getattr(node, "id", None) == "import_module"
+                or getattr(node, "attr", None) == "import_module"
+            ):
+                units |= {
+                    (s.value,)
+                    for s in ast.walk(mod.tree)
+                    if isinstance(s, ast.Constant)
+                    and isinstance(s.value, str)
+                    and s.value.startswith("scpert.")
+                    and self.module(s.value)
+                }
         return units
 
     def _bind(self, node, mod: _Module, names: dict, found: set[str]) -> set[tuple]:
@@ -213,7 +230,9 @@ class ImportGraph:
                 sub = f"{source}.{alias.name}"
                 if self.module(sub):  # a submodule runs on import; a function once it is named
                     units.add((sub,))
-                names[alias.asname or alias.name] = (sub,) if self.module(sub) else (source, alias.name)
+                names[alias.asname or alias.name] = (
+                    (sub,) if self.module(sub) else (source, alias.name)
+                )
         return units
 
 
@@ -236,6 +255,7 @@ def env_packages(path: Path) -> dict[str, str]:
 
 
 # -- tests ---------------------------------------------------------------------------------------
+
 
 def test_rules_are_read_with_their_envs_and_scripts():
     rules = workflow_rules()
@@ -272,7 +292,9 @@ def test_env_provides_what_the_script_imports(name, rule):
     assert not unknown, f"add the conda package names of {unknown} to PACKAGES in {__file__}"
     provided = set(env_packages(rule["conda"]))
     missing = sorted(mod for mod in imported if not PACKAGES[mod] & provided)
-    assert not missing, f"rule {name}: {rule['conda'].name} lacks {missing} (via {rule['script'].name})"
+    assert not missing, (
+        f"rule {name}: {rule['conda'].name} lacks {missing} (via {rule['script'].name})"
+    )
 
 
 def _tree(root: Path, files: dict[str, str]) -> None:
@@ -286,16 +308,19 @@ def test_import_graph_follows_what_runs(tmp_path):
     """The script calls hub.step_a only: hub's top-level import and step_a's lazy import count,
     step_b's lazy torch does not; a registry reaches modules named by string, and their class
     bodies count; relative imports resolve; parquet output needs pyarrow."""
-    _tree(tmp_path / "src/scpert", {
-        "__init__.py": "",
-        "hub.py": "import pandas\n\ndef step_a():\n    from scpert.a import run\n    run()\n\n"
-                  "def step_b():\n    import torch\n",
-        "a.py": "MODULES = ('scpert.reg',)\n\n\ndef run():\n    import importlib\n\n"
-                "    for m in MODULES:\n        importlib.import_module(m)\n    helper()\n\n\n"
-                "def helper(df):\n    df.to_parquet('x')\n\n\ndef unused():\n    import sklearn\n",
-        "reg.py": "from .util import X\n\n\nclass M:\n    def fit(self):\n        import scipy.sparse\n",
-        "util.py": "import numpy as np\n\nX = np.zeros(1)\n",
-    })
+    _tree(
+        tmp_path / "src/scpert",
+        {
+            "__init__.py": "",
+            "hub.py": "import pandas\n\ndef step_a():\n    from scpert.a import run\n    run()\n\n"
+            "def step_b():\n    import torch\n",
+            "a.py": "MODULES = ('scpert.reg',)\n\n\ndef run():\n    import importlib\n\n"
+            "    for m in MODULES:\n        importlib.import_module(m)\n    helper()\n\n\n"
+            "def helper(df):\n    df.to_parquet('x')\n\n\ndef unused():\n    import sklearn\n",
+            "reg.py": "from .util import X\n\n\nclass M:\n    def fit(self):\n        import scipy.sparse\n",
+            "util.py": "import numpy as np\n\nX = np.zeros(1)\n",
+        },
+    )
     script = tmp_path / "script.py"
     script.write_text("from scpert import hub\n\nhub.step_a()\n")
     graph = ImportGraph(tmp_path / "src")
@@ -303,6 +328,10 @@ def test_import_graph_follows_what_runs(tmp_path):
 
 
 def test_lint_has_no_conda_warnings():
-    proc = subprocess.run([str(Path(sys.executable).with_name("snakemake")), "--lint"],
-                          cwd=REPO, capture_output=True, text=True)
+    proc = subprocess.run(
+        [str(Path(sys.executable).with_name("snakemake")), "--lint"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert "conda environment" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr

@@ -122,8 +122,7 @@ def test_ddim_with_oracle_recovers_x0(kind, eta):
     x_T = torch.randn(8, 4, generator=g, dtype=torch.float64)
     seen: list = []
     sampler = DDIMSampler(schedule, steps=25, eta=eta, prediction=kind)
-    out = sampler.sample(_oracle(x0, kind, schedule, seen), x_T,
-                         dual_knob(1.0, 2.0), generator=g)
+    out = sampler.sample(_oracle(x0, kind, schedule, seen), x_T, dual_knob(1.0, 2.0), generator=g)
     assert torch.allclose(out, x0, atol=1e-8)
     assert len(seen) == 25  # one batched call per step
     assert seen[0] == [("drug", "pre"), ("drug",), ("pre",)]
@@ -134,7 +133,8 @@ def test_ddim_clips_the_predicted_clean_sample():
     x0 = torch.tensor([[10.0, -1.0]], dtype=torch.float64)
     x_T = torch.randn(1, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     out = DDIMSampler(schedule, steps=10, clip_x0=5.0).sample(
-        _oracle(x0, "eps", schedule, []), x_T, conditional(["c"]))
+        _oracle(x0, "eps", schedule, []), x_T, conditional(["c"])
+    )
     assert torch.allclose(out, torch.tensor([[5.0, -1.0]], dtype=torch.float64), atol=1e-8)
 
 
@@ -192,8 +192,9 @@ def test_interaction_aware_cfg_is_a_weighted_mode_combination():
     by_mode = dict(zip(rule.modes, out))
     v0, vc, vd = by_mode[mode()], by_mode[mode("cell")], by_mode[mode("cell", "drug")]
     vd_only = by_mode[mode("drug")]
-    expected = (v0 + 1.0 * (vc - v0) + 1.5 * (vd_only - v0)
-                + 2.0 * (vd - vc - vd_only + v0))  # StateXDiff eq. 13
+    expected = (
+        v0 + 1.0 * (vc - v0) + 1.5 * (vd_only - v0) + 2.0 * (vd - vc - vd_only + v0)
+    )  # StateXDiff eq. 13
     assert torch.allclose(rule.combine(out), expected, atol=1e-5)
     assert sum(rule.weights.values()) == pytest.approx(1.0)
 
@@ -229,8 +230,9 @@ def test_ema_by_hand():
 def test_sinusoidal_embedding_by_hand():
     emb = sinusoidal_embedding(torch.tensor([0.0, 1.0]), 4, max_period=100.0)
     # freqs = 100^(-k/2) for k = 0, 1 -> 1, 0.1
-    expected = torch.tensor([[1, 1, 0, 0],
-                             [math.cos(1), math.cos(0.1), math.sin(1), math.sin(0.1)]])
+    expected = torch.tensor(
+        [[1, 1, 0, 0], [math.cos(1), math.cos(0.1), math.sin(1), math.sin(0.1)]]
+    )
     assert torch.allclose(emb, expected.float(), atol=1e-6)
     assert TimestepEmbedder(8, frequency_dim=6)(torch.tensor([3, 5])).shape == (2, 8)
 

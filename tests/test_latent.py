@@ -42,10 +42,11 @@ def test_state_dict_keys_follow_scimilarity():
     enc = list(model.encoder.state_dict())
     bn = ["weight", "bias", "running_mean", "running_var", "num_batches_tracked"]
     expected = (
-        ["network.0.1.weight", "network.0.1.bias"] + [f"network.0.2.{k}" for k in bn]
+        ["network.0.1.weight", "network.0.1.bias"]
+        + [f"network.0.2.{k}" for k in bn]
         + ["network.0.3.weight", "network.1.1.weight", "network.1.1.bias"]
-        + [f"network.1.2.{k}" for k in bn] + ["network.1.3.weight", "network.2.weight",
-                                             "network.2.bias"]
+        + [f"network.1.2.{k}" for k in bn]
+        + ["network.1.3.weight", "network.2.weight", "network.2.bias"]
     )
     assert enc == expected
     net = model.encoder.network
@@ -108,8 +109,10 @@ def _reference_embedding(state: dict, x: np.ndarray) -> np.ndarray:
     for i in range(2):
         w, b = state[f"network.{i}.1.weight"].double().numpy(), state[f"network.{i}.1.bias"]
         h = h @ w.T + b.double().numpy()
-        g = {k: state[f"network.{i}.2.{k}"].double().numpy()
-             for k in ("weight", "bias", "running_mean", "running_var")}
+        g = {
+            k: state[f"network.{i}.2.{k}"].double().numpy()
+            for k in ("weight", "bias", "running_mean", "running_var")
+        }
         h = (h - g["running_mean"]) / np.sqrt(g["running_var"] + 1e-5) * g["weight"] + g["bias"]
         h = np.where(h > 0, h, 0.25 * h)
     h = h @ state["network.2.weight"].double().numpy().T + state["network.2.bias"].double().numpy()
@@ -207,8 +210,9 @@ def test_semihard_triplets_by_hand():
     # anchor 0 and positive 1 (label 0, different plates); negatives 2 (semi-hard) and 3 (easy)
     z = torch.tensor([[0.0, 0.0], [0.3, 0.0], [0.0, 0.32], [5.0, 5.0]])
     labels, studies = torch.tensor([0, 0, 1, 2]), torch.tensor([0, 1, 0, 0])
-    loss, n = semihard_triplet_loss(z, labels, studies, margin=0.05,
-                                    generator=torch.Generator().manual_seed(0))
+    loss, n = semihard_triplet_loss(
+        z, labels, studies, margin=0.05, generator=torch.Generator().manual_seed(0)
+    )
     assert n == 1
     assert loss.item() == pytest.approx(0.3 - 0.32 + 0.05, abs=1e-6)
     # no semi-hard negative: nothing to learn from
@@ -229,10 +233,14 @@ def test_label_batches_sample_p_labels_times_k_cells():
 def _processed_split(tmp_path):
     adata = preprocess_counts(make_raw(n_genes=30, cells=8), control="control")
     conditions = adata.obs[schema.CONDITION].astype(str).unique()
-    split = pd.DataFrame({"condition": conditions,
-                          "split": ["test" if "dF" in c else "train" for c in conditions]})
-    paths = {"h5ad": tmp_path / "processed.h5ad", "split": tmp_path / "split.tsv",
-             "genes": tmp_path / "genes.tsv"}
+    split = pd.DataFrame(
+        {"condition": conditions, "split": ["test" if "dF" in c else "train" for c in conditions]}
+    )
+    paths = {
+        "h5ad": tmp_path / "processed.h5ad",
+        "split": tmp_path / "split.tsv",
+        "genes": tmp_path / "genes.tsv",
+    }
     adata.write_h5ad(paths["h5ad"])
     write_tsv(split, paths["split"])
     genes = list(adata.var_names[::2])
@@ -242,10 +250,19 @@ def _processed_split(tmp_path):
 
 def test_run_finetune_latent_trains_on_training_cells(tmp_path):
     paths, adata, genes = _processed_split(tmp_path)
-    settings = {"preset": "tiny", "params": {"hidden_dim": [16], "steps": 60, "lr": 3e-3,
-                                             "labels_per_batch": 8, "cells_per_label": 4}}
-    run_finetune_latent(paths, tmp_path / "latent/model", settings, "control", seed=0,
-                        device="cpu", threads=1)
+    settings = {
+        "preset": "tiny",
+        "params": {
+            "hidden_dim": [16],
+            "steps": 60,
+            "lr": 3e-3,
+            "labels_per_batch": 8,
+            "cells_per_label": 4,
+        },
+    }
+    run_finetune_latent(
+        paths, tmp_path / "latent/model", settings, "control", seed=0, device="cpu", threads=1
+    )
     model = load_model(tmp_path / "latent/model")
     assert model.genes == genes and model.hidden_dim == [16] and model.latent_dim == 128
     meta = json.loads((tmp_path / "latent/model/latent.json").read_text())
@@ -265,12 +282,16 @@ def test_run_finetune_latent_starts_from_a_checkpoint(tmp_path):
     folder = tmp_path / "ckpt"
     source = LatentModel(list(adata.var_names[:20]) + ["OTHER"], latent_dim=8, hidden_dim=[12])
     save_model(source, folder)
-    settings = {"preset": "tiny", "params": {"steps": 2, "labels_per_batch": 4,
-                                             "cells_per_label": 2}}
-    run_finetune_latent({**paths, "checkpoint": folder}, tmp_path / "out", settings, "control",
-                        seed=0, device="cpu")
+    settings = {
+        "preset": "tiny",
+        "params": {"steps": 2, "labels_per_batch": 4, "cells_per_label": 2},
+    }
+    run_finetune_latent(
+        {**paths, "checkpoint": folder}, tmp_path / "out", settings, "control", seed=0, device="cpu"
+    )
     model = load_model(tmp_path / "out")
     assert model.genes == genes
     assert model.hidden_dim == [12] and model.latent_dim == 8  # the checkpoint's architecture
     assert json.loads((tmp_path / "out/latent.json").read_text())["origin"].startswith(
-        "SCimilarity checkpoint")
+        "SCimilarity checkpoint"
+    )

@@ -36,8 +36,15 @@ def _cells(rng, rate, n, dtype, decimals=None):
     return x.astype(dtype)
 
 
-def make_dataset(seed: int, lines=("L1",), n_conditions: int = 6, n_genes: int = 120, n_cells: int = 40,
-                 dtype=np.float32, decimals=None):
+def make_dataset(
+    seed: int,
+    lines=("L1",),
+    n_conditions: int = 6,
+    n_genes: int = 120,
+    n_cells: int = 40,
+    dtype=np.float32,
+    decimals=None,
+):
     """Truth (with controls), prediction (without) and test conditions.
 
     Genes 0-1 are zero everywhere and gene 2 is a constant 0.7 (zero variance); gene 3 is zero in
@@ -74,11 +81,14 @@ def make_dataset(seed: int, lines=("L1",), n_conditions: int = 6, n_genes: int =
 
     def adata(x_blocks, labels):
         obs = pd.DataFrame(labels, columns=["cell_line", "drug"])
-        obs["condition"] = [f"{line}|{drug}|1" if drug != CONTROL else f"{line}|{CONTROL}|0"
-                            for line, drug in labels]
+        obs["condition"] = [
+            f"{line}|{drug}|1" if drug != CONTROL else f"{line}|{CONTROL}|0"
+            for line, drug in labels
+        ]
         obs.index = [f"c{i}" for i in range(len(obs))]
-        return ad.AnnData(np.vstack(x_blocks), obs=obs,
-                          var=pd.DataFrame(index=[f"g{i}" for i in range(n_genes)]))
+        return ad.AnnData(
+            np.vstack(x_blocks), obs=obs, var=pd.DataFrame(index=[f"g{i}" for i in range(n_genes)])
+        )
 
     return adata(blocks, truth_labels), adata(pred_blocks, pred_labels), conditions
 
@@ -103,8 +113,14 @@ def cell_eval_per_line(truth: ad.AnnData, pred: ad.AnnData, tmp_path) -> dict[st
         fake.obs_names_make_unique()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            evaluator = MetricsEvaluator(fake, real, control_pert=CONTROL, pert_col="pert",
-                                         num_threads=1, outdir=str(tmp_path / line))
+            evaluator = MetricsEvaluator(
+                fake,
+                real,
+                control_pert=CONTROL,
+                pert_col="pert",
+                num_threads=1,
+                outdir=str(tmp_path / line),
+            )
             results, _ = evaluator.compute(profile="full", write_csv=False, break_on_error=True)
         out[line] = results.to_pandas().set_index("perturbation")
     return out
@@ -144,7 +160,7 @@ def tie_at_cut(result: celleval.DEResult, k: int) -> bool:
 def top_k_cut(metric: str, truth_de: celleval.DEResult, pred_de: celleval.DEResult) -> int:
     prefix = next(p for p in TOP_K_METRICS if metric.startswith(p))
     size = (truth_de if TOP_K_METRICS[prefix] == "truth" else pred_de).ranked.size
-    k = metric[len(prefix):]
+    k = metric[len(prefix) :]
     return min(size if k == "N" else int(k), size)
 
 
@@ -191,7 +207,11 @@ def test_every_celleval_metric_matches_the_package(both):
                     assert metric.startswith(tuple(TOP_K_METRICS)), (name, metric, condition)
                     truth_de, pred_de = de_results[condition]
                     k = top_k_cut(metric, truth_de, pred_de)
-                    assert tie_at_cut(truth_de, k) or tie_at_cut(pred_de, k), (name, metric, condition)
+                    assert tie_at_cut(truth_de, k) or tie_at_cut(pred_de, k), (
+                        name,
+                        metric,
+                        condition,
+                    )
                 compared += 1
     assert compared > 100
 
@@ -231,14 +251,23 @@ def test_de_engine_matches_pdex_scipy_and_scanpy():
     ctrl = truth[truth.obs["group"] == CONTROL].X
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ref = pdex(truth, groupby="group", mode="ref", reference=CONTROL, threads=1, is_log1p=True,
-                   epsilon=0.0, as_pandas=True)
+        ref = pdex(
+            truth,
+            groupby="group",
+            mode="ref",
+            reference=CONTROL,
+            threads=1,
+            is_log1p=True,
+            epsilon=0.0,
+            as_pandas=True,
+        )
         sc.tl.rank_genes_groups(truth, "group", reference=CONTROL, method="t-test")
     for condition in conditions:
         x = truth[truth.obs["group"] == condition].X
         u, p = de.mannwhitney_u(x, ctrl)
-        scipy_ref = stats.mannwhitneyu(x.astype(np.float64), ctrl.astype(np.float64),
-                                       method="asymptotic", axis=0)
+        scipy_ref = stats.mannwhitneyu(
+            x.astype(np.float64), ctrl.astype(np.float64), method="asymptotic", axis=0
+        )
         np.testing.assert_allclose(p, scipy_ref.pvalue, rtol=0, atol=1e-12)
         np.testing.assert_allclose(u, scipy_ref.statistic, rtol=0, atol=1e-9)
         r = ref[ref["target"] == condition]
@@ -247,12 +276,14 @@ def test_de_engine_matches_pdex_scipy_and_scanpy():
         lfc = de.log2fc_expm1_means(x.mean(0), ctrl.mean(0), bulk_dtype=x.dtype)
         finite = np.isfinite(r["log2_fold_change"].to_numpy())
         np.testing.assert_array_equal(np.isfinite(lfc), finite)
-        np.testing.assert_allclose(lfc[finite], r["log2_fold_change"].to_numpy()[finite], rtol=1e-6,
-                                   atol=1e-6)  # pdex: numba float32 expm1, ours correctly rounded
+        np.testing.assert_allclose(
+            lfc[finite], r["log2_fold_change"].to_numpy()[finite], rtol=1e-6, atol=1e-6
+        )  # pdex: numba float32 expm1, ours correctly rounded
         scores = sc.get.rank_genes_groups_df(truth, condition).set_index("names")["scores"]
         ours = de.ttest_scores(x, ctrl)
-        np.testing.assert_allclose(ours, scores.reindex(truth.var_names).to_numpy(np.float64),
-                                   rtol=2e-7)
+        np.testing.assert_allclose(
+            ours, scores.reindex(truth.var_names).to_numpy(np.float64), rtol=2e-7
+        )
         assert (ours[:3] == 0).all()  # zero-variance genes: NaN scores become 0 as in scanpy
 
 
@@ -267,8 +298,9 @@ def test_energy_reference_matches_pertpy_and_energy_distance(dtype):
         x = pred[pred.obs["condition"] == condition].X
         exact = energy_distance(x, ctrl)
         assert reference.distance(x) == pytest.approx(exact, rel=1e-6, abs=1e-7)
-        assert exact == pytest.approx(distance(x.astype(np.float64), ctrl.astype(np.float64)),
-                                      rel=1e-9)
+        assert exact == pytest.approx(
+            distance(x.astype(np.float64), ctrl.astype(np.float64)), rel=1e-9
+        )
 
 
 def test_celleval_orders_tied_fold_changes_arbitrarily():
@@ -288,8 +320,15 @@ def test_celleval_orders_tied_fold_changes_arbitrarily():
     ours = celleval.de_result(x, control_mean, np.full(n, 1e-6))
     np.testing.assert_array_equal(ours.lfc[:2], [np.inf, -np.inf])
     assert ours.ranked[:2].tolist() == [0, 1]
-    frame = pl.DataFrame({"target": ["p"] * n, "feature": [f"g{i:02d}" for i in range(n)],
-                          "log2_fold_change": ours.lfc, "p_value": np.full(n, 1e-6), "fdr": ours.fdr})
+    frame = pl.DataFrame(
+        {
+            "target": ["p"] * n,
+            "feature": [f"g{i:02d}" for i in range(n)],
+            "log2_fold_change": ours.lfc,
+            "p_value": np.full(n, 1e-6),
+            "fdr": ours.fdr,
+        }
+    )
     top = initialize_de_comparison(frame, frame).real.get_top_genes(DESortBy.ABS_LOG2_FOLD_CHANGE)
     reference = [int(g[1:]) for g in top["p"].to_list()]
     assert reference[:2] == [1, 0]

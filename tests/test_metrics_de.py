@@ -30,12 +30,18 @@ def _scanpy_scores(xg, xr, *, sparse: bool, **kwargs) -> pd.DataFrame:
     import scanpy as sc
 
     x = np.vstack([xg, xr])
-    obs = pd.DataFrame({"group": ["pert"] * len(xg) + ["control"] * len(xr)},
-                       index=[f"c{i}" for i in range(len(x))])
-    adata = ad.AnnData(sp.csr_matrix(x) if sparse else x, obs=obs,
-                       var=pd.DataFrame(index=[f"g{i}" for i in range(x.shape[1])]))
-    sc.tl.rank_genes_groups(adata, "group", groups=["pert"], reference="control", method="t-test",
-                            **kwargs)
+    obs = pd.DataFrame(
+        {"group": ["pert"] * len(xg) + ["control"] * len(xr)},
+        index=[f"c{i}" for i in range(len(x))],
+    )
+    adata = ad.AnnData(
+        sp.csr_matrix(x) if sparse else x,
+        obs=obs,
+        var=pd.DataFrame(index=[f"g{i}" for i in range(x.shape[1])]),
+    )
+    sc.tl.rank_genes_groups(
+        adata, "group", groups=["pert"], reference="control", method="t-test", **kwargs
+    )
     return sc.get.rank_genes_groups_df(adata, "pert")
 
 
@@ -123,8 +129,9 @@ def test_mannwhitney_key_sort_and_argsort_paths_match_scipy(kind):
         xg = xg.astype(np.float64) + 1e-9 * np.random.default_rng(0).normal(size=xg.shape)
         xg[:, :3] = np.round(xg[:, :3])  # keep the degenerate genes degenerate
         assert de._float32_keys(xg) is None
-    ref = stats.mannwhitneyu(np.asarray(xg, np.float64), np.asarray(xr, np.float64),
-                             method="asymptotic", axis=0)
+    ref = stats.mannwhitneyu(
+        np.asarray(xg, np.float64), np.asarray(xr, np.float64), method="asymptotic", axis=0
+    )
     u, p = de.mannwhitney_u(xg, xr)
     np.testing.assert_allclose(u, ref.statistic, rtol=0, atol=1e-10)
     np.testing.assert_allclose(p, ref.pvalue, rtol=0, atol=1e-12)
@@ -139,7 +146,9 @@ def test_bh_by_hand_and_statsmodels():
     p = np.random.default_rng(0).uniform(size=500) ** 3
     p[:20] = p[20]  # ties
     p[-1] = 1.0
-    np.testing.assert_allclose(de.bh_fdr(p), multipletests(p, method="fdr_bh")[1], rtol=0, atol=1e-15)
+    np.testing.assert_allclose(
+        de.bh_fdr(p), multipletests(p, method="fdr_bh")[1], rtol=0, atol=1e-15
+    )
 
 
 def test_bh_nan_is_left_out():
@@ -156,7 +165,9 @@ def test_log2fc_expm1_means():
 
     lfc_pdex = pdex.log2_fold_change(np.expm1(group), np.expm1(ref), 0.0)
     np.testing.assert_allclose(lfc, lfc_pdex, rtol=1e-12)
-    np.testing.assert_allclose(de.log2fc_expm1_means(group, ref, epsilon=1.0)[:2], [math.log2(1.5), 0.0])
+    np.testing.assert_allclose(
+        de.log2fc_expm1_means(group, ref, epsilon=1.0)[:2], [math.log2(1.5), 0.0]
+    )
     # bulk_dtype rounds expm1(mean) before the ratio, as pdex keeps float32 pseudobulks
     m = np.float32(0.1234567)
     rounded = de.log2fc_expm1_means([m], [np.float32(0.2)], bulk_dtype=np.float32)

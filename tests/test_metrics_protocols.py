@@ -18,11 +18,15 @@ from scpert.metrics.evaluate import ConditionContext, ControlCells, across_label
 
 def _context(control, truth, pred, reference=None, condition="L1|d|1") -> ConditionContext:
     genes = pd.Index([f"g{i}" for i in range(np.shape(truth)[1])])
-    return ConditionContext(condition=condition, cell_line="L1", genes=genes,
-                            truth=np.asarray(truth, dtype=np.float64),
-                            pred=np.asarray(pred, dtype=np.float64),
-                            control=ControlCells(np.asarray(control, dtype=np.float64)),
-                            train_reference=None if reference is None else np.asarray(reference, float))
+    return ConditionContext(
+        condition=condition,
+        cell_line="L1",
+        genes=genes,
+        truth=np.asarray(truth, dtype=np.float64),
+        pred=np.asarray(pred, dtype=np.float64),
+        control=ControlCells(np.asarray(control, dtype=np.float64)),
+        train_reference=None if reference is None else np.asarray(reference, float),
+    )
 
 
 def _as_dict(rows) -> dict[tuple[str, str], float]:
@@ -78,7 +82,8 @@ def test_scppdm_constant_prediction_leaves_correlations_out():
     got = _as_dict(scppdm.scppdm_metrics(_context(CONTROL, TRUTH, CONTROL)))
     assert ("logfc_pearson", "all") not in got and ("delta_spearman", "all") not in got
     assert got["ev", "all"] == pytest.approx(
-        1 - np.var(np.array([0.3, 0.1, 3.1]) - [0.1, 0.3, 0.7]) / np.var([0.3, 0.1, 3.1]))
+        1 - np.var(np.array([0.3, 0.1, 3.1]) - [0.1, 0.3, 0.7]) / np.var([0.3, 0.1, 3.1])
+    )
 
 
 # ---------------------------------------------------------------- Systema by hand
@@ -91,7 +96,8 @@ def test_systema_by_hand():
     assert got["l2", "all"] == pytest.approx(math.sqrt(0 + 4 + 1))
     # (pred - ref, truth - ref) = ((0.5, -0.5, 0.9), (0.5, 1.5, -0.1))
     assert got["pearson_delta_hat", "all"] == pytest.approx(
-        stats.pearsonr([0.5, -0.5, 0.9], [0.5, 1.5, -0.1])[0], rel=1e-12)
+        stats.pearsonr([0.5, -0.5, 0.9], [0.5, 1.5, -0.1])[0], rel=1e-12
+    )
     # top-20 non-dropout genes: 0 and 1 only; two points: (0.5, -0.5) vs (0.5, 1.5) -> -1
     assert got["pearson_delta_hat", "top20"] == pytest.approx(-1.0)
     ctx = _context(CONTROL, truth, pred, ref)
@@ -134,11 +140,13 @@ def test_discrimination_scores_by_hand():
     pred_effects = np.array([[0.9, 0.0], [1.0, 0.1], [0.0, 1.0]])
     # pred 0 is nearest to truth 1: own rank 1 of 3 -> 1 - 1/3; pred 1 nearest to its own -> 1;
     # pred 2: L1 distances 1, 2, 2 (own, tie with truth 1 ordered first) -> rank 2 -> 1/3
-    np.testing.assert_allclose(celleval.discrimination_scores(pred_effects, true_effects, "l1"),
-                               [2 / 3, 1.0, 1 / 3])
+    np.testing.assert_allclose(
+        celleval.discrimination_scores(pred_effects, true_effects, "l1"), [2 / 3, 1.0, 1 / 3]
+    )
     # Euclidean: pred 2 to truths 1, sqrt 2, 2 (own) -> rank 2
-    np.testing.assert_allclose(celleval.discrimination_scores(pred_effects, true_effects, "l2"),
-                               [2 / 3, 1.0, 1 / 3])
+    np.testing.assert_allclose(
+        celleval.discrimination_scores(pred_effects, true_effects, "l2"), [2 / 3, 1.0, 1 / 3]
+    )
     # cosine: the zero truth vector has distance 1 to everything (sklearn normalize keeps it zero)
     cosine = celleval.discrimination_scores(pred_effects, true_effects, "cosine")
     np.testing.assert_allclose(cosine, [2 / 3, 1.0, 1.0])
@@ -172,13 +180,16 @@ def test_correlation_helpers_match_scipy_and_sklearn():
     fpr, tpr, _ = roc_curve(labels, scores)
     assert correlation.auroc(labels, scores) == pytest.approx(auc(fpr, tpr), abs=1e-12)
     assert correlation.average_precision(labels, scores) == pytest.approx(
-        average_precision_score(labels, scores), abs=1e-12)
+        average_precision_score(labels, scores), abs=1e-12
+    )
     assert math.isnan(correlation.auroc(np.ones(5, bool), np.arange(5.0)))
     assert math.isnan(correlation.average_precision(np.zeros(5, bool), np.arange(5.0)))
 
 
 def test_r2_score_by_hand():
-    assert celleval.r2_score(np.array([1.0, 2.0, 3.0]), np.array([1.0, 2.0, 4.0])) == pytest.approx(0.5)
+    assert celleval.r2_score(np.array([1.0, 2.0, 3.0]), np.array([1.0, 2.0, 4.0])) == pytest.approx(
+        0.5
+    )
     assert math.isnan(celleval.r2_score(np.ones(3), np.zeros(3)))
 
 
@@ -194,10 +205,14 @@ def _dataset(seed=0, lines=("L1", "L2"), n_conditions=4, n_genes=30, n_cells=25)
             effect = np.exp(rng.normal(0, 0.7, n_genes) * (rng.uniform(size=n_genes) < 0.4))
             blocks.append(np.log1p(rng.poisson(base * effect, (n_cells, n_genes))))
             rows += [(line, f"d{k}", f"{line}|d{k}|1")] * n_cells
-    obs = pd.DataFrame(rows, columns=["cell_line", "drug", "condition"],
-                       index=[f"c{i}" for i in range(len(rows))])
-    truth = ad.AnnData(np.vstack(blocks).astype(np.float32), obs=obs,
-                       var=pd.DataFrame(index=[f"g{i}" for i in range(n_genes)]))
+    obs = pd.DataFrame(
+        rows, columns=["cell_line", "drug", "condition"], index=[f"c{i}" for i in range(len(rows))]
+    )
+    truth = ad.AnnData(
+        np.vstack(blocks).astype(np.float32),
+        obs=obs,
+        var=pd.DataFrame(index=[f"g{i}" for i in range(n_genes)]),
+    )
     pred = truth[truth.obs["drug"] != "control"].copy()
     pred.X = np.log1p(rng.poisson(np.expm1(pred.X) * 0.8 + 0.2)).astype(np.float32)
     conditions = sorted(set(pred.obs["condition"]))
@@ -207,9 +222,14 @@ def _dataset(seed=0, lines=("L1", "L2"), n_conditions=4, n_genes=30, n_cells=25)
 def test_all_protocols_in_one_pass():
     truth, pred, conditions = _dataset()
     reference = np.full(truth.n_vars, 0.5)
-    table = evaluate_predictions(truth, pred, conditions, "control",
-                                 protocols=("scperturbench", "celleval", "scppdm", "systema"),
-                                 train_reference=reference)
+    table = evaluate_predictions(
+        truth,
+        pred,
+        conditions,
+        "control",
+        protocols=("scperturbench", "celleval", "scppdm", "systema"),
+        train_reference=reference,
+    )
     assert list(table.columns) == ["condition", "protocol", "metric", "deg_set", "value"]
     assert set(table["protocol"]) == {"scperturbench", "celleval", "scppdm", "systema"}
     assert table["value"].notna().all()
@@ -225,16 +245,26 @@ def test_all_protocols_in_one_pass():
     pds = per_condition[per_condition["metric"] == "discrimination_score_l1"]["value"]
     assert set(np.round(pds * 4)) <= {1, 2, 3, 4}  # 1 - rank/4 within each cell line
     # the reference enters only the Systema Pearson-delta-hat
-    other = evaluate_predictions(truth, pred, conditions, "control", protocols=("systema",),
-                                 train_reference=np.linspace(0.0, 2.0, truth.n_vars))
-    merged = table[table["protocol"] == "systema"].merge(other, on=["condition", "metric", "deg_set"])
+    other = evaluate_predictions(
+        truth,
+        pred,
+        conditions,
+        "control",
+        protocols=("systema",),
+        train_reference=np.linspace(0.0, 2.0, truth.n_vars),
+    )
+    merged = table[table["protocol"] == "systema"].merge(
+        other, on=["condition", "metric", "deg_set"]
+    )
     changed = merged[merged["value_x"] != merged["value_y"]]
     assert set(changed["metric"]) == {"pearson_delta_hat"}
 
 
 def test_evaluation_is_deterministic_and_order_free():
     truth, pred, conditions = _dataset(seed=1, lines=("L1",), n_conditions=3)
-    kwargs = dict(protocols=("celleval", "scppdm", "systema"), train_reference=np.zeros(truth.n_vars))
+    kwargs = dict(
+        protocols=("celleval", "scppdm", "systema"), train_reference=np.zeros(truth.n_vars)
+    )
     first = evaluate_predictions(truth, pred, conditions, "control", **kwargs)
     shuffled = pred[np.random.default_rng(0).permutation(pred.n_obs)].copy()
     second = evaluate_predictions(truth, shuffled, list(reversed(conditions)), "control", **kwargs)
@@ -245,12 +275,23 @@ def test_training_perturbation_reference_by_hand(tmp_path):
     # training conditions A (cells (1, 0), (3, 0)) and B (cell (0, 4)): centroids (2, 0), (0, 4);
     # the reference is their mean (1, 2), not the cell-weighted mean; controls and test cells are out
     x = np.array([[1, 0], [3, 0], [0, 4], [9, 9], [7, 7]], dtype=np.float32)
-    obs = pd.DataFrame({"condition": ["L|a|1", "L|a|1", "L|b|1", "L|control|0", "L|c|1"],
-                        "drug": ["a", "a", "b", "control", "c"]}, index=[f"c{i}" for i in range(5)])
+    obs = pd.DataFrame(
+        {
+            "condition": ["L|a|1", "L|a|1", "L|b|1", "L|control|0", "L|c|1"],
+            "drug": ["a", "a", "b", "control", "c"],
+        },
+        index=[f"c{i}" for i in range(5)],
+    )
     adata = ad.AnnData(x, obs=obs, var=pd.DataFrame(index=["g0", "g1"]))
-    split = pd.DataFrame({"condition": ["L|a|1", "L|b|1", "L|c|1", "L|control|0"],
-                          "split": ["train", "train", "test", "train"]})
-    ref = pipeline.training_perturbation_reference(adata, split, ["g1", "g0"], "control", "split.tsv")
+    split = pd.DataFrame(
+        {
+            "condition": ["L|a|1", "L|b|1", "L|c|1", "L|control|0"],
+            "split": ["train", "train", "test", "train"],
+        }
+    )
+    ref = pipeline.training_perturbation_reference(
+        adata, split, ["g1", "g0"], "control", "split.tsv"
+    )
     np.testing.assert_allclose(ref, [2.0, 1.0])  # in the order of the requested genes
     none_train = split.assign(split=["val", "val", "test", "train"])
     with pytest.raises(Exception, match="split.tsv: no training perturbed conditions"):

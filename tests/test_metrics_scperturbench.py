@@ -79,7 +79,9 @@ def test_distances_match_pertpy():
     assert distances.mmd_rbf(x, y, 0.3) == pytest.approx(ref_mmd, rel=1e-10)
     # pertpy 1.x runs ott-jax >= 0.5, whose default epsilon is 0.05 * std(C)
     ref_w = pt.tl.Distance("wasserstein", obsm_key="X")(x, y)
-    assert distances.sinkhorn_ot_cost(x, y, epsilon_reference="std") == pytest.approx(ref_w, rel=1e-5)
+    assert distances.sinkhorn_ot_cost(x, y, epsilon_reference="std") == pytest.approx(
+        ref_w, rel=1e-5
+    )
 
 
 @pytest.mark.parametrize("reference", ["mean", "std"])
@@ -120,8 +122,14 @@ PRED = TRUTH + np.array([-1.0, 2.0])
 
 
 def _tiny_context() -> ConditionContext:
-    return ConditionContext(condition="L1|d|1", cell_line="L1", genes=pd.Index(["g0", "g1"]),
-                            truth=TRUTH.copy(), pred=PRED.copy(), control=ControlCells(CONTROL.copy()))
+    return ConditionContext(
+        condition="L1|d|1",
+        cell_line="L1",
+        genes=pd.Index(["g0", "g1"]),
+        truth=TRUTH.copy(),
+        pred=PRED.copy(),
+        control=ControlCells(CONTROL.copy()),
+    )
 
 
 def _as_dict(rows) -> dict[tuple[str, str], float]:
@@ -130,9 +138,10 @@ def _as_dict(rows) -> dict[tuple[str, str], float]:
 
 def test_scperturbench_by_hand_all_genes():
     got = _as_dict(scperturbench.scperturbench_metrics(_tiny_context()))
-    assert set(got) == {(m, "top100") for m in ("mse", "pcc_delta", "e_distance", "kl", "wasserstein",
-                                               "common_degs")} | {
-        (m, "top5000") for m in ("mse", "pcc_delta", "e_distance", "kl")}
+    assert set(got) == {
+        (m, "top100")
+        for m in ("mse", "pcc_delta", "e_distance", "kl", "wasserstein", "common_degs")
+    } | {(m, "top5000") for m in ("mse", "pcc_delta", "e_distance", "kl")}
     for label in ("top100", "top5000"):  # 2 genes: both sets are all genes
         assert got["mse", label] == pytest.approx(((1 - 2) ** 2 + (3 - 1) ** 2) / 2)
         # deltas (0, 2) vs (1, 0)
@@ -164,15 +173,26 @@ def test_scperturbench_by_hand_top1(monkeypatch):
 
 def test_subsample_follows_scperturbench_random_stream():
     rng = np.random.default_rng(0)
-    ctx = ConditionContext(condition="c", cell_line="L1", genes=pd.Index(["g0"]),
-                           truth=rng.normal(size=(2600, 1)), pred=rng.normal(size=(2300, 1)),
-                           control=ControlCells(rng.normal(size=(5, 1))))
+    ctx = ConditionContext(
+        condition="c",
+        cell_line="L1",
+        genes=pd.Index(["g0"]),
+        truth=rng.normal(size=(2600, 1)),
+        pred=rng.normal(size=(2300, 1)),
+        control=ControlCells(rng.normal(size=(5, 1))),
+    )
     pred_rows, truth_rows = ctx.subsample(2000)
     np.random.seed(42)
     np.testing.assert_array_equal(pred_rows, np.random.choice(2300, 2000, replace=False))
     np.testing.assert_array_equal(truth_rows, np.random.choice(2600, 2000, replace=False))
-    small = ConditionContext(condition="c", cell_line="L1", genes=pd.Index(["g0"]), truth=np.ones((3, 1)),
-                             pred=np.ones((4, 1)), control=ControlCells(np.ones((2, 1))))
+    small = ConditionContext(
+        condition="c",
+        cell_line="L1",
+        genes=pd.Index(["g0"]),
+        truth=np.ones((3, 1)),
+        pred=np.ones((4, 1)),
+        control=ControlCells(np.ones((2, 1))),
+    )
     np.testing.assert_array_equal(small.subsample(2000)[0], np.arange(4))
 
 

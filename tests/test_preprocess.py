@@ -24,9 +24,14 @@ def test_normalise_log1p_and_counts_layer(raw_small):
 
 
 def test_qc_drops_small_conditions(raw_small):
-    raw = raw_small[~((raw_small.obs["drug"] == "dA") & (raw_small.obs["dose"] == "1")
-                      & (raw_small.obs["cell_line"] == "L1"))
-                    | (np.arange(raw_small.n_obs) % 12 < 3)].copy()
+    raw = raw_small[
+        ~(
+            (raw_small.obs["drug"] == "dA")
+            & (raw_small.obs["dose"] == "1")
+            & (raw_small.obs["cell_line"] == "L1")
+        )
+        | (np.arange(raw_small.n_obs) % 12 < 3)
+    ].copy()
     adata = preprocess_counts(raw, min_cells_per_condition=5)
     assert "L1|dA|1" not in set(adata.obs[schema.CONDITION])
     assert "L2|dA|1" in set(adata.obs[schema.CONDITION])
@@ -72,8 +77,12 @@ def test_hvg_fitted_on_train_cells_only(raw_small):
     assert "G0" not in set(genes["gene"])
     # identical to scanpy on the training cells (controls included, test cells excluded)
     train = adata[~test_cells & ~adata.obs["drug"].str.contains("dA").to_numpy()]
-    ref = sc.pp.highly_variable_genes(ad.AnnData(train.layers["counts"], var=pd.DataFrame(index=train.var_names)),
-                                      n_top_genes=10, flavor="seurat_v3", inplace=False)
+    ref = sc.pp.highly_variable_genes(
+        ad.AnnData(train.layers["counts"], var=pd.DataFrame(index=train.var_names)),
+        n_top_genes=10,
+        flavor="seurat_v3",
+        inplace=False,
+    )
     assert set(genes["gene"]) == set(train.var_names[ref["highly_variable"].to_numpy()])
     assert list(genes["gene"]) == [g for g in adata.var_names if g in set(genes["gene"])]
 

@@ -29,13 +29,30 @@ from scpert.methods.scppdm import (
 
 from .conftest import REPO, make_raw
 
-SMILES = {"dA": "CCO", "dB": "c1ccccc1O", "dC": "CC(=O)Nc1ccc(O)cc1", "dD": "CCN(CC)CC",
-          "dE": "CC(C)Cc1ccc(cc1)C(C)C(=O)O", "dF": "O=C(O)c1ccccc1O"}
+SMILES = {
+    "dA": "CCO",
+    "dB": "c1ccccc1O",
+    "dC": "CC(=O)Nc1ccc(O)cc1",
+    "dD": "CCN(CC)CC",
+    "dE": "CC(C)Cc1ccc(cc1)C(C)C(=O)O",
+    "dF": "O=C(O)c1ccccc1O",
+}
 
 # one tiny, fast configuration for the end-to-end tests
-FAST = {"steps": 120, "batch_size": 32, "warmup_steps": 10, "depth": 1, "sampler_steps": 5,
-        "tokens": 2, "drug_mapper": [1024, 32, 16], "cond_dim": 16, "time_dim": 16,
-        "n_negatives": 16, "memory_bank": 64, "mlp_hidden": 32}
+FAST = {
+    "steps": 120,
+    "batch_size": 32,
+    "warmup_steps": 10,
+    "depth": 1,
+    "sampler_steps": 5,
+    "tokens": 2,
+    "drug_mapper": [1024, 32, 16],
+    "cond_dim": 16,
+    "time_dim": 16,
+    "n_negatives": 16,
+    "memory_bank": 64,
+    "mlp_hidden": 32,
+}
 
 
 # ------------------------------------------------------------------------------ paper preset
@@ -65,8 +82,13 @@ def test_paper_preset_equals_appendix_d():
     # "SMILES -> 1024-bit Morgan fingerprints (radius 2)"
     assert (p["fingerprint_bits"], p["fingerprint_radius"]) == (1024, 2)
     assert p["prediction"] == "eps"  # §3.1: the denoiser predicts the Gaussian noise
-    full = {"conditioning": "dual", "injection": "gd_attn", "drug_encoder": "morgan",
-            "guidance": "dual_knob", "dose_to_strength": "sigmoid"}
+    full = {
+        "conditioning": "dual",
+        "injection": "gd_attn",
+        "drug_encoder": "morgan",
+        "guidance": "dual_knob",
+        "dose_to_strength": "sigmoid",
+    }
     assert {k: p[k] for k in full} == full
 
 
@@ -87,12 +109,16 @@ def test_configured_ablations_cover_appendix_f():
     for name, entry in overlay.items():
         assert entry["base"] == "scppdm", name
         ScPPDM.from_preset("paper", entry["params"])  # valid keys and values
-        (key, value), = entry["params"].items()
+        ((key, value),) = entry["params"].items()
         assert value != PAPER[key], name
         changed[key] = value
-    assert changed == {"conditioning": "none", "injection": "concat_mlp",
-                       "drug_encoder": "drug_id", "guidance": "single",
-                       "dose_to_strength": "constant"}
+    assert changed == {
+        "conditioning": "none",
+        "injection": "concat_mlp",
+        "drug_encoder": "drug_id",
+        "guidance": "single",
+        "dose_to_strength": "constant",
+    }
     default = yaml.safe_load((REPO / "config/config.yaml").read_text())["methods"]
     assert default["scppdm_const_sd"] == overlay["scppdm_const_sd"]
     assert "drug_ood" in default["scppdm_const_sd"]["splits"] and "splits" not in default["scppdm"]
@@ -126,8 +152,10 @@ def test_condition_batch_encodes_combinations():
     assert torch.allclose(cond.log_dose[1], torch.log1p(torch.tensor([0.1, 10.0])))
     params = {**PAPER}
     s = strengths(cond, params)
-    by_hand = [dose_to_strength(1.0, 3, 2, -0.5),
-               (dose_to_strength(0.1, 3, 2, -0.5) + dose_to_strength(10.0, 3, 2, -0.5)) / 2]
+    by_hand = [
+        dose_to_strength(1.0, 3, 2, -0.5),
+        (dose_to_strength(0.1, 3, 2, -0.5) + dose_to_strength(10.0, 3, 2, -0.5)) / 2,
+    ]
     assert s[:2].tolist() == pytest.approx(by_hand, rel=1e-6)
     const = strengths(cond, {**params, "dose_to_strength": "constant"})
     assert const.tolist() == [3.0, 3.0, 3.0]
@@ -150,15 +178,18 @@ def test_drug_encoder_is_order_free_for_combinations():
 
 # ----------------------------------------------------------------------------- pseudobulks
 def test_pseudobulk_pairs_are_plate_matched():
-    obs = pd.DataFrame({
-        schema.CELL_LINE: ["L1"] * 7,
-        schema.DRUG: ["control", "control", "control", "dA", "dA", "dA", "dA"],
-        schema.DOSE: ["0", "0", "0", "1", "1", "1", "1"],
-        schema.PLATE: ["p1", "p1", "p2", "p1", "p2", "p2", "p3"],
-    })
+    obs = pd.DataFrame(
+        {
+            schema.CELL_LINE: ["L1"] * 7,
+            schema.DRUG: ["control", "control", "control", "dA", "dA", "dA", "dA"],
+            schema.DOSE: ["0", "0", "0", "1", "1", "1", "1"],
+            schema.PLATE: ["p1", "p1", "p2", "p1", "p2", "p2", "p3"],
+        }
+    )
     X = np.array([[1.0], [3.0], [10.0], [5.0], [20.0], [22.0], [7.0]])
-    pairs = pseudobulk_pairs(ad.AnnData(X=X, obs=obs.set_axis([str(i) for i in range(7)])),
-                             "control")
+    pairs = pseudobulk_pairs(
+        ad.AnnData(X=X, obs=obs.set_axis([str(i) for i in range(7)])), "control"
+    )
     assert pairs.keys[schema.PLATE].tolist() == ["p1", "p2", "p3"]
     assert pairs.post[:, 0].tolist() == [5.0, 21.0, 7.0]
     # p1 controls mean 2, p2 controls 10; p3 has none -> all the line's plates' mean (2 + 10) / 2
@@ -198,16 +229,29 @@ def world(tmp_path_factory):
         loss.backward()
         opt.step()
     save_model(latent.eval(), tmp / "latent")
-    drugs = pd.DataFrame({"drug": list(SMILES), "smiles": list(SMILES.values()),
-                          "moa": "m", "targets": ""}).set_index("drug", drop=False)
-    data = PerturbData(adata=train, drugs=drugs, control="control",
-                       priors={"latent": tmp / "latent"})
+    drugs = pd.DataFrame(
+        {"drug": list(SMILES), "smiles": list(SMILES.values()), "moa": "m", "targets": ""}
+    ).set_index("drug", drop=False)
+    data = PerturbData(
+        adata=train, drugs=drugs, control="control", priors={"latent": tmp / "latent"}
+    )
     controls = adata[(adata.obs[schema.DRUG] == "control").to_numpy()].copy()
-    conditions = pd.DataFrame({"condition": ["L1|dF|1", "L2|dF|0.1", "L1|dA+dF|1+1"],
-                               "cell_line": ["L1", "L2", "L1"], "drug": ["dF", "dF", "dA+dF"],
-                               "dose": ["1", "0.1", "1+1"], "n_cells": [7, 5, 3]})
-    return {"tmp": tmp, "data": data, "adata": adata, "controls": controls,
-            "conditions": conditions}
+    conditions = pd.DataFrame(
+        {
+            "condition": ["L1|dF|1", "L2|dF|0.1", "L1|dA+dF|1+1"],
+            "cell_line": ["L1", "L2", "L1"],
+            "drug": ["dF", "dF", "dA+dF"],
+            "dose": ["1", "0.1", "1+1"],
+            "n_cells": [7, 5, 3],
+        }
+    )
+    return {
+        "tmp": tmp,
+        "data": data,
+        "adata": adata,
+        "controls": controls,
+        "conditions": conditions,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -222,7 +266,10 @@ def test_fit_predict_save_load(world, fitted, tmp_path):
     pred = fitted.predict(world["controls"], world["conditions"], seed=3)
     assert pred.n_obs == 15 and list(pred.var_names) == fitted.genes
     assert pred.obs[schema.CONDITION].value_counts().to_dict() == {
-        "L1|dF|1": 7, "L2|dF|0.1": 5, "L1|dA+dF|1+1": 3}
+        "L1|dF|1": 7,
+        "L2|dF|0.1": 5,
+        "L1|dA+dF|1+1": 3,
+    }
     assert set(pred.obs[schema.PLATE]) <= {"p0", "p1"}
     assert pred.uns["sampler"] == "ddim" and (pred.X >= 0).all()
     again = fitted.predict(world["controls"], world["conditions"], seed=3)
@@ -233,8 +280,9 @@ def test_fit_predict_save_load(world, fitted, tmp_path):
     fitted.save(tmp_path / "model")
     assert (tmp_path / "model/latent/encoder.ckpt").is_file()  # self-contained
     loaded = Method.load(tmp_path / "model")
-    np.testing.assert_allclose(loaded.predict(world["controls"], world["conditions"], seed=3).X,
-                               pred.X, atol=1e-5)
+    np.testing.assert_allclose(
+        loaded.predict(world["controls"], world["conditions"], seed=3).X, pred.X, atol=1e-5
+    )
 
 
 def test_predicted_cells_are_controls_plus_their_plates_delta(world, fitted):
@@ -255,8 +303,10 @@ def _training_delta_correlation(model, world) -> float:
     """Mean Pearson r of predicted vs observed pseudobulk deltas of 15 training conditions."""
     adata = world["data"].adata
     lines, drugs = ["L1", "L2", "L3"], ["dA", "dB", "dC", "dD", "dE"]
-    conditions = pd.DataFrame([(line, drug, "1", 1) for line in lines for drug in drugs],
-                              columns=["cell_line", "drug", "dose", "n_cells"])
+    conditions = pd.DataFrame(
+        [(line, drug, "1", 1) for line in lines for drug in drugs],
+        columns=["cell_line", "drug", "dose", "n_cells"],
+    )
     deltas = model.predict_deltas(world["controls"], conditions, seed=0)
     X = adata.X.toarray()
     obs = adata.obs.astype(str)
@@ -293,8 +343,15 @@ def test_guidance_modes_run_as_one_batched_forward_pass(world, fitted, monkeypat
     assert calls == [3 * 2] * steps  # 3 modes x 2 plates, one forward pass per DDIM step
 
 
-@pytest.mark.parametrize("ablation", [{"conditioning": "none"}, {"injection": "concat_mlp"},
-                                      {"drug_encoder": "drug_id"}, {"target": "post"}])
+@pytest.mark.parametrize(
+    "ablation",
+    [
+        {"conditioning": "none"},
+        {"injection": "concat_mlp"},
+        {"drug_encoder": "drug_id"},
+        {"target": "post"},
+    ],
+)
 def test_ablations_fit_and_predict(world, ablation):
     model = ScPPDM.from_preset("tiny", {**FAST, "steps": 20, **ablation}, seed=0)
     model.fit(world["data"], device="cpu")
@@ -310,14 +367,27 @@ def test_missing_latent_prior_is_an_error(world):
 
 # ------------------------------------------------------------------------ dose monotonicity
 def test_dose_monotonicity_by_hand():
-    obs = pd.DataFrame({
-        schema.CELL_LINE: ["L1"] * 8,
-        schema.DRUG: ["control", "control", "dA", "dA", "dA", "dB", "dB", "dA+dB"],
-        schema.DOSE: ["0", "0", "0.1", "1", "10", "0.1", "10", "1+1"],
-    }, index=[f"c{i}" for i in range(8)])
+    obs = pd.DataFrame(
+        {
+            schema.CELL_LINE: ["L1"] * 8,
+            schema.DRUG: ["control", "control", "dA", "dA", "dA", "dB", "dB", "dA+dB"],
+            schema.DOSE: ["0", "0", "0.1", "1", "10", "0.1", "10", "1+1"],
+        },
+        index=[f"c{i}" for i in range(8)],
+    )
     obs[schema.PLATE] = "p1"
-    X = np.array([[1.0, 1.0], [1.0, 1.0], [1.5, 1.0], [2.0, 1.0], [4.0, 1.0], [3.0, 1.0],
-                  [1.0, 2.0], [9.0, 9.0]])
+    X = np.array(
+        [
+            [1.0, 1.0],
+            [1.0, 1.0],
+            [1.5, 1.0],
+            [2.0, 1.0],
+            [4.0, 1.0],
+            [3.0, 1.0],
+            [1.0, 2.0],
+            [9.0, 9.0],
+        ]
+    )
     cells = ad.AnnData(X=X, obs=obs)
     table = dose_monotonicity(cells, cells)
     assert table["drug"].tolist() == ["dA", "dB"]  # the combination is left out

@@ -35,13 +35,25 @@ PARTITION = "scpert_test"
 # from the Debian packages slurmctld, slurmd, slurm-client and munge
 TOOLS = ("slurmctld", "slurmd", "sbatch", "squeue", "scontrol", "munged", "mungekey")
 GPU_RULES = {"train", "sample"}
-CPU_RULES = {"simulate_world", "preprocess", "make_split", "select_hvg", "evaluate", "aggregate",
-             "heatmap"}
+CPU_RULES = {
+    "simulate_world",
+    "preprocess",
+    "make_split",
+    "select_hvg",
+    "evaluate",
+    "aggregate",
+    "heatmap",
+}
 METHODS = {"train_mean": "paper", "base_mlp": "tiny"}
 # job sizes of the test config: CPU rules, and train/sample by preset (tiny = the flat keys)
-RESOURCES = {"mem_mb": 500, "runtime": 10, "train_mem_mb": 1000, "train_runtime": 20,
-             "gpu_threads": 1,
-             "presets": {"paper": {"train_mem_mb": 1200, "train_runtime": 30, "gpu_threads": 2}}}
+RESOURCES = {
+    "mem_mb": 500,
+    "runtime": 10,
+    "train_mem_mb": 1000,
+    "train_runtime": 20,
+    "gpu_threads": 1,
+    "presets": {"paper": {"train_mem_mb": 1200, "train_runtime": 30, "gpu_threads": 2}},
+}
 SLURM_RUN_TIMEOUT_S = 420
 
 
@@ -72,6 +84,7 @@ def profile() -> dict:
 
 # -- the profile, without SLURM --------------------------------------------------------------------
 
+
 def test_profile_requests_a_gpu_for_every_rule_that_declares_one():
     """Rules whose resources declare ``gpu`` (per method for train/sample) and the profile's GPU
     rules are the same set, and every one of them is in the README."""
@@ -79,8 +92,15 @@ def test_profile_requests_a_gpu_for_every_rule_that_declares_one():
     in_profile = {rule for rule, res in profile()["set-resources"].items() if res.get("gpu") == 1}
     assert declared == in_profile
     readme = (REPO / "README.md").read_text().split("## Running on a SLURM GPU cluster")[1]
-    for word in [*in_profile, "CHANGE_ME", "slurm_account", "--conda-prefix",
-                 "--conda-create-envs-only", "--sdm conda", "slurm-status-command: squeue"]:
+    for word in [
+        *in_profile,
+        "CHANGE_ME",
+        "slurm_account",
+        "--conda-prefix",
+        "--conda-create-envs-only",
+        "--sdm conda",
+        "slurm-status-command: squeue",
+    ]:
         assert word in readme, word
 
 
@@ -95,13 +115,32 @@ def test_profile_keeps_its_contract():
 
 def test_dry_run_through_the_profile_sizes_jobs_by_preset(tmp_path):
     config = small_config(tmp_path / "config.yaml")
-    proc = subprocess.run([SNAKEMAKE, "-n", "-s", REPO / "Snakefile", "-d", tmp_path,
-                           "--configfile", config, "--profile", PROFILE, "--sdm", "env-modules"],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            SNAKEMAKE,
+            "-n",
+            "-s",
+            REPO / "Snakefile",
+            "-d",
+            tmp_path,
+            "--configfile",
+            config,
+            "--profile",
+            PROFILE,
+            "--sdm",
+            "env-modules",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    jobs = [(rule, block) for rule, block in
-            re.findall(r"^rule (\w+):\n(.*?)^Shell command", proc.stdout, re.M | re.S)
-            if rule != "all"]  # the target rule runs nothing
+    jobs = [
+        (rule, block)
+        for rule, block in re.findall(
+            r"^rule (\w+):\n(.*?)^Shell command", proc.stdout, re.M | re.S
+        )
+        if rule != "all"
+    ]  # the target rule runs nothing
     assert sorted({rule for rule, _ in jobs}) == sorted(GPU_RULES | CPU_RULES)
     for rule, block in jobs:
         method = re.search(r"method=(\w+)", block)
@@ -114,6 +153,7 @@ def test_dry_run_through_the_profile_sizes_jobs_by_preset(tmp_path):
 
 
 # -- a real cluster --------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
@@ -130,8 +170,12 @@ def cluster(tmp_path_factory):
         pytest.skip(reason)
     directory = tmp_path_factory.mktemp("slurm_cluster")
     try:
-        proc = subprocess.run(["bash", SCRIPTS / "start_cluster.sh", directory, PARTITION, "2"],
-                              capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(
+            ["bash", SCRIPTS / "start_cluster.sh", directory, PARTITION, "2"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert proc.returncode == 0, f"start_cluster.sh failed:\n{proc.stdout}\n{proc.stderr}"
         env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
         env["SLURM_CONF"] = str(directory / "slurm.conf")
@@ -142,13 +186,16 @@ def cluster(tmp_path_factory):
 
 def profile_default_resources() -> list[str]:
     """The profile's default-resources with the test partition (a CLI value replaces the key)."""
-    return [f"{key}={PARTITION if key == 'slurm_partition' else value}"
-            for key, value in profile()["default-resources"].items()]
+    return [
+        f"{key}={PARTITION if key == 'slurm_partition' else value}"
+        for key, value in profile()["default-resources"].items()
+    ]
 
 
 def job_records(env) -> list[dict[str, str]]:
-    out = subprocess.run(["scontrol", "-o", "show", "job"], env=env, capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(
+        ["scontrol", "-o", "show", "job"], env=env, capture_output=True, text=True, check=True
+    ).stdout
     return [dict(re.findall(r"(\S+?)=(\S*)", line)) for line in out.splitlines() if line.strip()]
 
 
@@ -160,21 +207,44 @@ def runs(cluster, tmp_path_factory):
     slurm_dir, local_dir = base / "slurm", base / "local"
     common = [SNAKEMAKE, "-s", REPO / "Snakefile", "--configfile", config]
     # the local run takes the CPU the SLURM jobs leave while Snakemake polls for their status
-    local = subprocess.Popen(["nice", "-n", "19", *common, "-d", local_dir, "--cores", "1"],
-                             env=cluster, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    local = subprocess.Popen(
+        ["nice", "-n", "19", *common, "-d", local_dir, "--cores", "1"],
+        env=cluster,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         # conda off: the profile's conda is replaced by env modules, which no rule declares, so
         # jobs run in this environment. No accounting here, so squeue gives the job status.
         slurm = subprocess.run(
-            [*common, "-d", slurm_dir, "--profile", PROFILE, "--sdm", "env-modules",
-             "--default-resources", *profile_default_resources(),
-             "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "2",
-             "--slurm-keep-successful-logs"],
-            env=cluster, capture_output=True, text=True, timeout=SLURM_RUN_TIMEOUT_S)
+            [
+                *common,
+                "-d",
+                slurm_dir,
+                "--profile",
+                PROFILE,
+                "--sdm",
+                "env-modules",
+                "--default-resources",
+                *profile_default_resources(),
+                "--slurm-status-command",
+                "squeue",
+                "--slurm-init-seconds-before-status-checks",
+                "2",
+                "--slurm-keep-successful-logs",
+            ],
+            env=cluster,
+            capture_output=True,
+            text=True,
+            timeout=SLURM_RUN_TIMEOUT_S,
+        )
         local_out = local.communicate(timeout=SLURM_RUN_TIMEOUT_S)[0]
     finally:
         local.kill()
-    assert slurm.returncode == 0, f"SLURM run failed:\n{slurm.stdout[-3000:]}\n{slurm.stderr[-6000:]}"
+    assert slurm.returncode == 0, (
+        f"SLURM run failed:\n{slurm.stdout[-3000:]}\n{slurm.stderr[-6000:]}"
+    )
     assert local.returncode == 0, f"local run failed:\n{local_out[-6000:]}"
     records = {}
     for rec in job_records(cluster):

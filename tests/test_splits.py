@@ -10,8 +10,9 @@ from .conftest import make_raw
 
 @pytest.fixture(scope="module")
 def conditions():
-    return condition_table(make_raw(cells=2).obs.assign(
-        condition=lambda o: schema.add_condition(o)), "control")
+    return condition_table(
+        make_raw(cells=2).obs.assign(condition=lambda o: schema.add_condition(o)), "control"
+    )
 
 
 def _train_drugs(t):
@@ -51,14 +52,20 @@ def test_cell_ood_holds_out_whole_lines(conditions):
 def test_pair_ood_pairs_unseen_but_parts_seen(conditions):
     t = make_split(conditions, "pair_ood", seed=2, test_fraction=0.3)
     single = t[(t["drug"] != "control") & ~t["drug"].str.contains(r"\+")]
-    train_pairs = set(map(tuple, single.loc[single["split"] == "train", ["cell_line", "drug"]].values))
-    test_pairs = set(map(tuple, single.loc[single["split"] == "test", ["cell_line", "drug"]].values))
+    train_pairs = set(
+        map(tuple, single.loc[single["split"] == "train", ["cell_line", "drug"]].values)
+    )
+    test_pairs = set(
+        map(tuple, single.loc[single["split"] == "test", ["cell_line", "drug"]].values)
+    )
     assert test_pairs and not test_pairs & train_pairs
     for line, drug in test_pairs:
         assert any(d == drug for _, d in train_pairs) and any(ln == line for ln, _ in train_pairs)
     # all doses of a held-out pair are test
     for line, drug in test_pairs:
-        assert set(single.loc[(single["cell_line"] == line) & (single["drug"] == drug), "split"]) == {"test"}
+        assert set(
+            single.loc[(single["cell_line"] == line) & (single["drug"] == drug), "split"]
+        ) == {"test"}
 
 
 @pytest.mark.parametrize("n_seen", [0, 1, 2])

@@ -10,11 +10,16 @@ from scpert.errors import InputError
 
 def _long():
     rows = []
-    for method, mse, pcc in [("a", [1.0, 3.0], [0.5, 0.7]), ("b", [2.0, 2.0], [0.2, 0.2]),
-                             ("c", [4.0, 6.0], [0.9, 0.9])]:
+    for method, mse, pcc in [
+        ("a", [1.0, 3.0], [0.5, 0.7]),
+        ("b", [2.0, 2.0], [0.2, 0.2]),
+        ("c", [4.0, 6.0], [0.9, 0.9]),
+    ]:
         for i, cond in enumerate(["L1|x|1", "L1|y|1"]):
             rows.append(("ds", "drug_ood", method, cond, "scperturbench", "mse", "top100", mse[i]))
-            rows.append(("ds", "drug_ood", method, cond, "scperturbench", "pcc_delta", "top100", pcc[i]))
+            rows.append(
+                ("ds", "drug_ood", method, cond, "scperturbench", "pcc_delta", "top100", pcc[i])
+            )
     return pd.DataFrame(rows, columns=tables.LONG_COLUMNS)
 
 
@@ -50,19 +55,27 @@ def test_table1_ranks_and_gain():
 def _long_all_protocols():
     """Two methods on two splits; per condition values chosen so means and medians differ."""
     rows = []
-    conds = {"drug_ood": ["L1|dA|1", "L1|dB|1", "L1|dC|1"], "combo_seen1": ["L1|dA+dB|1+1", "L1|dC|1"]}
+    conds = {
+        "drug_ood": ["L1|dA|1", "L1|dB|1", "L1|dC|1"],
+        "combo_seen1": ["L1|dA+dB|1+1", "L1|dC|1"],
+    }
     for split, conditions in conds.items():
         for method, shift in (("m1", 0.0), ("m2", 0.3)):
             for i, cond in enumerate(conditions):
                 value = [0.1, 0.2, 0.9][i] + shift
                 for protocol, metric, deg_set in [
-                    ("scperturbench", "mse", "top100"), ("scppdm", "ev", "all"),
-                    ("scppdm", "logfc_pearson", "top200"), ("celleval", "overlap_at_N", "sig"),
-                    ("celleval", "mse", "all"), ("systema", "l2", "all"),
+                    ("scperturbench", "mse", "top100"),
+                    ("scppdm", "ev", "all"),
+                    ("scppdm", "logfc_pearson", "top200"),
+                    ("celleval", "overlap_at_N", "sig"),
+                    ("celleval", "mse", "all"),
+                    ("systema", "l2", "all"),
                     ("systema", "pearson_delta_hat", "top20"),
                 ]:
                     rows.append(("ds", split, method, cond, protocol, metric, deg_set, value))
-            rows.append(("ds", split, method, "L1|*", "celleval", "de_spearman_sig", "sig", 0.5 + shift))
+            rows.append(
+                ("ds", split, method, "L1|*", "celleval", "de_spearman_sig", "sig", 0.5 + shift)
+            )
     return pd.DataFrame(rows, columns=tables.LONG_COLUMNS)
 
 
@@ -96,7 +109,7 @@ def test_perturbdiff_scdfm_and_statexdiff_layouts():
     (t2,) = tables.PAPER_TABLES["scdfm_table2"].tables(long, SPLIT_TYPES)
     assert [r for r in t2.rows if isinstance(r, str)] == ["Single", "Double"]
     # "Double" holds the one combination condition of combo_seen1 (value 0.1 for m1)
-    double = t2.rows[t2.rows.index("Double") + 1:]
+    double = t2.rows[t2.rows.index("Double") + 1 :]
     assert double[0][:3] == [("ds", 0, ""), ("combo_seen1", 0, ""), ("m1", 0, "")]
     assert double[0][3][0] == "0.1 (±–)"
     (t11,) = tables.PAPER_TABLES["statexdiff_table11_ud_top100"].tables(long, SPLIT_TYPES)
@@ -105,8 +118,12 @@ def test_perturbdiff_scdfm_and_statexdiff_layouts():
 
 def test_paper_tables_follow_protocols_and_split_types():
     names = tables.paper_tables(["scperturbench"], ["drug_ood"])
-    assert names == ["table1_scperturbench_top100", "table1_scperturbench_top5000",
-                     "statexdiff_table11_ud_top100", "statexdiff_table12_ud_top5000"]
+    assert names == [
+        "table1_scperturbench_top100",
+        "table1_scperturbench_top5000",
+        "statexdiff_table11_ud_top100",
+        "statexdiff_table12_ud_top5000",
+    ]
     names = tables.paper_tables(["scperturbench", "celleval", "scppdm", "systema"], ["cell_ood"])
     assert "statexdiff_table13_uc_top100" in names and "scdfm_table2" not in names
     assert "perturbdiff_table4" in names and "scppdm_table1_2" in names
@@ -120,10 +137,14 @@ def test_run_aggregate_roundtrip(tmp_path):
         p = tmp_path / f"{m}.tsv"
         block.to_csv(p, sep="\t", index=False)
         paths.append(p)
-    out = [tmp_path / "table1_scperturbench_top100.md", tmp_path / "table1_scperturbench_top100.tex",
-           tmp_path / "statexdiff_table13_uc_top100.md"]
-    tables.run_aggregate(paths, tmp_path / "long.tsv", tmp_path / "summary.tsv", out,
-                         {"drug_ood": "drug_ood"})
+    out = [
+        tmp_path / "table1_scperturbench_top100.md",
+        tmp_path / "table1_scperturbench_top100.tex",
+        tmp_path / "statexdiff_table13_uc_top100.md",
+    ]
+    tables.run_aggregate(
+        paths, tmp_path / "long.tsv", tmp_path / "summary.tsv", out, {"drug_ood": "drug_ood"}
+    )
     back = pd.read_csv(tmp_path / "long.tsv", sep="\t")
     assert len(back) == len(long) and list(back.columns) == tables.LONG_COLUMNS
     md = out[0].read_text()

@@ -22,7 +22,9 @@ def snakemake(*args, cwd=REPO, check=True):
     cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), *map(str, args)]
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
     if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+        raise AssertionError(
+            f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+        )
     return proc
 
 
@@ -41,18 +43,33 @@ def test_dry_run_default_lists_expected_jobs(tmp_path):
     out = snakemake("-n", "-d", tmp_path, "--configfile", REPO / "config/config.yaml").stdout
     cfg = yaml.safe_load((REPO / "config/config.yaml").read_text())
     n_splits = len(cfg["datasets"]["synthetic"]["splits"])
-    n_pairs = sum(len(m.get("splits", cfg["datasets"]["synthetic"]["splits"])) for m in cfg["methods"].values())
+    n_pairs = sum(
+        len(m.get("splits", cfg["datasets"]["synthetic"]["splits"]))
+        for m in cfg["methods"].values()
+    )
     expected = {
-        "simulate_world": 1, "preprocess": 1, "make_split": n_splits, "select_hvg": n_splits,
-        "train": n_pairs, "sample": n_pairs, "evaluate": n_pairs, "aggregate": 1, "heatmap": 1,
-        "all": 1, "total": 5 + 2 * n_splits + 3 * n_pairs,
+        "simulate_world": 1,
+        "preprocess": 1,
+        "make_split": n_splits,
+        "select_hvg": n_splits,
+        "train": n_pairs,
+        "sample": n_pairs,
+        "evaluate": n_pairs,
+        "aggregate": 1,
+        "heatmap": 1,
+        "all": 1,
+        "total": 5 + 2 * n_splits + 3 * n_pairs,
     }
     if cfg.get("priors", {}).get("enabled"):  # one graph prior, MDT + evaluation per split
         expected.update(pretrain_graph=1, pretrain_mdt=n_splits, evaluate_priors=n_splits)
         expected["total"] += 1 + 2 * n_splits
     # one latent model per split that a method needing the "latent" prior (scPPDM) runs on
-    latent_splits = {split for name, m in cfg["methods"].items() if m.get("base", name) == "scppdm"
-                     for split in m.get("splits", cfg["datasets"]["synthetic"]["splits"])}
+    latent_splits = {
+        split
+        for name, m in cfg["methods"].items()
+        if m.get("base", name) == "scppdm"
+        for split in m.get("splits", cfg["datasets"]["synthetic"]["splits"])
+    }
     if latent_splits:
         expected["finetune_latent"] = len(latent_splits)
         expected["total"] += len(latent_splits)
@@ -79,9 +96,27 @@ def test_lint_is_clean():
 
 def test_snakefmt_check():
     rules = sorted(str(p) for p in (REPO / "workflow/rules").glob("*.smk"))
-    proc = subprocess.run([str(Path(sys.executable).with_name("snakefmt")), "--check",
-                           str(REPO / "Snakefile"), *rules], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("snakefmt")),
+            "--check",
+            str(REPO / "Snakefile"),
+            *rules,
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
+
+
+PY_DIRS = ("src", "tests", "workflow/scripts", "benchmarks", "resources")
+
+
+def test_ruff_lint_and_format():
+    ruff = str(Path(sys.executable).with_name("ruff"))
+    for args in (["check"], ["format", "--check"]):
+        proc = subprocess.run([ruff, *args, *PY_DIRS], cwd=REPO, capture_output=True, text=True)
+        assert proc.returncode == 0, f"ruff {' '.join(args)}:\n{proc.stdout}{proc.stderr}"
 
 
 def _run_ci(workdir: Path) -> None:
@@ -103,30 +138,74 @@ def ci_run(tmp_path_factory):
 def test_ci_dag_produces_tables_figures_and_report(ci_run):
     tables = ci_run / "results/tables"
     long = pd.read_csv(tables / "metrics_long.tsv", sep="\t")
-    assert list(long.columns) == ["dataset", "split", "method", "condition", "protocol", "metric",
-                                  "deg_set", "value"]
+    assert list(long.columns) == [
+        "dataset",
+        "split",
+        "method",
+        "condition",
+        "protocol",
+        "metric",
+        "deg_set",
+        "value",
+    ]
     cfg = yaml.safe_load((REPO / "config/ci.yaml").read_text())
     assert set(long["method"]) == set(cfg["methods"])
     assert set(long["split"]) == set(cfg["splits"])
     assert set(long["protocol"]) == set(cfg["evaluation"]["protocols"])
     scperturbench = long[long["protocol"] == "scperturbench"]
-    assert set(scperturbench["metric"]) == {"mse", "pcc_delta", "e_distance", "wasserstein", "kl",
-                                            "common_degs"}
-    assert {"pearson_delta", "overlap_at_N", "discrimination_score_l1", "de_spearman_sig", "r2"} <= set(
-        long.loc[long["protocol"] == "celleval", "metric"])
-    assert {"logfc_pearson", "delta_spearman", "ev"} <= set(long.loc[long["protocol"] == "scppdm", "metric"])
+    assert set(scperturbench["metric"]) == {
+        "mse",
+        "pcc_delta",
+        "e_distance",
+        "wasserstein",
+        "kl",
+        "common_degs",
+    }
+    assert {
+        "pearson_delta",
+        "overlap_at_N",
+        "discrimination_score_l1",
+        "de_spearman_sig",
+        "r2",
+    } <= set(long.loc[long["protocol"] == "celleval", "metric"])
+    assert {"logfc_pearson", "delta_spearman", "ev"} <= set(
+        long.loc[long["protocol"] == "scppdm", "metric"]
+    )
     assert set(long.loc[long["protocol"] == "systema", "metric"]) == {
-        "l2", "pearson_delta_hat", "centroid_accuracy", "discrimination_score"}
+        "l2",
+        "pearson_delta_hat",
+        "centroid_accuracy",
+        "discrimination_score",
+    }
     assert long["value"].notna().all()
     summary = pd.read_csv(tables / "summary.tsv", sep="\t")
-    assert list(summary.columns) == ["dataset", "split", "method", "protocol", "metric", "deg_set",
-                                     "mean", "sd", "n"]
+    assert list(summary.columns) == [
+        "dataset",
+        "split",
+        "method",
+        "protocol",
+        "metric",
+        "deg_set",
+        "mean",
+        "sd",
+        "n",
+    ]
     md = (tables / "table1_scperturbench_top100.md").read_text()
-    assert "| Dataset | Split | Method | E-dist ↓ | MSE ↓ | PCCΔ ↑ | KL ↓ | WD ↓ | Common-DEGs ↑ |" in md
+    assert (
+        "| Dataset | Split | Method | E-dist ↓ | MSE ↓ | PCCΔ ↑ | KL ↓ | WD ↓ | Common-DEGs ↑ |"
+        in md
+    )
     assert "| DEOver ↑ | DEPrec ↑ | ES ↑ |" in (tables / "perturbdiff_table4.md").read_text()
-    for name in ("scppdm_table1_2", "scppdm_table3_4", "scdfm_table1", "scdfm_table2",
-                 "statexdiff_table11_ud_top100"):
-        assert (tables / f"{name}.md").stat().st_size > 200 and (tables / f"{name}.tex").exists(), name
+    for name in (
+        "scppdm_table1_2",
+        "scppdm_table3_4",
+        "scdfm_table1",
+        "scdfm_table2",
+        "statexdiff_table11_ud_top100",
+    ):
+        assert (tables / f"{name}.md").stat().st_size > 200 and (tables / f"{name}.tex").exists(), (
+            name
+        )
     for ext in ("pdf", "png"):
         assert (ci_run / f"results/figures/heatmap_scperturbench.{ext}").stat().st_size > 1000
     for rule in ("train", "sample", "evaluate"):
@@ -140,9 +219,13 @@ def test_ci_dag_produces_tables_figures_and_report(ci_run):
 def test_ci_baselines_behave(ci_run):
     """On the CI world the simple baselines order as expected (drug_ood, top-100 DEGs)."""
     s = pd.read_csv(ci_run / "results/tables/summary.tsv", sep="\t")
-    s = s[(s["deg_set"] == "top100") & (s["protocol"] == "scperturbench")].set_index(["split", "method", "metric"])["mean"]
+    s = s[(s["deg_set"] == "top100") & (s["protocol"] == "scperturbench")].set_index(
+        ["split", "method", "metric"]
+    )["mean"]
     assert abs(s["drug_ood", "base_control", "pcc_delta"]) < 0.3
-    assert s["drug_ood", "train_mean", "pcc_delta"] > s["drug_ood", "base_control", "pcc_delta"] + 0.05
+    assert (
+        s["drug_ood", "train_mean", "pcc_delta"] > s["drug_ood", "base_control", "pcc_delta"] + 0.05
+    )
     # structure-aware regression generalises to unseen drugs better than the mean shift
     assert s["drug_ood", "base_reg", "pcc_delta"] > s["drug_ood", "train_mean", "pcc_delta"] + 0.1
     assert s["combo_seen2", "additive", "mse"] < s["combo_seen2", "train_mean", "mse"]
@@ -152,21 +235,36 @@ def test_ci_baselines_behave(ci_run):
 def test_same_seed_gives_identical_tables(ci_run, tmp_path):
     _run_ci(tmp_path)
     for name in ("metrics_long.tsv", "summary.tsv", "table1_scperturbench_top100.md"):
-        assert _digest(ci_run / "results/tables" / name) == _digest(tmp_path / "results/tables" / name), name
+        assert _digest(ci_run / "results/tables" / name) == _digest(
+            tmp_path / "results/tables" / name
+        ), name
 
 
 # -- bad input: one clear message, non-zero exit, no partial outputs -----------------------------
+
 
 def _own_dataset_config(tmp_path: Path, raw) -> Path:
     counts = tmp_path / "counts.h5ad"
     raw.write_h5ad(counts)
     smiles = pd.read_csv(REPO / "resources/drugs/drug_panel.tsv", sep="\t")["smiles"].tolist()
-    drugs = pd.DataFrame({"drug": [f"d{c}" for c in "ABCDEF"], "smiles": smiles[:6],
-                          "moa": ["m1", "m1", "m2", "m2", "m3", "m3"], "targets": ""})
+    drugs = pd.DataFrame(
+        {
+            "drug": [f"d{c}" for c in "ABCDEF"],
+            "smiles": smiles[:6],
+            "moa": ["m1", "m1", "m2", "m2", "m3", "m3"],
+            "targets": "",
+        }
+    )
     drugs.to_csv(tmp_path / "drugs.tsv", sep="\t", index=False)
     cfg = yaml.safe_load((REPO / "config/ci.yaml").read_text())
-    cfg["datasets"] = {"own": {"source": "h5ad", "counts": str(counts), "drugs": str(tmp_path / "drugs.tsv"),
-                               "splits": ["drug_ood"]}}
+    cfg["datasets"] = {
+        "own": {
+            "source": "h5ad",
+            "counts": str(counts),
+            "drugs": str(tmp_path / "drugs.tsv"),
+            "splits": ["drug_ood"],
+        }
+    }
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -176,8 +274,16 @@ def test_processed_without_drug_fails_clearly(tmp_path):
     raw = make_raw()
     del raw.obs["drug"]
     cfg = _own_dataset_config(tmp_path, raw)
-    proc = snakemake("results/own/processed.h5ad", "--cores", "1", "-d", tmp_path, "--configfile", cfg,
-                     check=False)
+    proc = snakemake(
+        "results/own/processed.h5ad",
+        "--cores",
+        "1",
+        "-d",
+        tmp_path,
+        "--configfile",
+        cfg,
+        check=False,
+    )
     assert proc.returncode != 0
     assert f"{tmp_path / 'counts.h5ad'}: obs['drug'] is missing" in proc.stdout + proc.stderr
     assert "Traceback" not in (tmp_path / "results/logs/preprocess/own.log").read_text()
@@ -190,8 +296,16 @@ def test_nan_in_x_fails_clearly(tmp_path):
     raw.X = raw.X.toarray()
     raw.X[0, 0] = float("nan")
     cfg = _own_dataset_config(tmp_path, raw)
-    proc = snakemake("results/own/processed.h5ad", "--cores", "1", "-d", tmp_path, "--configfile", cfg,
-                     check=False)
+    proc = snakemake(
+        "results/own/processed.h5ad",
+        "--cores",
+        "1",
+        "-d",
+        tmp_path,
+        "--configfile",
+        cfg,
+        check=False,
+    )
     assert proc.returncode != 0
     assert "counts.h5ad: X has 1 NaN/inf values" in proc.stdout + proc.stderr
     assert not (tmp_path / "results/own/processed.h5ad").exists()
@@ -204,8 +318,10 @@ def test_priors_on_own_dataset_need_prior_files(tmp_path):
     cfg_path.write_text(yaml.safe_dump(cfg))
     proc = snakemake("-n", "-d", tmp_path, "--configfile", cfg_path, check=False)
     assert proc.returncode != 0
-    assert re.search(r"config: priors\.files\.(dti|ppi|l1000) is required for dataset 'own'",
-                     proc.stdout + proc.stderr)
+    assert re.search(
+        r"config: priors\.files\.(dti|ppi|l1000) is required for dataset 'own'",
+        proc.stdout + proc.stderr,
+    )
 
 
 def _with(tmp_path, edit) -> Path:
@@ -225,19 +341,39 @@ def test_unknown_method_fails_at_parse_time(tmp_path):
 
 
 def test_unknown_key_and_bad_value_name_the_key(tmp_path):
-    proc = snakemake("-n", "-d", tmp_path, "--configfile",
-                     _with(tmp_path, lambda c: c["evaluation"].update(max_cels=5)), check=False)
+    proc = snakemake(
+        "-n",
+        "-d",
+        tmp_path,
+        "--configfile",
+        _with(tmp_path, lambda c: c["evaluation"].update(max_cels=5)),
+        check=False,
+    )
     assert proc.returncode != 0 and "max_cels" in proc.stdout + proc.stderr
-    proc = snakemake("-n", "-d", tmp_path, "--configfile",
-                     _with(tmp_path, lambda c: c["splits"]["drug_ood"].update(type="drug_oodd")), check=False)
+    proc = snakemake(
+        "-n",
+        "-d",
+        tmp_path,
+        "--configfile",
+        _with(tmp_path, lambda c: c["splits"]["drug_ood"].update(type="drug_oodd")),
+        check=False,
+    )
     assert proc.returncode != 0 and "drug_oodd" in proc.stdout + proc.stderr
-    proc = snakemake("-n", "-d", tmp_path, "--configfile",
-                     _with(tmp_path, lambda c: c["methods"]["base_reg"].update(preset="huge")), check=False)
+    proc = snakemake(
+        "-n",
+        "-d",
+        tmp_path,
+        "--configfile",
+        _with(tmp_path, lambda c: c["methods"]["base_reg"].update(preset="huge")),
+        check=False,
+    )
     assert proc.returncode != 0 and "methods.base_reg.preset: 'huge'" in proc.stdout + proc.stderr
 
 
 @pytest.mark.skipif(shutil.which("dot") is None, reason="graphviz not installed")
 def test_rulegraph_renders(tmp_path):
     dot = snakemake("--rulegraph", "-d", tmp_path).stdout
-    svg = subprocess.run(["dot", "-Tsvg"], input=dot, capture_output=True, text=True, check=True).stdout
+    svg = subprocess.run(
+        ["dot", "-Tsvg"], input=dot, capture_output=True, text=True, check=True
+    ).stdout
     assert "<svg" in svg and "evaluate" in svg

@@ -24,8 +24,9 @@ META_COLUMNS = ("dataset", "split", "method")
 
 
 def read_split(path: str | Path) -> pd.DataFrame:
-    table = pd.read_csv(path, sep="\t", dtype={"dose": str, "condition": str, "drug": str,
-                                              "cell_line": str})
+    table = pd.read_csv(
+        path, sep="\t", dtype={"dose": str, "condition": str, "drug": str, "cell_line": str}
+    )
     for col in ("condition", "split"):
         if col not in table.columns:
             raise schema.SchemaError(f"{path}: column '{col}' is missing")
@@ -48,12 +49,14 @@ def read_processed(path: str | Path, control: str) -> ad.AnnData:
 def restrict_genes(adata: ad.AnnData, genes: list[str], source: str | Path) -> ad.AnnData:
     missing = [g for g in genes if g not in adata.var_names]
     if missing:
-        raise schema.SchemaError(f"{source}: genes of the split are missing from var_names, "
-                                 f"e.g. {missing[:3]}")
+        raise schema.SchemaError(
+            f"{source}: genes of the split are missing from var_names, e.g. {missing[:3]}"
+        )
     return adata[:, genes]
 
 
 # -- preprocess / split / hvg -------------------------------------------------------------------
+
 
 def run_preprocess(counts_path, out_path, params: dict, control: str) -> None:
     from scpert.data.preprocess import preprocess_counts
@@ -87,6 +90,7 @@ def run_select_hvg(processed_path, split_path, out_path, params: dict, control: 
 
 # -- train / sample -----------------------------------------------------------------------------
 
+
 def training_data(processed_path, split_path, genes_path, drugs_path, control: str):
     from scpert.data.preprocess import train_cells_mask
     from scpert.methods import PerturbData
@@ -94,8 +98,12 @@ def training_data(processed_path, split_path, genes_path, drugs_path, control: s
     adata = read_processed(processed_path, control)
     split = read_split(split_path)
     genes = read_genes(genes_path)
-    train = restrict_genes(adata[train_cells_mask(adata.obs, split, control)], genes, processed_path)
-    return PerturbData(adata=train.copy(), drugs=schema.read_drug_table(drugs_path), control=control)
+    train = restrict_genes(
+        adata[train_cells_mask(adata.obs, split, control)], genes, processed_path
+    )
+    return PerturbData(
+        adata=train.copy(), drugs=schema.read_drug_table(drugs_path), control=control
+    )
 
 
 def run_train(inputs: dict, model_dir, entry, control: str, seed: int, device: str) -> None:
@@ -103,12 +111,21 @@ def run_train(inputs: dict, model_dir, entry, control: str, seed: int, device: s
     from scpert.methods import get_method
 
     data = training_data(inputs["h5ad"], inputs["split"], inputs["genes"], inputs["drugs"], control)
-    data.priors = {k.removeprefix("prior_"): Path(v) for k, v in inputs.items() if k.startswith("prior_")}
+    data.priors = {
+        k.removeprefix("prior_"): Path(v) for k, v in inputs.items() if k.startswith("prior_")
+    }
     method = get_method(entry.base).from_preset(entry.preset, entry.params, seed=seed)
     method.genes = list(data.adata.var_names)
     dev = runtime.pick_device(device) if method.uses_gpu else "cpu"
-    log.info("training %s (%s, preset %s) on %d cells x %d genes, device %s", entry.name,
-             entry.base, entry.preset, data.adata.n_obs, data.adata.n_vars, dev)
+    log.info(
+        "training %s (%s, preset %s) on %d cells x %d genes, device %s",
+        entry.name,
+        entry.base,
+        entry.preset,
+        data.adata.n_obs,
+        data.adata.n_vars,
+        dev,
+    )
     method.fit(data, device=dev)
     model_dir = Path(model_dir)
     tmp = Path(tempfile.mkdtemp(prefix=f".{model_dir.name}.", dir=model_dir.parent))
@@ -127,16 +144,18 @@ def test_conditions(split: pd.DataFrame, max_cells: int) -> pd.DataFrame:
     return test[["condition", "cell_line", "drug", "dose", "n_cells"]].reset_index(drop=True)
 
 
-def run_sample(inputs: dict, out_path, control: str, seed: int, device: str, max_cells: int,
-               method_name: str) -> None:
+def run_sample(
+    inputs: dict, out_path, control: str, seed: int, device: str, max_cells: int, method_name: str
+) -> None:
     from scpert.methods.base import saved_method_class
 
     method_cls = saved_method_class(inputs["model"])
     dev = runtime.pick_device(device) if method_cls.uses_gpu else "cpu"
     method = method_cls.load(inputs["model"], device=dev)
     adata = read_processed(inputs["h5ad"], control)
-    controls = restrict_genes(adata[(adata.obs[schema.DRUG] == control).to_numpy()],
-                              method.genes, inputs["h5ad"]).copy()
+    controls = restrict_genes(
+        adata[(adata.obs[schema.DRUG] == control).to_numpy()], method.genes, inputs["h5ad"]
+    ).copy()
     conditions = test_conditions(read_split(inputs["split"]), max_cells)
     pred = method.predict(controls, conditions, seed=seed)
     pred.uns["method"] = method_name
@@ -145,11 +164,17 @@ def run_sample(inputs: dict, out_path, control: str, seed: int, device: str, max
     pred.uns.setdefault("sampler", "none")
     if list(pred.var_names) != list(method.genes):
         raise schema.SchemaError(f"{method_name}: prediction genes differ from the model's genes")
-    schema.validate(pred, f"{method_name} prediction", kind="prediction",
-                    required_obs=(schema.CELL_LINE, schema.DRUG, schema.DOSE))
+    schema.validate(
+        pred,
+        f"{method_name} prediction",
+        kind="prediction",
+        required_obs=(schema.CELL_LINE, schema.DRUG, schema.DOSE),
+    )
     missing = set(conditions["condition"]) - set(pred.obs[schema.CONDITION].astype(str))
     if missing:
-        raise schema.SchemaError(f"{method_name}: no predicted cells for conditions {sorted(missing)[:3]}")
+        raise schema.SchemaError(
+            f"{method_name}: no predicted cells for conditions {sorted(missing)[:3]}"
+        )
     pred.strings_to_categoricals()
     runtime.write_h5ad(pred, out_path)
     log.info("predicted %d cells for %d conditions", pred.n_obs, len(conditions))
@@ -157,21 +182,28 @@ def run_sample(inputs: dict, out_path, control: str, seed: int, device: str, max
 
 # -- evaluate / aggregate -----------------------------------------------------------------------
 
-def training_perturbation_reference(adata: ad.AnnData, split: pd.DataFrame, genes: list[str],
-                                    control: str, source: str | Path) -> np.ndarray:
+
+def training_perturbation_reference(
+    adata: ad.AnnData, split: pd.DataFrame, genes: list[str], control: str, source: str | Path
+) -> np.ndarray:
     """Systema's reference: the mean over training perturbed conditions of each condition's centroid
     (log-normalised X restricted to ``genes``; controls excluded), pooled over cell lines."""
     train_conditions = split.loc[split["split"] == "train", "condition"]
     obs = adata.obs
-    is_train = (obs[schema.CONDITION].isin(train_conditions) & (obs[schema.DRUG] != control)).to_numpy()
+    is_train = (
+        obs[schema.CONDITION].isin(train_conditions) & (obs[schema.DRUG] != control)
+    ).to_numpy()
     if not is_train.any():
-        raise schema.SchemaError(f"{source}: no training perturbed conditions to form the systema "
-                                 "reference (column 'split' has no 'train' condition with cells)")
+        raise schema.SchemaError(
+            f"{source}: no training perturbed conditions to form the systema "
+            "reference (column 'split' has no 'train' condition with cells)"
+        )
     train = restrict_genes(adata[is_train], genes, source)
     codes, _ = pd.factorize(train.obs[schema.CONDITION].astype(str))
     n_conditions = codes.max() + 1
-    membership = sp.csr_matrix((np.ones(codes.size), (codes, np.arange(codes.size))),
-                               shape=(n_conditions, codes.size))
+    membership = sp.csr_matrix(
+        (np.ones(codes.size), (codes, np.arange(codes.size))), shape=(n_conditions, codes.size)
+    )
     sums = membership @ train.X
     sums = sums.toarray() if sp.issparse(sums) else np.asarray(sums)
     centroids = sums / np.bincount(codes)[:, None]
@@ -185,17 +217,34 @@ def run_evaluate(inputs: dict, out_path, evaluation: dict, control: str, meta: d
     genes = read_genes(inputs["genes"])
     split = read_split(inputs["split"])
     test = split.loc[split["split"] == "test", "condition"].tolist()
-    keep = adata.obs[schema.CONDITION].isin(test).to_numpy() | (adata.obs[schema.DRUG] == control).to_numpy()
+    keep = (
+        adata.obs[schema.CONDITION].isin(test).to_numpy()
+        | (adata.obs[schema.DRUG] == control).to_numpy()
+    )
     truth = restrict_genes(adata[keep], genes, inputs["h5ad"]).copy()
     protocols = tuple(evaluation["protocols"])
-    reference = (training_perturbation_reference(adata, split, genes, control, inputs["split"])
-                 if "systema" in protocols else None)
+    reference = (
+        training_perturbation_reference(adata, split, genes, control, inputs["split"])
+        if "systema" in protocols
+        else None
+    )
     pred = ad.read_h5ad(inputs["pred"])
-    schema.validate(pred, inputs["pred"], kind="prediction",
-                    required_obs=(schema.CELL_LINE, schema.DRUG, schema.DOSE))
-    table = evaluate_predictions(truth, pred, test, control=control, protocols=protocols,
-                                 seed=evaluation["seed"], max_cells=evaluation["max_cells"],
-                                 train_reference=reference)
+    schema.validate(
+        pred,
+        inputs["pred"],
+        kind="prediction",
+        required_obs=(schema.CELL_LINE, schema.DRUG, schema.DOSE),
+    )
+    table = evaluate_predictions(
+        truth,
+        pred,
+        test,
+        control=control,
+        protocols=protocols,
+        seed=evaluation["seed"],
+        max_cells=evaluation["max_cells"],
+        train_reference=reference,
+    )
     for i, key in enumerate(META_COLUMNS):
         table.insert(i, key, meta[key])
     runtime.write_tsv(table, out_path, float_format="%.10g")

@@ -13,5 +13,7 @@ def resolve_preset(presets: dict[str, dict], preset: str, overrides: dict | None
     overrides = dict(overrides or {})
     unknown = sorted(set(overrides) - set(presets[preset]))
     if unknown:
-        raise InputError(f"{key}.params: unknown key(s) {unknown} (known: {', '.join(presets[preset])})")
+        raise InputError(
+            f"{key}.params: unknown key(s) {unknown} (known: {', '.join(presets[preset])})"
+        )
     return {**presets[preset], **overrides}

@@ -118,8 +118,9 @@ def summarise(long: pd.DataFrame) -> pd.DataFrame:
 def condition_stats(long: pd.DataFrame) -> pd.DataFrame:
     """:func:`summarise` plus the median, for the table layouts."""
     g = long.groupby(KEYS, sort=True)["value"]
-    return pd.DataFrame({"mean": g.mean(), "sd": g.std(ddof=1), "n": g.count(),
-                         "median": g.median()}).reset_index()
+    return pd.DataFrame(
+        {"mean": g.mean(), "sd": g.std(ddof=1), "n": g.count(), "median": g.median()}
+    ).reset_index()
 
 
 def _fmt(x: float) -> str:
@@ -128,8 +129,14 @@ def _fmt(x: float) -> str:
     return f"{x:.4g}"
 
 
-def ranked_cells(block: pd.DataFrame, higher_better: bool, *, stat: str = "mean", show_sd: bool = True,
-                 show_gain: bool = True) -> dict[str, Cell]:
+def ranked_cells(
+    block: pd.DataFrame,
+    higher_better: bool,
+    *,
+    stat: str = "mean",
+    show_sd: bool = True,
+    show_gain: bool = True,
+) -> dict[str, Cell]:
     """Per method: (value text, rank 1/2/0, relative-gain text for rank 1) from one metric's rows.
 
     Ranks follow ``stat`` (ties keep method order); text is ``mean (±sd)`` or the bare value.
@@ -145,14 +152,21 @@ def ranked_cells(block: pd.DataFrame, higher_better: bool, *, stat: str = "mean"
             gain = f"{'↑' if higher_better else '↓'}{rel:.0f}%"
     out = {}
     for m, row in vals.iterrows():
-        text = f"{_fmt(row[stat])} (±{_fmt(row['sd'])})" if show_sd and stat == "mean" else _fmt(row[stat])
+        text = (
+            f"{_fmt(row[stat])} (±{_fmt(row['sd'])})"
+            if show_sd and stat == "mean"
+            else _fmt(row[stat])
+        )
         out[m] = (text, rank.get(m, 0), gain if rank.get(m) == 1 else "")
     return out
 
 
 def _select(stats: pd.DataFrame, column: Column) -> pd.DataFrame:
-    return stats[(stats["protocol"] == column.protocol) & (stats["metric"] == column.metric)
-                 & (stats["deg_set"] == column.deg_set)]
+    return stats[
+        (stats["protocol"] == column.protocol)
+        & (stats["metric"] == column.metric)
+        & (stats["deg_set"] == column.deg_set)
+    ]
 
 
 def _arrow(higher_better: bool) -> str:
@@ -164,26 +178,46 @@ def _setting(split: str, split_types: dict[str, str]) -> str:
     return SETTINGS.get(split_type, split_type)
 
 
-def method_rows(stats: pd.DataFrame, columns: Sequence[Column], split_types: dict[str, str], *,
-                title: str, show_sd: bool = True, show_gain: bool = True,
-                groups: Sequence[tuple[str, pd.DataFrame]] | None = None) -> Table:
+def method_rows(
+    stats: pd.DataFrame,
+    columns: Sequence[Column],
+    split_types: dict[str, str],
+    *,
+    title: str,
+    show_sd: bool = True,
+    show_gain: bool = True,
+    groups: Sequence[tuple[str, pd.DataFrame]] | None = None,
+) -> Table:
     """Rows (dataset, split, method) in sections by setting; one column per metric.
 
     ``groups``: explicit (section heading, stats) pairs instead of sections by split type.
     """
     present = [c for c in columns if not _select(stats, c).empty]
-    header = ["Dataset", "Split", "Method"] + [f"{c.label} {_arrow(c.higher_better)}" for c in present]
+    header = ["Dataset", "Split", "Method"] + [
+        f"{c.label} {_arrow(c.higher_better)}" for c in present
+    ]
     if groups is None:
         stats = stats.assign(_setting=stats["split"].map(lambda s: _setting(s, split_types)))
         order = list(dict.fromkeys([*SETTINGS.values(), *sorted(stats["_setting"].unique())]))
-        groups = [(name, stats[stats["_setting"] == name]) for name in order
-                  if (stats["_setting"] == name).any()]
+        groups = [
+            (name, stats[stats["_setting"] == name])
+            for name in order
+            if (stats["_setting"] == name).any()
+        ]
     rows: list[list[Cell] | str] = []
     for heading, group in groups:
         section: list[list[Cell]] = []
         for (dataset, split), block in group.groupby(["dataset", "split"], sort=True):
-            cells = {c: ranked_cells(_select(block, c), c.higher_better, stat=c.stat, show_sd=show_sd,
-                                     show_gain=show_gain) for c in present}
+            cells = {
+                c: ranked_cells(
+                    _select(block, c),
+                    c.higher_better,
+                    stat=c.stat,
+                    show_sd=show_sd,
+                    show_gain=show_gain,
+                )
+                for c in present
+            }
             methods = sorted(set().union(*(_select(block, c)["method"] for c in present)))
             for method in methods:
                 row = [(dataset, 0, ""), (split, 0, ""), (method, 0, "")]
@@ -192,9 +226,11 @@ def method_rows(stats: pd.DataFrame, columns: Sequence[Column], split_types: dic
         if section:
             rows += [heading, *section]
     value = "mean (±sd)" if show_sd else "mean"
-    note = (f"Rank-1 in **bold**, Rank-2 <u>underlined</u> within each dataset and split"
-            f"{'; ↑/↓ is the relative gain of Rank-1 over Rank-2' if show_gain else ''}. "
-            f"Values: {value} over the split's test conditions.")
+    note = (
+        f"Rank-1 in **bold**, Rank-2 <u>underlined</u> within each dataset and split"
+        f"{'; ↑/↓ is the relative gain of Rank-1 over Rank-2' if show_gain else ''}. "
+        f"Values: {value} over the split's test conditions."
+    )
     return Table(title, header, rows, 3, note)
 
 
@@ -208,13 +244,20 @@ def metric_rows(stats: pd.DataFrame, rows_spec: Sequence[Column], *, title: str)
         methods = sorted(set().union(*(_select(block, c)["method"] for c in present)))
         rows: list[list[Cell] | str] = []
         for c in present:
-            cells = ranked_cells(_select(block, c), c.higher_better, stat=c.stat, show_sd=False,
-                                 show_gain=False)
-            rows.append([(f"{c.label} {_arrow(c.higher_better)}", 0, "")]
-                        + [cells.get(m, ("–", 0, "")) for m in methods])
-        note = ("Rank-1 in **bold**, Rank-2 <u>underlined</u> per metric. Values: mean over the "
-                "split's test conditions; EV-median and its DEG variant: median.")
-        tables.append(Table(f"{title}: {dataset}, {split}", [f"({split})", *methods], rows, 1, note))
+            cells = ranked_cells(
+                _select(block, c), c.higher_better, stat=c.stat, show_sd=False, show_gain=False
+            )
+            rows.append(
+                [(f"{c.label} {_arrow(c.higher_better)}", 0, "")]
+                + [cells.get(m, ("–", 0, "")) for m in methods]
+            )
+        note = (
+            "Rank-1 in **bold**, Rank-2 <u>underlined</u> per metric. Values: mean over the "
+            "split's test conditions; EV-median and its DEG variant: median."
+        )
+        tables.append(
+            Table(f"{title}: {dataset}, {split}", [f"({split})", *methods], rows, 1, note)
+        )
     return tables
 
 
@@ -230,28 +273,48 @@ def to_markdown(header, rows, title: str, note: str | None = None) -> str:
         else:
             lines.append("| " + " | ".join(cell(*c) for c in row) + " |")
     if note is None:
-        note = ("Rank-1 in **bold**, Rank-2 <u>underlined</u>; ↑/↓ is the relative gain of Rank-1 "
-                "over Rank-2. Values: mean (±sd) over the split's test conditions.")
+        note = (
+            "Rank-1 in **bold**, Rank-2 <u>underlined</u>; ↑/↓ is the relative gain of Rank-1 "
+            "over Rank-2. Values: mean (±sd) over the split's test conditions."
+        )
     lines += ["", note, ""]
     return "\n".join(lines)
 
 
 def _esc(s: str) -> str:
-    return (s.replace("\\", r"\textbackslash{}").replace("_", r"\_").replace("%", r"\%")
-            .replace("&", r"\&").replace("±", r"$\pm$").replace("Δ̂20", r"$\hat{\Delta}_{20}$").replace("Δ̂", r"$\hat{\Delta}$")
-            .replace("Δ", r"$\Delta$").replace("ρ", r"$\rho$").replace("↑", r"$\uparrow$")
-            .replace("↓", r"$\downarrow$"))
+    return (
+        s.replace("\\", r"\textbackslash{}")
+        .replace("_", r"\_")
+        .replace("%", r"\%")
+        .replace("&", r"\&")
+        .replace("±", r"$\pm$")
+        .replace("Δ̂20", r"$\hat{\Delta}_{20}$")
+        .replace("Δ̂", r"$\hat{\Delta}$")
+        .replace("Δ", r"$\Delta$")
+        .replace("ρ", r"$\rho$")
+        .replace("↑", r"$\uparrow$")
+        .replace("↓", r"$\downarrow$")
+    )
 
 
 def to_latex(header, rows, title: str, label_columns: int = 3) -> str:
     def cell(text, rank, gain):
         text = _esc(text)
-        text = rf"\textbf{{{text}}}" if rank == 1 else rf"\underline{{{text}}}" if rank == 2 else text
+        text = (
+            rf"\textbf{{{text}}}" if rank == 1 else rf"\underline{{{text}}}" if rank == 2 else text
+        )
         return f"{text} {_esc(gain)}".strip()
 
-    lines = [r"\begin{table}[t]", r"\centering", rf"\caption{{{_esc(title)}}}", r"\small",
-             r"\begin{tabular}{" + "l" * label_columns + "r" * (len(header) - label_columns) + "}",
-             r"\toprule", " & ".join(_esc(h) for h in header) + r" \\", r"\midrule"]
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        rf"\caption{{{_esc(title)}}}",
+        r"\small",
+        r"\begin{tabular}{" + "l" * label_columns + "r" * (len(header) - label_columns) + "}",
+        r"\toprule",
+        " & ".join(_esc(h) for h in header) + r" \\",
+        r"\midrule",
+    ]
     for row in rows:
         if isinstance(row, str):
             lines.append(rf"\multicolumn{{{len(header)}}}{{l}}{{\textit{{{_esc(row)}}}}} \\")
@@ -269,8 +332,11 @@ def render(tables: Sequence[Table], suffix: str) -> str:
 
 # -- the paper layouts ---------------------------------------------------------------------------
 
+
 def _scperturbench_columns(deg_set: str) -> list[Column]:
-    return [Column("scperturbench", m, deg_set, label, hb) for m, label, hb in SCPERTURBENCH_COLUMNS]
+    return [
+        Column("scperturbench", m, deg_set, label, hb) for m, label, hb in SCPERTURBENCH_COLUMNS
+    ]
 
 
 PERTURBDIFF_TABLE4 = [
@@ -311,14 +377,16 @@ SCPPDM_MAIN = SCPPDM_CORRELATIONS + [
     _scppdm("ev", "all", "EV-median", "median"),
     _scppdm("ev", "top200", "EV-median(DEG)", "median"),
 ]
-SCPPDM_COMPLETE = SCPPDM_CORRELATIONS + [
-    _scppdm("deg_accuracy", f"top{k}", f"DEG-accuracy(top{k})") for k in (50, 100, 200, 1000)
-] + [
-    _scppdm("ev", "all", "E[EV]"),
-    _scppdm("ev", "top200", "E[EV](DEG)"),
-    _scppdm("ev", "all", "EV-median", "median"),
-    _scppdm("ev", "top200", "EV-median(DEG)", "median"),
-]
+SCPPDM_COMPLETE = (
+    SCPPDM_CORRELATIONS
+    + [_scppdm("deg_accuracy", f"top{k}", f"DEG-accuracy(top{k})") for k in (50, 100, 200, 1000)]
+    + [
+        _scppdm("ev", "all", "E[EV]"),
+        _scppdm("ev", "top200", "E[EV](DEG)"),
+        _scppdm("ev", "all", "EV-median", "median"),
+        _scppdm("ev", "top200", "EV-median(DEG)", "median"),
+    ]
+)
 
 SCDFM_COLUMNS = [
     Column("systema", "l2", "all", "L2", False),
@@ -334,44 +402,73 @@ SCDFM_COLUMNS = [
 HOLDOUT_TYPES = ("drug_ood", "combo_seen0", "combo_seen1")
 
 
-def _restrict(stats: pd.DataFrame, split_types: dict[str, str], types: Iterable[str]) -> pd.DataFrame:
+def _restrict(
+    stats: pd.DataFrame, split_types: dict[str, str], types: Iterable[str]
+) -> pd.DataFrame:
     types = set(types)
     return stats[stats["split"].map(lambda s: split_types.get(s, s) in types)]
 
 
-def _holdout_groups(long: pd.DataFrame, split_types: dict[str, str]) -> list[tuple[str, pd.DataFrame]]:
+def _holdout_groups(
+    long: pd.DataFrame, split_types: dict[str, str]
+) -> list[tuple[str, pd.DataFrame]]:
     """scDFM Table 2 settings: single-drug ("Single") and combination ("Double") test conditions."""
     long = _restrict(long, split_types, HOLDOUT_TYPES)
     drug = long["condition"].str.split(schema.CONDITION_SEP).str[1]
     long = long[drug != ALL_CONDITIONS]  # values across conditions belong to neither setting
     combo = drug[drug != ALL_CONDITIONS].map(schema.is_combo)
-    return [(name, condition_stats(long[mask])) for name, mask in
-            (("Single", ~combo), ("Double", combo)) if mask.any()]
+    return [
+        (name, condition_stats(long[mask]))
+        for name, mask in (("Single", ~combo), ("Double", combo))
+        if mask.any()
+    ]
 
 
 def _statexdiff(deg_set: str):
     def build(long, split_types, title):
-        return [method_rows(condition_stats(long), _scperturbench_columns(deg_set), split_types,
-                            title=title)]
+        return [
+            method_rows(
+                condition_stats(long), _scperturbench_columns(deg_set), split_types, title=title
+            )
+        ]
+
     return build
 
 
 def _perturbdiff(long, split_types, title):
-    return [method_rows(condition_stats(long), PERTURBDIFF_TABLE4, split_types, title=title,
-                        show_sd=False, show_gain=False)]
+    return [
+        method_rows(
+            condition_stats(long),
+            PERTURBDIFF_TABLE4,
+            split_types,
+            title=title,
+            show_sd=False,
+            show_gain=False,
+        )
+    ]
 
 
 def _scppdm_layout(spec: Sequence[Column]):
     def build(long, split_types, title):
         return metric_rows(condition_stats(long), spec, title=title)
+
     return build
 
 
 def _scdfm(columns: Sequence[Column], by_setting: bool = False):
     def build(long, split_types, title):
         groups = _holdout_groups(long, split_types) if by_setting else None
-        return [method_rows(condition_stats(long), columns, split_types, title=title,
-                            show_gain=False, groups=groups)]
+        return [
+            method_rows(
+                condition_stats(long),
+                columns,
+                split_types,
+                title=title,
+                show_gain=False,
+                groups=groups,
+            )
+        ]
+
     return build
 
 
@@ -393,48 +490,80 @@ class PaperTable:
 
 PAPER_TABLES: dict[str, PaperTable] = {
     "table1_scperturbench_top100": PaperTable(
-        ("scperturbench",), None, "scPerturBench metrics, top-100 DEGs (StateXDiff Table 1 layout)",
-        _statexdiff("top100")),
+        ("scperturbench",),
+        None,
+        "scPerturBench metrics, top-100 DEGs (StateXDiff Table 1 layout)",
+        _statexdiff("top100"),
+    ),
     "table1_scperturbench_top5000": PaperTable(
-        ("scperturbench",), None, "scPerturBench metrics, top-5000 DEGs (StateXDiff Table 1 layout)",
-        _statexdiff("top5000")),
+        ("scperturbench",),
+        None,
+        "scPerturBench metrics, top-5000 DEGs (StateXDiff Table 1 layout)",
+        _statexdiff("top5000"),
+    ),
     "statexdiff_table11_ud_top100": PaperTable(
-        ("scperturbench",), ("drug_ood",), "Unseen drugs, top-100 DEGs (StateXDiff Table 11 layout)",
-        _statexdiff("top100")),
+        ("scperturbench",),
+        ("drug_ood",),
+        "Unseen drugs, top-100 DEGs (StateXDiff Table 11 layout)",
+        _statexdiff("top100"),
+    ),
     "statexdiff_table12_ud_top5000": PaperTable(
-        ("scperturbench",), ("drug_ood",), "Unseen drugs, top-5000 DEGs (StateXDiff Table 12 layout)",
-        _statexdiff("top5000")),
+        ("scperturbench",),
+        ("drug_ood",),
+        "Unseen drugs, top-5000 DEGs (StateXDiff Table 12 layout)",
+        _statexdiff("top5000"),
+    ),
     "statexdiff_table13_uc_top100": PaperTable(
-        ("scperturbench",), ("cell_ood",), "Unseen cells, top-100 DEGs (StateXDiff Table 13 layout)",
-        _statexdiff("top100")),
+        ("scperturbench",),
+        ("cell_ood",),
+        "Unseen cells, top-100 DEGs (StateXDiff Table 13 layout)",
+        _statexdiff("top100"),
+    ),
     "statexdiff_table14_uc_top5000": PaperTable(
-        ("scperturbench",), ("cell_ood",), "Unseen cells, top-5000 DEGs (StateXDiff Table 14 layout)",
-        _statexdiff("top5000")),
+        ("scperturbench",),
+        ("cell_ood",),
+        "Unseen cells, top-5000 DEGs (StateXDiff Table 14 layout)",
+        _statexdiff("top5000"),
+    ),
     "perturbdiff_table4": PaperTable(
-        ("celleval",), None, "cell-eval metrics (PerturbDiff Table 4 layout)", _perturbdiff),
+        ("celleval",), None, "cell-eval metrics (PerturbDiff Table 4 layout)", _perturbdiff
+    ),
     "scppdm_table1_2": PaperTable(
-        ("scppdm",), None, "scPPDM metrics (scPPDM Tables 1-2 layout)", _scppdm_layout(SCPPDM_MAIN)),
+        ("scppdm",), None, "scPPDM metrics (scPPDM Tables 1-2 layout)", _scppdm_layout(SCPPDM_MAIN)
+    ),
     "scppdm_table3_4": PaperTable(
-        ("scppdm",), None, "scPPDM metrics, complete (scPPDM Tables 3-4 layout)",
-        _scppdm_layout(SCPPDM_COMPLETE)),
+        ("scppdm",),
+        None,
+        "scPPDM metrics, complete (scPPDM Tables 3-4 layout)",
+        _scppdm_layout(SCPPDM_COMPLETE),
+    ),
     "scdfm_table1": PaperTable(
-        ("celleval", "systema"), None, "scDFM metrics (scDFM Table 1 layout)", _scdfm(SCDFM_COLUMNS)),
+        ("celleval", "systema"), None, "scDFM metrics (scDFM Table 1 layout)", _scdfm(SCDFM_COLUMNS)
+    ),
     "scdfm_table2": PaperTable(
-        ("celleval", "systema"), HOLDOUT_TYPES,
+        ("celleval", "systema"),
+        HOLDOUT_TYPES,
         "scDFM metrics by setting, held-out drugs (scDFM Table 2 layout)",
-        _scdfm(SCDFM_COLUMNS, by_setting=True)),
+        _scdfm(SCDFM_COLUMNS, by_setting=True),
+    ),
     "scdfm_table3": PaperTable(
-        ("celleval", "systema"), None, "scDFM metrics without Systema references (scDFM Table 3 layout)",
-        _scdfm(SCDFM_COLUMNS[:6])),
+        ("celleval", "systema"),
+        None,
+        "scDFM metrics without Systema references (scDFM Table 3 layout)",
+        _scdfm(SCDFM_COLUMNS[:6]),
+    ),
 }
 
 
 def paper_tables(protocols: Iterable[str], split_types: Iterable[str]) -> list[str]:
     """Names of the paper tables a run with these protocols and split types can fill."""
     protocols, split_types = set(protocols), set(split_types)
-    return [name for name, spec in PAPER_TABLES.items()
-            if set(spec.protocols) <= protocols
-            and (spec.split_types is None or split_types & set(spec.split_types))]
+    return [
+        name
+        for name, spec in PAPER_TABLES.items()
+        if set(spec.protocols) <= protocols
+        and (spec.split_types is None or split_types & set(spec.split_types))
+    ]
 
 
 def table1(summary: pd.DataFrame, deg_set: str) -> tuple[list[str], list[list[Cell] | str]]:
@@ -443,8 +572,9 @@ def table1(summary: pd.DataFrame, deg_set: str) -> tuple[list[str], list[list[Ce
     return table.header, table.rows
 
 
-def run_aggregate(metric_paths, long_path, summary_path, table_paths,
-                  split_types: dict[str, str] | None = None) -> None:
+def run_aggregate(
+    metric_paths, long_path, summary_path, table_paths, split_types: dict[str, str] | None = None
+) -> None:
     """Write the long table, the summary and each paper table named by a path's stem."""
     long = read_long(metric_paths)
     summary = summarise(long)
@@ -453,8 +583,9 @@ def run_aggregate(metric_paths, long_path, summary_path, table_paths,
     split_types = split_types or {}
     for path in map(Path, table_paths):
         if path.stem not in PAPER_TABLES:
-            raise runtime.InputError(f"{path}: unknown paper table '{path.stem}' "
-                                     f"(known: {', '.join(PAPER_TABLES)})")
+            raise runtime.InputError(
+                f"{path}: unknown paper table '{path.stem}' (known: {', '.join(PAPER_TABLES)})"
+            )
         spec = PAPER_TABLES[path.stem]
         tables = spec.tables(long, split_types)
         if not any(t.rows for t in tables):

@@ -47,7 +47,9 @@ def resolve_config(config: dict) -> Run:
                     raise ConfigError(f"datasets.{name}.{key} is required when source is 'h5ad'")
         for split in ds["splits"]:
             if split not in config["splits"]:
-                raise ConfigError(f"datasets.{name}.splits: '{split}' is not defined under 'splits'")
+                raise ConfigError(
+                    f"datasets.{name}.splits: '{split}' is not defined under 'splits'"
+                )
 
     methods = {}
     for name, entry in config["methods"].items():
@@ -59,21 +61,31 @@ def resolve_config(config: dict) -> Run:
             raise ConfigError(f"{key}: {err.args[0]}") from None
         preset = entry.get("preset", "tiny")
         if preset not in cls.presets:
-            raise ConfigError(f"methods.{name}.preset: '{preset}' is not a preset of '{base}' "
-                              f"(has: {', '.join(cls.presets)})")
+            raise ConfigError(
+                f"methods.{name}.preset: '{preset}' is not a preset of '{base}' "
+                f"(has: {', '.join(cls.presets)})"
+            )
         restrict = entry.get("splits")
         for split in restrict or ():
             if split not in config["splits"]:
                 raise ConfigError(f"methods.{name}.splits: '{split}' is not defined under 'splits'")
-        methods[name] = MethodEntry(name, base, preset, dict(entry.get("params", {})),
-                                    tuple(restrict) if restrict else None, cls.uses_gpu,
-                                    tuple(cls.requires_priors))
+        methods[name] = MethodEntry(
+            name,
+            base,
+            preset,
+            dict(entry.get("params", {})),
+            tuple(restrict) if restrict else None,
+            cls.uses_gpu,
+            tuple(cls.requires_priors),
+        )
 
-    jobs = [(ds_name, split, m.name)
-            for ds_name, ds in config["datasets"].items()
-            for split in ds["splits"]
-            for m in methods.values()
-            if m.splits is None or split in m.splits]
+    jobs = [
+        (ds_name, split, m.name)
+        for ds_name, ds in config["datasets"].items()
+        for split in ds["splits"]
+        for m in methods.values()
+        if m.splits is None or split in m.splits
+    ]
     if not jobs:
         raise ConfigError("methods: no method applies to any configured split")
     return Run(methods=methods, jobs=jobs)

@@ -24,10 +24,17 @@ from scpert.data import schema
 log = logging.getLogger(__name__)
 
 
-def preprocess_counts(raw: ad.AnnData, *, min_genes: int = 0, min_cells: int = 0,
-                      min_cells_per_condition: int = 1, target_sum: float = 1e4,
-                      max_pct_mito: float | None = None, control: str = schema.DEFAULT_CONTROL,
-                      source: str = "<raw>") -> ad.AnnData:
+def preprocess_counts(
+    raw: ad.AnnData,
+    *,
+    min_genes: int = 0,
+    min_cells: int = 0,
+    min_cells_per_condition: int = 1,
+    target_sum: float = 1e4,
+    max_pct_mito: float | None = None,
+    control: str = schema.DEFAULT_CONTROL,
+    source: str = "<raw>",
+) -> ad.AnnData:
     """QC, normalise and log-transform a raw-count AnnData that follows the data contract."""
     import scanpy as sc
 
@@ -41,7 +48,9 @@ def preprocess_counts(raw: ad.AnnData, *, min_genes: int = 0, min_cells: int = 0
     n0 = adata.shape
     if max_pct_mito is not None:
         mito = adata.var_names.str.upper().str.startswith("MT-")
-        pct = np.asarray(adata.X[:, mito].sum(1)).ravel() / np.maximum(np.asarray(adata.X.sum(1)).ravel(), 1)
+        pct = np.asarray(adata.X[:, mito].sum(1)).ravel() / np.maximum(
+            np.asarray(adata.X.sum(1)).ravel(), 1
+        )
         adata = adata[pct * 100 < max_pct_mito].copy()
     if min_genes > 0:
         sc.pp.filter_cells(adata, min_genes=min_genes)
@@ -61,8 +70,12 @@ def preprocess_counts(raw: ad.AnnData, *, min_genes: int = 0, min_cells: int = 0
     adata.obs = adata.obs[[c for c in adata.obs.columns if c not in ("n_genes",)]]
     for key in (schema.CELL_LINE, schema.DRUG, schema.DOSE, schema.PLATE, schema.CONDITION):
         adata.obs[key] = pd.Categorical(adata.obs[key].astype(str))
-    adata.uns["preprocess"] = {"target_sum": float(target_sum), "min_genes": int(min_genes),
-                               "min_cells": int(min_cells), "control": control}
+    adata.uns["preprocess"] = {
+        "target_sum": float(target_sum),
+        "min_genes": int(min_genes),
+        "min_cells": int(min_cells),
+        "control": control,
+    }
     schema.validate(adata, source, control=control, kind="processed")
     return adata
 
@@ -74,8 +87,14 @@ def train_cells_mask(obs: pd.DataFrame, split_table: pd.DataFrame, control: str)
     return (cond.isin(train_conditions) | (obs[schema.DRUG].astype(str) == control)).to_numpy()
 
 
-def select_hvg(adata: ad.AnnData, split_table: pd.DataFrame, *, n_top_genes: int,
-               flavor: str = "seurat_v3", control: str = schema.DEFAULT_CONTROL) -> pd.DataFrame:
+def select_hvg(
+    adata: ad.AnnData,
+    split_table: pd.DataFrame,
+    *,
+    n_top_genes: int,
+    flavor: str = "seurat_v3",
+    control: str = schema.DEFAULT_CONTROL,
+) -> pd.DataFrame:
     """Rank genes by variability on the split's training cells; keep the top ``n_top_genes``.
 
     ``seurat_v3`` works on raw counts (``layers["counts"]``); ``seurat``/``cell_ranger`` on log X.
@@ -89,14 +108,19 @@ def select_hvg(adata: ad.AnnData, split_table: pd.DataFrame, *, n_top_genes: int
         ranks = np.arange(adata.n_vars)
         score = np.full(adata.n_vars, np.nan)
     else:
-        sub = ad.AnnData(X=train.layers["counts"] if flavor == "seurat_v3" else train.X,
-                         var=pd.DataFrame(index=train.var_names))
-        res = sc.pp.highly_variable_genes(sub, n_top_genes=n_top_genes, flavor=flavor, inplace=False)
+        sub = ad.AnnData(
+            X=train.layers["counts"] if flavor == "seurat_v3" else train.X,
+            var=pd.DataFrame(index=train.var_names),
+        )
+        res = sc.pp.highly_variable_genes(
+            sub, n_top_genes=n_top_genes, flavor=flavor, inplace=False
+        )
         col = "variances_norm" if flavor == "seurat_v3" else "dispersions_norm"
         score = res[col].to_numpy()
         order = np.lexsort((np.arange(len(score)), -np.nan_to_num(score, nan=-np.inf)))
         ranks = np.empty_like(order)
         ranks[order] = np.arange(len(order))
     keep = ranks < n_top_genes
-    return pd.DataFrame({"gene": adata.var_names[keep], "rank": ranks[keep] + 1,
-                         "dispersion": score[keep]})
+    return pd.DataFrame(
+        {"gene": adata.var_names[keep], "rank": ranks[keep] + 1, "dispersion": score[keep]}
+    )

@@ -49,7 +49,11 @@ def format_dose(dose) -> str:
     """Canonical text of a dose: ``0``, ``0.1``, ``10`` (no trailing zeros); combos pass through."""
     if isinstance(dose, str):
         parts = dose.split(COMBO_SEP)
-        return COMBO_SEP.join(format_dose(float(p)) for p in parts) if len(parts) > 1 else format_dose(float(dose))
+        return (
+            COMBO_SEP.join(format_dose(float(p)) for p in parts)
+            if len(parts) > 1
+            else format_dose(float(dose))
+        )
     return f"{float(dose):g}"
 
 
@@ -85,8 +89,14 @@ def _where(path) -> str:
     return f"{path}" if path is not None else "<in-memory AnnData>"
 
 
-def validate(adata, path: str | Path | None = None, *, control: str = DEFAULT_CONTROL,
-             kind: str = "processed", required_obs: Iterable[str] = REQUIRED_OBS) -> None:
+def validate(
+    adata,
+    path: str | Path | None = None,
+    *,
+    control: str = DEFAULT_CONTROL,
+    kind: str = "processed",
+    required_obs: Iterable[str] = REQUIRED_OBS,
+) -> None:
     """Check an AnnData against the contract; raise :class:`SchemaError` naming file and field.
 
     kind: ``"raw"`` (integer counts in X), ``"processed"`` (log-normalised X and a counts layer,
@@ -153,9 +163,13 @@ def read_drug_table(path: str | Path) -> pd.DataFrame:
     table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
     for col in DRUG_TABLE_COLUMNS:
         if col not in table.columns:
-            raise SchemaError(f"{path}: column '{col}' is missing (required: {', '.join(DRUG_TABLE_COLUMNS)})")
+            raise SchemaError(
+                f"{path}: column '{col}' is missing (required: {', '.join(DRUG_TABLE_COLUMNS)})"
+            )
     if table["drug"].duplicated().any():
-        raise SchemaError(f"{path}: column 'drug' has duplicates, e.g. {table['drug'][table['drug'].duplicated()].iloc[0]}")
+        raise SchemaError(
+            f"{path}: column 'drug' has duplicates, e.g. {table['drug'][table['drug'].duplicated()].iloc[0]}"
+        )
     table = table.set_index("drug", drop=False)
     table.attrs["source"] = str(path)
     return table

@@ -38,10 +38,16 @@ class SplitError(InputError):
 
 def condition_table(obs: pd.DataFrame, control: str) -> pd.DataFrame:
     """One row per condition with cell_line, drug, dose, n_cells, is_control, is_combo."""
-    t = (obs.groupby(schema.CONDITION, observed=True)
-         .agg(cell_line=(schema.CELL_LINE, "first"), drug=(schema.DRUG, "first"),
-              dose=(schema.DOSE, "first"), n_cells=(schema.DRUG, "size"))
-         .reset_index())
+    t = (
+        obs.groupby(schema.CONDITION, observed=True)
+        .agg(
+            cell_line=(schema.CELL_LINE, "first"),
+            drug=(schema.DRUG, "first"),
+            dose=(schema.DOSE, "first"),
+            n_cells=(schema.DRUG, "size"),
+        )
+        .reset_index()
+    )
     for c in ("cell_line", "drug", "dose", schema.CONDITION):
         t[c] = t[c].astype(str)
     t["is_control"] = t["drug"] == control
@@ -49,10 +55,17 @@ def condition_table(obs: pd.DataFrame, control: str) -> pd.DataFrame:
     return t.sort_values(schema.CONDITION).reset_index(drop=True)
 
 
-def make_split(conditions: pd.DataFrame, split_type: str, *, seed: int = 0,
-               test_fraction: float = 0.25, val_fraction: float = 0.0,
-               test_cell_lines: list[str] | None = None, test_drugs: list[str] | None = None,
-               drug_moa: dict[str, str] | None = None) -> pd.DataFrame:
+def make_split(
+    conditions: pd.DataFrame,
+    split_type: str,
+    *,
+    seed: int = 0,
+    test_fraction: float = 0.25,
+    val_fraction: float = 0.0,
+    test_cell_lines: list[str] | None = None,
+    test_drugs: list[str] | None = None,
+    drug_moa: dict[str, str] | None = None,
+) -> pd.DataFrame:
     """Assign conditions (from :func:`condition_table`) to train/val/test/exclude."""
     if split_type not in SPLIT_TYPES:
         raise SplitError(f"unknown split type '{split_type}' (known: {', '.join(SPLIT_TYPES)})")
@@ -98,7 +111,9 @@ def _choose(rng, items: list[str], fraction: float) -> list[str]:
     return sorted(rng.choice(items, size=n, replace=False).tolist())
 
 
-def _choose_stratified(rng, drugs: list[str], fraction: float, moa: dict[str, str] | None) -> list[str]:
+def _choose_stratified(
+    rng, drugs: list[str], fraction: float, moa: dict[str, str] | None
+) -> list[str]:
     """Hold out ``fraction`` of the drugs of each MoA (at least one drug stays in training per MoA)."""
     if not moa:
         return _choose(rng, drugs, fraction)
@@ -120,7 +135,9 @@ def _check_known(held, known, field):
 
 
 def _pair_ood(t: pd.DataFrame, single: pd.Series, rng, fraction: float) -> None:
-    pairs = t.loc[single, ["cell_line", "drug"]].drop_duplicates().sort_values(["cell_line", "drug"])
+    pairs = (
+        t.loc[single, ["cell_line", "drug"]].drop_duplicates().sort_values(["cell_line", "drug"])
+    )
     order = rng.permutation(len(pairs))
     n_target = max(1, int(round(fraction * len(pairs))))
     seen_drug = pairs.groupby("drug").size().to_dict()

@@ -35,11 +35,18 @@ Denoiser = Callable[[torch.Tensor, torch.Tensor, Sequence[Mode]], torch.Tensor]
 class DDIMSampler:
     """``DDIMSampler(schedule, steps, eta, prediction, clip_x0).sample(denoise, x_T, guidance)``."""
 
-    def __init__(self, schedule: NoiseSchedule, steps: int = 50, eta: float = 0.0,
-                 prediction: str = "eps", clip_x0: float | None = None):
+    def __init__(
+        self,
+        schedule: NoiseSchedule,
+        steps: int = 50,
+        eta: float = 0.0,
+        prediction: str = "eps",
+        clip_x0: float | None = None,
+    ):
         if prediction not in PREDICTIONS:
-            raise ValueError(f"unknown prediction type '{prediction}' "
-                             f"(available: {', '.join(PREDICTIONS)})")
+            raise ValueError(
+                f"unknown prediction type '{prediction}' (available: {', '.join(PREDICTIONS)})"
+            )
         if not 1 <= steps <= schedule.num_timesteps:
             raise ValueError(f"DDIM steps must lie in [1, {schedule.num_timesteps}], got {steps}")
         if eta < 0:
@@ -56,8 +63,13 @@ class DDIMSampler:
         return list(dict.fromkeys(int(t) for t in grid.round().tolist()))
 
     @torch.no_grad()
-    def sample(self, denoise: Denoiser, x_T: torch.Tensor, guidance: Guidance,
-               generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(
+        self,
+        denoise: Denoiser,
+        x_T: torch.Tensor,
+        guidance: Guidance,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         """Integrate from ``x_T`` (B, ...) to a clean sample; ``generator`` drives eta > 0 noise."""
         abars = self.schedule.alphas_cumprod.to(x_T.device)
         steps = self.timesteps()

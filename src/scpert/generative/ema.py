@@ -39,8 +39,12 @@ class EMA:
         model.load_state_dict(self.shadow)
 
     def state_dict(self) -> dict:
-        return {"decay": self.decay, "every": self.every, "calls": self.calls,
-                "shadow": self.shadow}
+        return {
+            "decay": self.decay,
+            "every": self.every,
+            "calls": self.calls,
+            "shadow": self.shadow,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.decay, self.every, self.calls = state["decay"], state["every"], state["calls"]

@@ -78,12 +78,15 @@ def dual_knob(s_p: Weight, s_d: Weight, state: str = "pre", drug: str = "drug") 
     return Guidance({mode(state, drug): 1.0 + s_p + s_d, mode(drug): -s_p, mode(state): -s_d})
 
 
-def interaction_aware(w_c: Weight, w_d: Weight, w_cd: Weight, cell: str = "cell",
-                      drug: str = "drug") -> Guidance:
+def interaction_aware(
+    w_c: Weight, w_d: Weight, w_cd: Weight, cell: str = "cell", drug: str = "drug"
+) -> Guidance:
     """StateXDiff's 4-mode rule, expanded to one weight per mode."""
-    return Guidance({
-        mode(cell, drug): w_cd,
-        mode(cell): w_c - w_cd,
-        mode(drug): w_d - w_cd,
-        mode(): 1.0 - w_c - w_d + w_cd,
-    })
+    return Guidance(
+        {
+            mode(cell, drug): w_cd,
+            mode(cell): w_c - w_cd,
+            mode(drug): w_d - w_cd,
+            mode(): 1.0 - w_c - w_d + w_cd,
+        }
+    )

@@ -25,8 +25,9 @@ def _coefficients(alpha_bar: torch.Tensor, like: torch.Tensor) -> tuple[torch.Te
     return abar.sqrt().to(like.dtype), (1.0 - abar).sqrt().to(like.dtype)
 
 
-def to_x0_eps(prediction: torch.Tensor, kind: str, x_t: torch.Tensor,
-              alpha_bar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def to_x0_eps(
+    prediction: torch.Tensor, kind: str, x_t: torch.Tensor, alpha_bar: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(x0, eps)`` implied by a model output of parameterisation ``kind`` at ``x_t``.
 
     alpha_bar: ``abar_t`` per row of ``x_t`` (shape (B,)) or a scalar tensor.
@@ -41,8 +42,9 @@ def to_x0_eps(prediction: torch.Tensor, kind: str, x_t: torch.Tensor,
     raise ValueError(f"unknown prediction type '{kind}' (available: {', '.join(PREDICTIONS)})")
 
 
-def from_x0_eps(x0: torch.Tensor, eps: torch.Tensor, kind: str,
-                alpha_bar: torch.Tensor) -> torch.Tensor:
+def from_x0_eps(
+    x0: torch.Tensor, eps: torch.Tensor, kind: str, alpha_bar: torch.Tensor
+) -> torch.Tensor:
     """The training target of parameterisation ``kind`` for clean data ``x0`` and noise ``eps``."""
     a, s = _coefficients(alpha_bar, x0)
     if kind == "eps":
@@ -54,8 +56,9 @@ def from_x0_eps(x0: torch.Tensor, eps: torch.Tensor, kind: str,
     raise ValueError(f"unknown prediction type '{kind}' (available: {', '.join(PREDICTIONS)})")
 
 
-def convert(prediction: torch.Tensor, source: str, target: str, x_t: torch.Tensor,
-            alpha_bar: torch.Tensor) -> torch.Tensor:
+def convert(
+    prediction: torch.Tensor, source: str, target: str, x_t: torch.Tensor, alpha_bar: torch.Tensor
+) -> torch.Tensor:
     """Re-express a model output of parameterisation ``source`` as ``target``."""
     x0, eps = to_x0_eps(prediction, source, x_t, alpha_bar)
     return from_x0_eps(x0, eps, target, alpha_bar)

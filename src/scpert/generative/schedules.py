@@ -51,8 +51,9 @@ class NoiseSchedule:
         abar = _rows(self.alpha_bar(t.to(x0.device)), x0)
         return abar.sqrt().to(x0.dtype) * x0 + (1.0 - abar).sqrt().to(x0.dtype) * noise
 
-    def sample_timesteps(self, n: int, generator: torch.Generator | None = None,
-                         device: str | torch.device = "cpu") -> torch.Tensor:
+    def sample_timesteps(
+        self, n: int, generator: torch.Generator | None = None, device: str | torch.device = "cpu"
+    ) -> torch.Tensor:
         """Uniform integer timesteps in ``[0, T)``."""
         return torch.randint(0, self.num_timesteps, (n,), generator=generator).to(device)
 
@@ -62,8 +63,9 @@ def _rows(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return values.reshape(values.shape + (1,) * (like.ndim - values.ndim))
 
 
-def linear_vp(num_timesteps: int = 1000, beta_start: float = 1e-4,
-              beta_end: float = 0.02) -> NoiseSchedule:
+def linear_vp(
+    num_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02
+) -> NoiseSchedule:
     """DDPM's linear beta schedule."""
     betas = torch.linspace(beta_start, beta_end, num_timesteps, dtype=torch.float64)
     return NoiseSchedule(betas, name="linear_vp")

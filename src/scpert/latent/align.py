@@ -38,12 +38,15 @@ def align_to_genes(X, genes: Sequence[str], gene_order: Sequence[str]) -> sp.csr
     position = {g: i for i, g in enumerate(gene_order)}
     source = np.array([i for i, g in enumerate(genes) if g in position], dtype=np.int64)
     target = np.array([position[genes[i]] for i in source], dtype=np.int64)
-    mover = sp.csr_matrix((np.ones(len(source), dtype=np.float32), (source, target)),
-                          shape=(len(genes), len(gene_order)))
+    mover = sp.csr_matrix(
+        (np.ones(len(source), dtype=np.float32), (source, target)),
+        shape=(len(genes), len(gene_order)),
+    )
     return sp.csr_matrix(sp.csr_matrix(X, dtype=np.float32) @ mover)
 
 
-def scimilarity_input(counts, genes: Sequence[str], gene_order: Sequence[str],
-                      target_sum: float = 1e4) -> sp.csr_matrix:
+def scimilarity_input(
+    counts, genes: Sequence[str], gene_order: Sequence[str], target_sum: float = 1e4
+) -> sp.csr_matrix:
     """Raw counts over ``genes`` -> log-normalised expression in ``gene_order`` (lognorm, align)."""
     return align_to_genes(lognorm(counts, target_sum), list(map(str, genes)), list(gene_order))

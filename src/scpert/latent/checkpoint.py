@@ -71,8 +71,11 @@ def architecture(layer_sizes: dict[str, list[int]], source: str | Path) -> dict[
             f"found {linear}"
         )
     shapes = [layer_sizes[key] for key in linear]
-    return {"n_genes": shapes[0][1], "hidden_dim": [s[0] for s in shapes[:-1]],
-            "latent_dim": shapes[-1][0]}
+    return {
+        "n_genes": shapes[0][1],
+        "hidden_dim": [s[0] for s in shapes[:-1]],
+        "latent_dim": shapes[-1][0],
+    }
 
 
 def _state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -90,7 +93,8 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu") -> Latent
     sizes_path = folder / LAYER_SIZES_FILE
     if not sizes_path.is_file():
         raise CheckpointError(
-            f"{sizes_path}: file is missing (SCimilarity layout: {', '.join(LAYOUT)})")
+            f"{sizes_path}: file is missing (SCimilarity layout: {', '.join(LAYOUT)})"
+        )
     arch = architecture(json.loads(sizes_path.read_text()), sizes_path)
     genes = read_gene_order(folder / GENE_ORDER_FILE)
     if len(genes) != arch["n_genes"]:
@@ -104,8 +108,10 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu") -> Latent
         try:
             net.load_state_dict(_state_dict(path))
         except RuntimeError as err:
-            raise CheckpointError(f"{path}: state_dict does not fit the {name} described by "
-                                  f"{sizes_path}: {str(err).splitlines()[0]}") from None
+            raise CheckpointError(
+                f"{path}: state_dict does not fit the {name} described by "
+                f"{sizes_path}: {str(err).splitlines()[0]}"
+            ) from None
     return model.to(device).eval()
 
 
@@ -115,8 +121,10 @@ def save_model(model: LatentModel, folder: str | Path, meta: dict[str, Any] | No
     folder.mkdir(parents=True, exist_ok=True)
     encoder_state = {k: v.detach().cpu() for k, v in model.encoder.state_dict().items()}
     torch.save({"state_dict": encoder_state}, folder / ENCODER_FILE)
-    torch.save({"state_dict": {k: v.detach().cpu() for k, v in model.decoder.state_dict().items()}},
-               folder / DECODER_FILE)
+    torch.save(
+        {"state_dict": {k: v.detach().cpu() for k, v in model.decoder.state_dict().items()}},
+        folder / DECODER_FILE,
+    )
     sizes = {key: list(value.shape) for key, value in encoder_state.items()}
     (folder / LAYER_SIZES_FILE).write_text(json.dumps(sizes))
     (folder / GENE_ORDER_FILE).write_text("\n".join(model.genes) + "\n")

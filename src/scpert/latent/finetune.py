@@ -75,14 +75,20 @@ def resolve_params(preset: str, overrides: dict[str, Any] | None = None) -> dict
         raise KeyError(f"latent: no preset '{preset}' (has: {', '.join(PRESETS)})")
     unknown = sorted(set(overrides or {}) - set(PRESETS[preset]))
     if unknown:
-        raise KeyError(f"latent.params: unknown key(s) {unknown} "
-                       f"(known: {', '.join(PRESETS[preset])})")
+        raise KeyError(
+            f"latent.params: unknown key(s) {unknown} (known: {', '.join(PRESETS[preset])})"
+        )
     return {**PRESETS[preset], **(overrides or {})}
 
 
 # ------------------------------------------------------------------------------- triplets
-def semihard_triplet_loss(z: torch.Tensor, labels: torch.Tensor, studies: torch.Tensor,
-                          margin: float, generator: torch.Generator) -> tuple[torch.Tensor, int]:
+def semihard_triplet_loss(
+    z: torch.Tensor,
+    labels: torch.Tensor,
+    studies: torch.Tensor,
+    margin: float,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, int]:
     """Mean triplet margin loss over mined semi-hard triplets, and their number."""
     with torch.no_grad():
         d2 = torch.cdist(z, z).pow(2)
@@ -119,14 +125,23 @@ class LabelBatches:
 
     def __next__(self) -> np.ndarray:
         picked = self.rng.choice(len(self.members), size=self.p, replace=False)
-        return np.concatenate([
-            self.rng.choice(self.members[i], size=self.k, replace=len(self.members[i]) < self.k)
-            for i in picked
-        ])
+        return np.concatenate(
+            [
+                self.rng.choice(self.members[i], size=self.k, replace=len(self.members[i]) < self.k)
+                for i in picked
+            ]
+        )
 
 
-def finetune(model: LatentModel, X, labels: np.ndarray, studies: np.ndarray, params: dict,
-             device: str, seed: int) -> dict[str, float]:
+def finetune(
+    model: LatentModel,
+    X,
+    labels: np.ndarray,
+    studies: np.ndarray,
+    params: dict,
+    device: str,
+    seed: int,
+) -> dict[str, float]:
     """Train ``model`` in place on cells ``X`` (log-normalised, model gene order)."""
     model.to(device).train()
     X = X.tocsr() if sp.issparse(X) else np.asarray(X, dtype=np.float32)
@@ -135,8 +150,9 @@ def finetune(model: LatentModel, X, labels: np.ndarray, studies: np.ndarray, par
     label_t = torch.as_tensor(label_codes, device=device)
     batches = LabelBatches(label_codes, params["labels_per_batch"], params["cells_per_label"], seed)
     generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=float(params["lr"]),
-                                  weight_decay=float(params["weight_decay"]))
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=float(params["lr"]), weight_decay=float(params["weight_decay"])
+    )
     alpha, margin = float(params["triplet_weight"]), float(params["margin"])
     steps = int(params["steps"])
     recent: dict[str, list[float]] = {"mse": [], "triplet": [], "triplets": []}
@@ -144,30 +160,49 @@ def finetune(model: LatentModel, X, labels: np.ndarray, studies: np.ndarray, par
     for step in range(1, steps + 1):
         rows = next(batches)
         block = X[rows]
-        x = torch.as_tensor(block.toarray() if sp.issparse(block) else block,
-                            dtype=torch.float32, device=device)
+        x = torch.as_tensor(
+            block.toarray() if sp.issparse(block) else block, dtype=torch.float32, device=device
+        )
         z, x_hat = model(x)
         mse = F.mse_loss(x_hat, x)
-        triplet, n_triplets = semihard_triplet_loss(z, label_t[rows], study_codes[rows], margin,
-                                                    generator)
+        triplet, n_triplets = semihard_triplet_loss(
+            z, label_t[rows], study_codes[rows], margin, generator
+        )
         loss = alpha * triplet + (1.0 - alpha) * mse
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        for key, value in (("mse", mse.item()), ("triplet", triplet.item()),
-                           ("triplets", n_triplets)):
+        for key, value in (
+            ("mse", mse.item()),
+            ("triplet", triplet.item()),
+            ("triplets", n_triplets),
+        ):
             recent[key] = (recent[key] + [value])[-100:]
         if step % max(steps // 10, 1) == 0 or step == steps:
-            log.info("step %d/%d: mse %.4f, triplet %.4f (%.0f triplets/batch)", step, steps,
-                     *(np.mean(recent[k]) for k in ("mse", "triplet", "triplets")))
+            log.info(
+                "step %d/%d: mse %.4f, triplet %.4f (%.0f triplets/batch)",
+                step,
+                steps,
+                *(np.mean(recent[k]) for k in ("mse", "triplet", "triplets")),
+            )
     model.eval()
-    return {"steps": steps, "seconds": time.perf_counter() - start,
-            **{f"final_{k}": float(np.mean(v)) for k, v in recent.items() if v}}
+    return {
+        "steps": steps,
+        "seconds": time.perf_counter() - start,
+        **{f"final_{k}": float(np.mean(v)) for k, v in recent.items() if v},
+    }
 
 
 # ---------------------------------------------------------------------------- workflow step
-def run_finetune_latent(inputs: dict, out_dir, latent: dict, control: str, seed: int,
-                        device: str, threads: int | None = None) -> None:
+def run_finetune_latent(
+    inputs: dict,
+    out_dir,
+    latent: dict,
+    control: str,
+    seed: int,
+    device: str,
+    threads: int | None = None,
+) -> None:
     """Rule ``finetune_latent``: fit the latent model of one split and save it (SCimilarity layout).
 
     inputs: ``h5ad``, ``split``, ``genes`` and optionally ``checkpoint`` (a published model folder);
@@ -184,12 +219,16 @@ def run_finetune_latent(inputs: dict, out_dir, latent: dict, control: str, seed:
     adata = pipeline.read_processed(inputs["h5ad"], control)
     split = pipeline.read_split(inputs["split"])
     genes = pipeline.read_genes(inputs["genes"])
-    cells = pipeline.restrict_genes(adata[train_cells_mask(adata.obs, split, control)], genes,
-                                    inputs["h5ad"])
+    cells = pipeline.restrict_genes(
+        adata[train_cells_mask(adata.obs, split, control)], genes, inputs["h5ad"]
+    )
     obs = cells.obs
     is_control = (obs[schema.DRUG].astype(str) == control).to_numpy()
-    labels = np.where(is_control, obs[schema.CELL_LINE].astype(str) + "|" + control,
-                      obs[schema.CONDITION].astype(str))
+    labels = np.where(
+        is_control,
+        obs[schema.CELL_LINE].astype(str) + "|" + control,
+        obs[schema.CONDITION].astype(str),
+    )
     dev = runtime.pick_device(device)
     cpu_threads = int(params["cpu_threads"]) or int(threads or 0)
     if dev == "cpu" and cpu_threads:
@@ -198,23 +237,41 @@ def run_finetune_latent(inputs: dict, out_dir, latent: dict, control: str, seed:
         source = load_model(inputs["checkpoint"])
         model = adapt_to_genes(source, genes)
         overlap = len(set(genes) & set(source.genes))
-        log.info("initialised from %s (hidden %s, latent %d); %d of %d genes in its gene order",
-                 inputs["checkpoint"], source.hidden_dim, source.latent_dim, overlap, len(genes))
+        log.info(
+            "initialised from %s (hidden %s, latent %d); %d of %d genes in its gene order",
+            inputs["checkpoint"],
+            source.hidden_dim,
+            source.latent_dim,
+            overlap,
+            len(genes),
+        )
         origin = f"SCimilarity checkpoint {inputs['checkpoint']}"
     else:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            model = LatentModel(genes, params["latent_dim"], params["hidden_dim"],
-                                params["dropout"], params["input_dropout"])
+            model = LatentModel(
+                genes,
+                params["latent_dim"],
+                params["hidden_dim"],
+                params["dropout"],
+                params["input_dropout"],
+            )
         origin = "initialised"
-    log.info("latent %s on %d training cells x %d genes, device %s", origin, cells.n_obs,
-             len(genes), dev)
+    log.info(
+        "latent %s on %d training cells x %d genes, device %s", origin, cells.n_obs, len(genes), dev
+    )
     with torch.random.fork_rng(devices=[dev] if dev == "cuda" else []):  # dropout's generator
         torch.manual_seed(seed)
-        history = finetune(model, cells.X, labels, obs[schema.PLATE].astype(str).to_numpy(),
-                           params, dev, seed)
-    meta = {"origin": origin, "params": params, "seed": int(seed), "n_cells": int(cells.n_obs),
-            "history": history}
+        history = finetune(
+            model, cells.X, labels, obs[schema.PLATE].astype(str).to_numpy(), params, dev, seed
+        )
+    meta = {
+        "origin": origin,
+        "params": params,
+        "seed": int(seed),
+        "n_cells": int(cells.n_obs),
+        "history": history,
+    }
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))

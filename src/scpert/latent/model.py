@@ -23,9 +23,14 @@ from torch import nn
 
 
 class Encoder(nn.Module):
-    def __init__(self, n_genes: int, latent_dim: int = 128,
-                 hidden_dim: Sequence[int] = (1024, 1024), dropout: float = 0.5,
-                 input_dropout: float = 0.4):
+    def __init__(
+        self,
+        n_genes: int,
+        latent_dim: int = 128,
+        hidden_dim: Sequence[int] = (1024, 1024),
+        dropout: float = 0.5,
+        input_dropout: float = 0.4,
+    ):
         super().__init__()
         sizes = [n_genes, *map(int, hidden_dim)]
         self.network = nn.ModuleList(
@@ -46,8 +51,13 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    def __init__(self, n_genes: int, latent_dim: int = 128,
-                 hidden_dim: Sequence[int] = (1024, 1024), dropout: float = 0.5):
+    def __init__(
+        self,
+        n_genes: int,
+        latent_dim: int = 128,
+        hidden_dim: Sequence[int] = (1024, 1024),
+        dropout: float = 0.5,
+    ):
         """hidden_dim: the ENCODER's hidden sizes; the decoder runs through them in reverse."""
         super().__init__()
         sizes = [latent_dim, *reversed([int(h) for h in hidden_dim])]
@@ -68,9 +78,14 @@ class Decoder(nn.Module):
 class LatentModel(nn.Module):
     """An encoder/decoder pair over a named gene space (the split's genes, in order)."""
 
-    def __init__(self, genes: Sequence[str], latent_dim: int = 128,
-                 hidden_dim: Sequence[int] = (1024, 1024), dropout: float = 0.5,
-                 input_dropout: float = 0.4):
+    def __init__(
+        self,
+        genes: Sequence[str],
+        latent_dim: int = 128,
+        hidden_dim: Sequence[int] = (1024, 1024),
+        dropout: float = 0.5,
+        input_dropout: float = 0.4,
+    ):
         super().__init__()
         self.genes = [str(g) for g in genes]
         self.latent_dim = int(latent_dim)

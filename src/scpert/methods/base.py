@@ -25,7 +25,11 @@ import pandas as pd
 from scpert.data import schema
 
 #: modules whose import registers methods; later issues append their module here.
-METHOD_MODULES = ("scpert.methods.baselines", "scpert.methods.baseline_mlp", "scpert.methods.scppdm")
+METHOD_MODULES = (
+    "scpert.methods.baselines",
+    "scpert.methods.baseline_mlp",
+    "scpert.methods.scppdm",
+)
 
 _REGISTRY: dict[str, type[Method]] = {}
 
@@ -75,9 +79,13 @@ class Method(ABC):
         self.genes: list[str] = []
 
     @classmethod
-    def from_preset(cls, preset: str, overrides: dict[str, Any] | None = None, seed: int = 0) -> Method:
+    def from_preset(
+        cls, preset: str, overrides: dict[str, Any] | None = None, seed: int = 0
+    ) -> Method:
         if preset not in cls.presets:
-            raise KeyError(f"method '{cls.name}' has no preset '{preset}' (has: {', '.join(cls.presets)})")
+            raise KeyError(
+                f"method '{cls.name}' has no preset '{preset}' (has: {', '.join(cls.presets)})"
+            )
         return cls({**cls.presets[preset], **(overrides or {})}, seed=seed)
 
     @abstractmethod

@@ -248,8 +248,10 @@ class ControlPseudobulks:
 
     def rows_of_line(self, line: str, needed_by: str) -> list[int]:
         if line not in self._line:
-            raise SchemaError(f"{needed_by}: no control cells of cell line '{line}' "
-                              f"(obs['{CELL_LINE}'] of the controls)")
+            raise SchemaError(
+                f"{needed_by}: no control cells of cell line '{line}' "
+                f"(obs['{CELL_LINE}'] of the controls)"
+            )
         return self._line[line]
 
 
@@ -276,12 +278,14 @@ def pseudobulk_pairs(adata: ad.AnnData, control: str) -> PseudobulkPairs:
     perturbed = np.flatnonzero(~is_control)
     if perturbed.size == 0:
         raise SchemaError("training data: no perturbed cells (every cell is a control)")
-    keys = pd.DataFrame({
-        CELL_LINE: obs[CELL_LINE].astype(str).to_numpy()[perturbed],
-        DRUG: obs[DRUG].astype(str).to_numpy()[perturbed],
-        DOSE: [schema.format_dose(str(d)) for d in obs[DOSE].astype(str).to_numpy()[perturbed]],
-        PLATE: obs[PLATE].astype(str).to_numpy()[perturbed],
-    })
+    keys = pd.DataFrame(
+        {
+            CELL_LINE: obs[CELL_LINE].astype(str).to_numpy()[perturbed],
+            DRUG: obs[DRUG].astype(str).to_numpy()[perturbed],
+            DOSE: [schema.format_dose(str(d)) for d in obs[DOSE].astype(str).to_numpy()[perturbed]],
+            PLATE: obs[PLATE].astype(str).to_numpy()[perturbed],
+        }
+    )
     cols = [CELL_LINE, DRUG, DOSE, PLATE]
     codes = keys.groupby(cols, sort=True).ngroup().to_numpy()
     table = keys.drop_duplicates().sort_values(cols).reset_index(drop=True)
@@ -296,8 +300,11 @@ def pseudobulk_pairs(adata: ad.AnnData, control: str) -> PseudobulkPairs:
         else:
             pre[i] = controls.means[row]
     if unmatched:
-        log.info("%d of %d pairs have no same-plate controls; used the line's controls", unmatched,
-                 len(table))
+        log.info(
+            "%d of %d pairs have no same-plate controls; used the line's controls",
+            unmatched,
+            len(table),
+        )
     return PseudobulkPairs(table, post, pre)
 
 
@@ -337,8 +344,7 @@ class DrugTable:
 
     def row(self, name: str) -> int:
         if name not in self._row:
-            raise SchemaError(
-                f"drug table: no '{SMILES_FIELD}' for drug '{name}' (field 'drug')")
+            raise SchemaError(f"drug table: no '{SMILES_FIELD}' for drug '{name}' (field 'drug')")
         return self._row[name]
 
     def train_id(self, name: str) -> int:
@@ -359,8 +365,10 @@ class ConditionBatch:
         for drug, dose in zip(drugs, doses):
             names, amounts = schema.components(str(drug)), schema.component_doses(dose)
             if len(names) != len(amounts):
-                raise SchemaError(f"drug '{drug}' has {len(names)} components but dose '{dose}' "
-                                  f"has {len(amounts)}")
+                raise SchemaError(
+                    f"drug '{drug}' has {len(names)} components but dose '{dose}' "
+                    f"has {len(amounts)}"
+                )
             parts.append(list(zip(names, amounts)))
         width = max((len(p) for p in parts), default=1)
         index = np.full((len(parts), width), -1, dtype=np.int64)
@@ -374,8 +382,9 @@ class ConditionBatch:
         return cls(torch.from_numpy(index), torch.from_numpy(drug_id), torch.from_numpy(log_dose))
 
     def to(self, device) -> ConditionBatch:
-        return ConditionBatch(self.index.to(device), self.drug_id.to(device),
-                              self.log_dose.to(device))
+        return ConditionBatch(
+            self.index.to(device), self.drug_id.to(device), self.log_dose.to(device)
+        )
 
     def __getitem__(self, rows) -> ConditionBatch:
         return ConditionBatch(self.index[rows], self.drug_id[rows], self.log_dose[rows])
@@ -403,8 +412,9 @@ class DrugEncoder(nn.Module):
         self.register_buffer("fingerprints", fingerprints.float(), persistent=False)
         if self.kind == "morgan":
             if fingerprints.shape[1] != sizes[0]:
-                raise ValueError(f"drug_mapper input {sizes[0]} != fingerprint bits "
-                                 f"{fingerprints.shape[1]}")
+                raise ValueError(
+                    f"drug_mapper input {sizes[0]} != fingerprint bits {fingerprints.shape[1]}"
+                )
             layers: list[nn.Module] = []
             for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
                 if i:
@@ -434,8 +444,14 @@ class DrugEncoder(nn.Module):
 class ScppdmNet(nn.Module):
     """Condition encoders + denoiser + the L_align projection ``W``."""
 
-    def __init__(self, params: dict, latent_dim: int, n_genes: int, fingerprints: torch.Tensor,
-                 n_train_drugs: int):
+    def __init__(
+        self,
+        params: dict,
+        latent_dim: int,
+        n_genes: int,
+        fingerprints: torch.Tensor,
+        n_train_drugs: int,
+    ):
         super().__init__()
         p = params
         self.params = p
@@ -444,21 +460,29 @@ class ScppdmNet(nn.Module):
         width = self.drug_encoder.width
         self.null_pre = nn.Parameter(torch.zeros(latent_dim))
         self.null_drug = nn.Parameter(torch.zeros(width))
-        self.fusion = nn.Sequential(nn.Linear(latent_dim + width, d_c), nn.SiLU(),
-                                    nn.Linear(d_c, d_c))
+        self.fusion = nn.Sequential(
+            nn.Linear(latent_dim + width, d_c), nn.SiLU(), nn.Linear(d_c, d_c)
+        )
         self.time_embedding = TimestepEmbedder(d_t, frequency_dim=d_t)
         if p["injection"] == "gd_attn":
             tokens = int(p["tokens"])
             if latent_dim % tokens:
-                raise ValueError(f"scppdm: latent dim {latent_dim} is not divisible by "
-                                 f"tokens {tokens}")
+                raise ValueError(
+                    f"scppdm: latent dim {latent_dim} is not divisible by tokens {tokens}"
+                )
             self.tokens, self.token_width = tokens, latent_dim // tokens
             self.tokenize = nn.Linear(latent_dim, latent_dim)  # W_tok, eq. 26
             self.positions = nn.Parameter(torch.zeros(tokens, self.token_width))
             self.time_to_tokens = nn.Linear(d_t, self.token_width)
             self.blocks = nn.ModuleList(
-                GDAttnBlock(self.token_width, int(p["heads"]), d_c, tokens, int(p["cond_tokens"]),
-                            float(p["dropout"]))
+                GDAttnBlock(
+                    self.token_width,
+                    int(p["heads"]),
+                    d_c,
+                    tokens,
+                    int(p["cond_tokens"]),
+                    float(p["dropout"]),
+                )
                 for _ in range(int(p["depth"]))
             )
             self.detokenize = nn.Linear(latent_dim, latent_dim)  # W_det, eq. 28
@@ -472,8 +496,13 @@ class ScppdmNet(nn.Module):
             self.concat_mlp = nn.Sequential(*layers)
         self.align_projection = nn.Linear(width, n_genes, bias=False)  # W of eqs. 10-11
 
-    def condition(self, z_pre: torch.Tensor, drug: torch.Tensor, keep_pre: torch.Tensor,
-                  keep_drug: torch.Tensor) -> torch.Tensor:
+    def condition(
+        self,
+        z_pre: torch.Tensor,
+        drug: torch.Tensor,
+        keep_pre: torch.Tensor,
+        keep_drug: torch.Tensor,
+    ) -> torch.Tensor:
         """``c = F(z_pre or null, z~_drug or null)``; keep_*: (B,) bool."""
         pre = torch.where(keep_pre[:, None], z_pre, self.null_pre.expand_as(z_pre))
         drg = torch.where(keep_drug[:, None], drug, self.null_drug.expand_as(drug))
@@ -528,8 +557,9 @@ class ScPPDM(Method):
             raise KeyError(f"scppdm: unknown parameter(s) {unknown} (known: {', '.join(PAPER)})")
         for key, allowed in CHOICES.items():
             if self.params[key] not in allowed:
-                raise ValueError(f"scppdm: params.{key} = {self.params[key]!r} "
-                                 f"(allowed: {', '.join(allowed)})")
+                raise ValueError(
+                    f"scppdm: params.{key} = {self.params[key]!r} (allowed: {', '.join(allowed)})"
+                )
         self.device = torch.device("cpu")
 
     # -- construction
@@ -537,13 +567,23 @@ class ScPPDM(Method):
         self.drugs = drugs
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
-            self.net = ScppdmNet(self.params, latent_dim, n_genes,
-                                 torch.from_numpy(drugs.fingerprints), len(drugs.train_drugs))
+            self.net = ScppdmNet(
+                self.params,
+                latent_dim,
+                n_genes,
+                torch.from_numpy(drugs.fingerprints),
+                len(drugs.train_drugs),
+            )
         self.net.to(self.device)
-        self.schedule = make_schedule(self.params["schedule"], int(self.params["num_timesteps"]),
-                                      **({"beta_start": self.params["beta_start"],
-                                          "beta_end": self.params["beta_end"]}
-                                         if self.params["schedule"] == "linear_vp" else {}))
+        self.schedule = make_schedule(
+            self.params["schedule"],
+            int(self.params["num_timesteps"]),
+            **(
+                {"beta_start": self.params["beta_start"], "beta_end": self.params["beta_end"]}
+                if self.params["schedule"] == "linear_vp"
+                else {}
+            ),
+        )
 
     def parameter_counts(self) -> dict[str, int]:
         if hasattr(self, "net"):
@@ -556,8 +596,11 @@ class ScPPDM(Method):
                 net = ScppdmNet(p, 128, int(p["describe_n_genes"]), fps, n_drugs)
         counts = {}
         for group, parts in net.module_groups().items():
-            params = [q for part in parts
-                      for q in ([part] if isinstance(part, nn.Parameter) else part.parameters())]
+            params = [
+                q
+                for part in parts
+                for q in ([part] if isinstance(part, nn.Parameter) else part.parameters())
+            ]
             counts[group] = sum(q.numel() for q in params if q.requires_grad)
         return counts
 
@@ -582,23 +625,39 @@ class ScPPDM(Method):
         direction = pairs.post - pairs.pre
         direction /= np.maximum(np.linalg.norm(direction, axis=1, keepdims=True), 1e-12)
         cond = ConditionBatch.encode(pairs.keys[DRUG], pairs.keys[DOSE], drugs)
-        log.info("scppdm: %d plate-matched pseudobulk pairs, %d drugs (%d in training), %d genes, "
-                 "latent %d", len(pairs.keys), len(drugs.names), len(drugs.train_drugs),
-                 len(self.genes), self.latent.latent_dim)
+        log.info(
+            "scppdm: %d plate-matched pseudobulk pairs, %d drugs (%d in training), %d genes, "
+            "latent %d",
+            len(pairs.keys),
+            len(drugs.names),
+            len(drugs.train_drugs),
+            len(self.genes),
+            self.latent.latent_dim,
+        )
         cuda = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=cuda):  # dropout draws from the global generator
             torch.manual_seed(self.seed)
-            self.history = _train(self.net, self.schedule, p, self.device, self.seed,
-                                  self.target_scale(target), self.pre_scale(z_pre),
-                                  torch.from_numpy(direction.astype(np.float32)), cond)
+            self.history = _train(
+                self.net,
+                self.schedule,
+                p,
+                self.device,
+                self.seed,
+                self.target_scale(target),
+                self.pre_scale(z_pre),
+                torch.from_numpy(direction.astype(np.float32)),
+                cond,
+            )
 
     def _latent_prior(self, train: PerturbData) -> LatentModel:
         if "latent" not in train.priors:
             raise SchemaError("scppdm: prior 'latent' (rule finetune_latent) was not provided")
         latent = load_model(train.priors["latent"], self.device)
         if latent.genes != self.genes:
-            raise SchemaError(f"{train.priors['latent']}/gene_order.tsv: genes differ from the "
-                              f"split's genes ({len(latent.genes)} vs {len(self.genes)})")
+            raise SchemaError(
+                f"{train.priors['latent']}/gene_order.tsv: genes differ from the "
+                f"split's genes ({len(latent.genes)} vs {len(self.genes)})"
+            )
         for q in latent.parameters():
             q.requires_grad_(False)
         return latent
@@ -615,8 +674,9 @@ class ScPPDM(Method):
         return dual_knob(float(p["s_p"]), s_d, state=PRE, drug=DRUG_CHANNEL)
 
     @torch.no_grad()
-    def sample_latents(self, z_pre: np.ndarray, conditions: ConditionBatch,
-                       noise: torch.Tensor) -> np.ndarray:
+    def sample_latents(
+        self, z_pre: np.ndarray, conditions: ConditionBatch, noise: torch.Tensor
+    ) -> np.ndarray:
         """DDIM samples of ``z0`` (unit-norm latents) given control latents and conditions."""
         net = self.net.eval()
         pre = self.pre_scale(z_pre).to(self.device)
@@ -627,16 +687,21 @@ class ScPPDM(Method):
         def denoise(z_t, t, modes):
             n = len(z_t)
             keep_pre = torch.cat([torch.full((n,), PRE in m, device=self.device) for m in modes])
-            keep_drug = torch.cat([torch.full((n,), DRUG_CHANNEL in m, device=self.device)
-                                   for m in modes])
+            keep_drug = torch.cat(
+                [torch.full((n,), DRUG_CHANNEL in m, device=self.device) for m in modes]
+            )
             reps = len(modes)
             c = net.condition(pre.repeat(reps, 1), drug.repeat(reps, 1), keep_pre, keep_drug)
             return net.denoise(z_t.repeat(reps, 1), t.repeat(reps), c).reshape(reps, n, -1)
 
         clip = self.params["clip_x0"]
-        sampler = DDIMSampler(self.schedule, int(self.params["sampler_steps"]),
-                              float(self.params["eta"]), self.params["prediction"],
-                              None if clip is None else float(clip))
+        sampler = DDIMSampler(
+            self.schedule,
+            int(self.params["sampler_steps"]),
+            float(self.params["eta"]),
+            self.params["prediction"],
+            None if clip is None else float(clip),
+        )
         z = sampler.sample(denoise, noise.to(self.device), rule).cpu().numpy()
         z = self.target_scale.invert(z) + (z_pre if self.params["target"] == "residual" else 0.0)
         return z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
@@ -664,8 +729,9 @@ class ScPPDM(Method):
         cell_rows = np.repeat(np.arange(len(table)), table["n_cells"].to_numpy())
         out_obs = table.iloc[cell_rows][[CELL_LINE, DRUG, DOSE, CONDITION]].reset_index(drop=True)
         out_obs[PLATE] = plates[np.concatenate(picked)] if picked else np.array([], dtype=object)
-        out_obs.index = [f"{c}#{j}" for c, j in
-                         zip(out_obs[CONDITION], out_obs.groupby(CONDITION).cumcount())]
+        out_obs.index = [
+            f"{c}#{j}" for c, j in zip(out_obs[CONDITION], out_obs.groupby(CONDITION).cumcount())
+        ]
         return ad.AnnData(
             X=X,
             obs=out_obs[[CELL_LINE, DRUG, DOSE, PLATE, CONDITION]],
@@ -673,35 +739,46 @@ class ScPPDM(Method):
             uns={"method": self.name, "seed": int(seed), "sampler": SAMPLER},
         )
 
-    def predict_deltas(self, controls: ad.AnnData, conditions: pd.DataFrame,
-                       seed: int = 0) -> pd.DataFrame:
+    def predict_deltas(
+        self, controls: ad.AnnData, conditions: pd.DataFrame, seed: int = 0
+    ) -> pd.DataFrame:
         """Predicted effect per (condition, plate): ``D(z^_0) - D(z_pre)`` (rows; genes columns)."""
         with _cpu_threads(int(self.params["cpu_threads"]), self.device):
             X_ctrl, obs = _control_cells(controls, self.genes)
-            return self._plate_deltas(_conditions_table(conditions),
-                                      ControlPseudobulks.of(X_ctrl, obs), seed)
+            return self._plate_deltas(
+                _conditions_table(conditions), ControlPseudobulks.of(X_ctrl, obs), seed
+            )
 
-    def _plate_deltas(self, table: pd.DataFrame, ctrl: ControlPseudobulks,
-                      seed: int) -> pd.DataFrame:
+    def _plate_deltas(
+        self, table: pd.DataFrame, ctrl: ControlPseudobulks, seed: int
+    ) -> pd.DataFrame:
         """One DDIM sample per (condition, plate with controls of its line), decoded as a delta."""
-        units = [(row, k) for row, (line, condition) in
-                 enumerate(zip(table[CELL_LINE], table[CONDITION]))
-                 for k in ctrl.rows_of_line(line, f"controls (condition '{condition}')")]
+        units = [
+            (row, k)
+            for row, (line, condition) in enumerate(zip(table[CELL_LINE], table[CONDITION]))
+            for k in ctrl.rows_of_line(line, f"controls (condition '{condition}')")
+        ]
         rows = np.array([row for row, _ in units], dtype=np.int64)
         ctrl_rows = np.array([k for _, k in units], dtype=np.int64)
         index = pd.MultiIndex.from_arrays(
             [table[CONDITION].to_numpy()[rows], ctrl.keys[PLATE].to_numpy()[ctrl_rows]],
-            names=[CONDITION, PLATE])
+            names=[CONDITION, PLATE],
+        )
         if not units:
             return pd.DataFrame(np.zeros((0, len(self.genes))), index=index, columns=self.genes)
         z_ctrl = self.latent.embed(ctrl.means[ctrl_rows])
-        cond = ConditionBatch.encode(table[DRUG].to_numpy()[rows], table[DOSE].to_numpy()[rows],
-                                     self.drugs)
-        noise = torch.stack([
-            torch.randn(self.latent.latent_dim, generator=torch.Generator().manual_seed(
-                _unit_seed(seed, condition, plate)))
-            for condition, plate in index
-        ])
+        cond = ConditionBatch.encode(
+            table[DRUG].to_numpy()[rows], table[DOSE].to_numpy()[rows], self.drugs
+        )
+        noise = torch.stack(
+            [
+                torch.randn(
+                    self.latent.latent_dim,
+                    generator=torch.Generator().manual_seed(_unit_seed(seed, condition, plate)),
+                )
+                for condition, plate in index
+            ]
+        )
         z0 = self.sample_latents(z_ctrl, cond, noise)
         deltas = self.latent.reconstruct(z0) - self.latent.reconstruct(z_ctrl)
         return pd.DataFrame(deltas, index=index, columns=self.genes)
@@ -710,12 +787,18 @@ class ScPPDM(Method):
     def _save_state(self, path: Path) -> None:
         save_model(self.latent.cpu(), path / LATENT_DIR, {"copied_from": "training prior"})
         self.latent.to(self.device)
-        torch.save({
-            "net": {k: v.cpu() for k, v in self.net.state_dict().items()},
-            "target_scale": self.target_scale.arrays(), "pre_scale": self.pre_scale.arrays(),
-            "drugs": self.drugs.names, "fingerprints": self.drugs.fingerprints,
-            "train_drugs": self.drugs.train_drugs, "history": self.history,
-        }, path / STATE_FILE)
+        torch.save(
+            {
+                "net": {k: v.cpu() for k, v in self.net.state_dict().items()},
+                "target_scale": self.target_scale.arrays(),
+                "pre_scale": self.pre_scale.arrays(),
+                "drugs": self.drugs.names,
+                "fingerprints": self.drugs.fingerprints,
+                "train_drugs": self.drugs.train_drugs,
+                "history": self.history,
+            },
+            path / STATE_FILE,
+        )
 
     def _load_state(self, path: Path, device: str) -> None:
         self.device = torch.device(device)
@@ -731,8 +814,9 @@ class ScPPDM(Method):
 
 
 # ----------------------------------------------------------------------- dose monotonicity
-def dose_monotonicity(cells: ad.AnnData, controls: ad.AnnData, control: str = schema.DEFAULT_CONTROL
-                      ) -> pd.DataFrame:
+def dose_monotonicity(
+    cells: ad.AnnData, controls: ad.AnnData, control: str = schema.DEFAULT_CONTROL
+) -> pd.DataFrame:
     """Does the effect magnitude grow with dose? (scPPDM §3.3.2 and App. F.5's claim.)
 
     Effect magnitude of a condition = L2 norm over genes of (mean of its cells - mean of its cell
@@ -746,8 +830,9 @@ def dose_monotonicity(cells: ad.AnnData, controls: ad.AnnData, control: str = sc
     ctrl = controls[(controls.obs[DRUG].astype(str) == control).to_numpy()]
     ctrl_X, ctrl_obs = _control_cells(ctrl, genes)
     lines = ctrl_obs[CELL_LINE].astype(str).to_numpy()
-    line_mean = {line: np.asarray(ctrl_X[lines == line].mean(axis=0)).ravel()
-                 for line in np.unique(lines)}
+    line_mean = {
+        line: np.asarray(ctrl_X[lines == line].mean(axis=0)).ravel() for line in np.unique(lines)
+    }
     obs = cells.obs
     keep = ~obs[DRUG].astype(str).map(schema.is_combo).to_numpy(dtype=bool)
     keep &= (obs[DRUG].astype(str) != control).to_numpy()
@@ -788,10 +873,17 @@ def _drug_table(train: PerturbData, pairs: PseudobulkPairs, p: dict) -> DrugTabl
     source = train.drugs.attrs.get("source", "drug table")
     if SMILES_FIELD not in train.drugs.columns:
         raise SchemaError(f"{source}: column '{SMILES_FIELD}' is missing")
-    smiles = {str(d): s for d, s in zip(train.drugs.index, train.drugs[SMILES_FIELD])
-              if str(d) != train.control}
-    fps = morgan_fingerprints(smiles, radius=int(p["fingerprint_radius"]),
-                              n_bits=int(p["fingerprint_bits"]), source=source)
+    smiles = {
+        str(d): s
+        for d, s in zip(train.drugs.index, train.drugs[SMILES_FIELD])
+        if str(d) != train.control
+    }
+    fps = morgan_fingerprints(
+        smiles,
+        radius=int(p["fingerprint_radius"]),
+        n_bits=int(p["fingerprint_bits"]),
+        source=source,
+    )
     seen = sorted({c for drug in pairs.keys[DRUG] for c in schema.components(drug)})
     missing = [d for d in seen if d not in smiles]
     if missing:
@@ -799,17 +891,31 @@ def _drug_table(train: PerturbData, pairs: PseudobulkPairs, p: dict) -> DrugTabl
     return DrugTable(list(fps.index), fps.to_numpy(), seen)
 
 
-def _train(net: ScppdmNet, schedule, p: dict, device: torch.device, seed: int, z0: torch.Tensor,
-           z_pre: torch.Tensor, direction: torch.Tensor, cond: ConditionBatch) -> dict[str, Any]:
+def _train(
+    net: ScppdmNet,
+    schedule,
+    p: dict,
+    device: torch.device,
+    seed: int,
+    z0: torch.Tensor,
+    z_pre: torch.Tensor,
+    direction: torch.Tensor,
+    cond: ConditionBatch,
+) -> dict[str, Any]:
     """The training loop (module docstring, "Training"); returns a loss history."""
     g = torch.Generator().manual_seed(seed)
     n = len(z0)
     steps, batch = int(p["steps"]), min(int(p["batch_size"]), n)
-    optimizer = torch.optim.AdamW(net.parameters(), lr=float(p["lr"]),
-                                  weight_decay=float(p["weight_decay"]), betas=tuple(p["betas"]))
+    optimizer = torch.optim.AdamW(
+        net.parameters(),
+        lr=float(p["lr"]),
+        weight_decay=float(p["weight_decay"]),
+        betas=tuple(p["betas"]),
+    )
     warmup = max(int(p["warmup_steps"]), 1)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min((s + 1) / warmup, max(0.0, (steps - s) / max(steps - warmup, 1))))
+        optimizer, lambda s: min((s + 1) / warmup, max(0.0, (steps - s) / max(steps - warmup, 1)))
+    )
     ema = EMA(net, decay=float(p["ema_decay"]))
     bank = MemoryBank(int(p["memory_bank"]), direction.shape[1])
     amp = bool(p["mixed_precision"]) and device.type == "cuda"
@@ -855,20 +961,30 @@ def _train(net: ScppdmNet, schedule, p: dict, device: torch.device, seed: int, z
         for key, value in (("denoise", denoise), ("align", align), ("info", info)):
             history[key].append(value.item())
         if (step + 1) % max(steps // 10, 1) == 0:
-            log.info("step %d/%d: denoise %.4f, align %.4f, info %.4f", step + 1, steps,
-                     *(np.mean(history[k][-100:]) for k in ("denoise", "align", "info")))
+            log.info(
+                "step %d/%d: denoise %.4f, align %.4f, info %.4f",
+                step + 1,
+                steps,
+                *(np.mean(history[k][-100:]) for k in ("denoise", "align", "info")),
+            )
     ema.copy_to(net)
     net.eval()
     seconds = time.perf_counter() - start
     log.info("scppdm: %d steps in %.1f s", steps, seconds)
     every = max(steps // 100, 1)
-    return {"seconds": seconds, "every": every,
-            **{k: [float(np.mean(v[i:i + every])) for i in range(0, len(v), every)]
-               for k, v in history.items()}}
+    return {
+        "seconds": seconds,
+        "every": every,
+        **{
+            k: [float(np.mean(v[i : i + every])) for i in range(0, len(v), every)]
+            for k, v in history.items()
+        },
+    }
 
 
-def _info_nce(q: torch.Tensor, positive: torch.Tensor, negatives: torch.Tensor,
-              tau: float) -> torch.Tensor:
+def _info_nce(
+    q: torch.Tensor, positive: torch.Tensor, negatives: torch.Tensor, tau: float
+) -> torch.Tensor:
     """InfoNCE of unit vectors q against their positives and shared negatives (eq. 11)."""
     if len(negatives) == 0:
         return q.sum() * 0.0
@@ -897,7 +1013,8 @@ def _control_cells(controls: ad.AnnData, genes: list[str]):
     missing = [g for g in genes if g not in set(map(str, controls.var_names))]
     if missing:
         raise SchemaError(
-            f"controls: var_names lack {len(missing)} training genes, e.g. {missing[:3]}")
+            f"controls: var_names lack {len(missing)} training genes, e.g. {missing[:3]}"
+        )
     for key in (CELL_LINE, PLATE):
         if key not in controls.obs.columns:
             raise SchemaError(f"controls: obs['{key}'] is missing")
@@ -909,12 +1026,14 @@ def _conditions_table(conditions: pd.DataFrame) -> pd.DataFrame:
     for key in (CELL_LINE, DRUG, DOSE, "n_cells"):
         if key not in conditions.columns:
             raise SchemaError(f"conditions: column '{key}' is missing")
-    table = pd.DataFrame({
-        CELL_LINE: conditions[CELL_LINE].astype(str).to_numpy(),
-        DRUG: conditions[DRUG].astype(str).to_numpy(),
-        DOSE: [schema.format_dose(str(x)) for x in conditions[DOSE]],
-        "n_cells": conditions["n_cells"].astype(int).to_numpy(),
-    })
+    table = pd.DataFrame(
+        {
+            CELL_LINE: conditions[CELL_LINE].astype(str).to_numpy(),
+            DRUG: conditions[DRUG].astype(str).to_numpy(),
+            DOSE: [schema.format_dose(str(x)) for x in conditions[DOSE]],
+            "n_cells": conditions["n_cells"].astype(int).to_numpy(),
+        }
+    )
     table[CONDITION] = schema.add_condition(table).to_numpy()
     return table
 

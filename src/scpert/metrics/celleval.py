@@ -156,11 +156,15 @@ def auc_scores(fdr32: np.ndarray) -> np.ndarray:
 def _side(x: np.ndarray, mean64: np.ndarray, control: ControlCells, pvalues: np.ndarray) -> dict:
     """Pseudobulk, delta and DE of one side (truth or prediction), in that side's dtype."""
     dtype = x.dtype
-    ctrl_dtype_mean = (control.dtype_mean if control.x.dtype == dtype
-                       else control.x.astype(dtype).mean(axis=0))
+    ctrl_dtype_mean = (
+        control.dtype_mean if control.x.dtype == dtype else control.x.astype(dtype).mean(axis=0)
+    )
     bulk = mean64.astype(dtype)
-    return {"bulk": bulk, "delta": bulk - control.mean.astype(dtype),
-            "de": de_result(x, ctrl_dtype_mean, pvalues)}
+    return {
+        "bulk": bulk,
+        "delta": bulk - control.mean.astype(dtype),
+        "de": de_result(x, ctrl_dtype_mean, pvalues),
+    }
 
 
 def _state(ctx: ConditionContext) -> dict:
@@ -184,15 +188,20 @@ def _summarize(ctx: ConditionContext) -> Summary:
     reference = ctx.control.energy_reference
     return Summary(
         cell_line=ctx.cell_line,
-        delta_truth=truth["delta"], delta_pred=pred["delta"],
-        n_sig_truth=int(truth["de"].sig.sum()), n_sig_pred=int(pred["de"].sig.sum()),
+        delta_truth=truth["delta"],
+        delta_pred=pred["delta"],
+        n_sig_truth=int(truth["de"].sig.sum()),
+        n_sig_pred=int(pred["de"].sig.sum()),
         edistance_truth=reference.distance(ctx.truth),
         edistance_pred=reference.distance(ctx.pred),
-        centroid_truth=ctx.truth_mean, centroid_pred=ctx.pred_mean,
+        centroid_truth=ctx.truth_mean,
+        centroid_pred=ctx.pred_mean,
     )
 
 
-def discrimination_scores(pred_effects: np.ndarray, true_effects: np.ndarray, metric: str) -> np.ndarray:
+def discrimination_scores(
+    pred_effects: np.ndarray, true_effects: np.ndarray, metric: str
+) -> np.ndarray:
     """cell-eval ``discrimination_score``: ``1 - rank(p) / N`` per row ``p`` of ``pred_effects``."""
     pred64, true64 = pred_effects.astype(np.float64), true_effects.astype(np.float64)
     if metric == "l1":
@@ -200,6 +209,7 @@ def discrimination_scores(pred_effects: np.ndarray, true_effects: np.ndarray, me
     elif metric == "l2":
         dist = cdist(pred64, true64, "euclidean")
     elif metric == "cosine":
+
         def unit(m):
             norm = np.linalg.norm(m, axis=1, keepdims=True)
             return m / np.where(norm == 0, 1.0, norm)  # sklearn normalize(): zero rows stay zero
@@ -226,14 +236,21 @@ def clustering_agreement(centroids_truth: np.ndarray, centroids_pred: np.ndarray
         sc.pp.neighbors(adata, n_neighbors=n_neighbors, use_rep="X")
         labels = []
         for i, resolution in enumerate(resolutions):
-            sc.tl.leiden(adata, resolution=resolution, key_added=f"leiden_{i}", flavor="igraph",
-                         n_iterations=2)
+            sc.tl.leiden(
+                adata,
+                resolution=resolution,
+                key_added=f"leiden_{i}",
+                flavor="igraph",
+                n_iterations=2,
+            )
             labels.append(adata.obs[f"leiden_{i}"].to_numpy())
         return labels
 
     (truth_labels,) = leiden_labels(centroids_truth, (CLUSTER_TRUE_RESOLUTION,))
-    scores = [adjusted_mutual_info_score(truth_labels, labels)
-              for labels in leiden_labels(centroids_pred, CLUSTER_PRED_RESOLUTIONS)]
+    scores = [
+        adjusted_mutual_info_score(truth_labels, labels)
+        for labels in leiden_labels(centroids_pred, CLUSTER_PRED_RESOLUTIONS)
+    ]
     return float(max(0.0, *scores))
 
 
@@ -249,18 +266,27 @@ def _across(summaries: dict[str, Summary]) -> list[ConditionRow]:
         true_effects = np.vstack([s.delta_truth for s in group])
         for metric in PDS_METRICS:
             scores = discrimination_scores(pred_effects, true_effects, metric)
-            rows += [(c, f"discrimination_score_{metric}", "all", float(v))
-                     for c, v in zip(conditions, scores)]
+            rows += [
+                (c, f"discrimination_score_{metric}", "all", float(v))
+                for c, v in zip(conditions, scores)
+            ]
         label = across_label(line)
         with_sig = [s for s in group if s.n_sig_truth > 0]
-        nsig_rho = (spearman([s.n_sig_truth for s in with_sig], [s.n_sig_pred for s in with_sig])
-                    if with_sig else 1.0)
+        nsig_rho = (
+            spearman([s.n_sig_truth for s in with_sig], [s.n_sig_pred for s in with_sig])
+            if with_sig
+            else 1.0
+        )
         edist_r = pearson([s.edistance_truth for s in group], [s.edistance_pred for s in group])
-        rows += [(label, "de_spearman_sig", "sig", nsig_rho),
-                 (label, "pearson_edistance", "all", edist_r)]
+        rows += [
+            (label, "de_spearman_sig", "sig", nsig_rho),
+            (label, "pearson_edistance", "all", edist_r),
+        ]
         if len(group) >= MIN_CLUSTER_CONDITIONS:
-            ami = clustering_agreement(np.vstack([s.centroid_truth for s in group]),
-                                       np.vstack([s.centroid_pred for s in group]))
+            ami = clustering_agreement(
+                np.vstack([s.centroid_truth for s in group]),
+                np.vstack([s.centroid_pred for s in group]),
+            )
             rows.append((label, "clustering_agreement", "all", ami))
     return [row for row in rows if not np.isnan(row[3])]
 
@@ -284,19 +310,36 @@ def celleval_metrics(ctx: ConditionContext) -> list[MetricRow]:
     for suffix, k in TOP_K:
         k_overlap = min(k or n_true, n_true)
         k_precision = min(k or n_pred, n_pred)
-        rows += [(f"overlap_at_{suffix}", "sig", top_k_overlap(truth_de.ranked, pred_de.ranked, k_overlap)),
-                 (f"precision_at_{suffix}", "sig",
-                  top_k_overlap(truth_de.ranked, pred_de.ranked, k_precision))]
-    rows += [("de_nsig_counts_real", "sig", float(n_true)), ("de_nsig_counts_pred", "sig", float(n_pred))]
+        rows += [
+            (
+                f"overlap_at_{suffix}",
+                "sig",
+                top_k_overlap(truth_de.ranked, pred_de.ranked, k_overlap),
+            ),
+            (
+                f"precision_at_{suffix}",
+                "sig",
+                top_k_overlap(truth_de.ranked, pred_de.ranked, k_precision),
+            ),
+        ]
+    rows += [
+        ("de_nsig_counts_real", "sig", float(n_true)),
+        ("de_nsig_counts_pred", "sig", float(n_pred)),
+    ]
     if n_true:
         sig = truth_de.sig
         rows += [
-            ("de_direction_match", "sig",
-             float(np.mean(np.sign(truth_de.lfc[sig]) == np.sign(pred_de.lfc[sig])))),
+            (
+                "de_direction_match",
+                "sig",
+                float(np.mean(np.sign(truth_de.lfc[sig]) == np.sign(pred_de.lfc[sig]))),
+            ),
             ("de_spearman_lfc_sig", "sig", spearman(truth_de.lfc[sig], pred_de.lfc[sig])),
             ("de_sig_genes_recall", "sig", float((sig & pred_de.sig).sum() / n_true)),
         ]
     scores = auc_scores(pred_de.fdr)
-    rows += [("roc_auc", "all", auroc(truth_de.sig, scores)),
-             ("pr_auc", "all", average_precision(truth_de.sig, scores))]
+    rows += [
+        ("roc_auc", "all", auroc(truth_de.sig, scores)),
+        ("pr_auc", "all", average_precision(truth_de.sig, scores)),
+    ]
     return [row for row in rows if not np.isnan(row[2])]

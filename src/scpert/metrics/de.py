@@ -63,8 +63,14 @@ def mean_var(x) -> tuple[np.ndarray, np.ndarray]:
     return mean, var
 
 
-def welch_t(mean_group: np.ndarray, var_group: np.ndarray, n_group: int,
-            mean_ref: np.ndarray, var_ref: np.ndarray, n_ref: int) -> np.ndarray:
+def welch_t(
+    mean_group: np.ndarray,
+    var_group: np.ndarray,
+    n_group: int,
+    mean_ref: np.ndarray,
+    var_ref: np.ndarray,
+    n_ref: int,
+) -> np.ndarray:
     """Welch's t statistic from summary statistics with scanpy's NaN -> 0 rule."""
     with np.errstate(invalid="ignore", divide="ignore"):
         std_group, std_ref = np.sqrt(var_group), np.sqrt(var_ref)
@@ -104,7 +110,9 @@ def _float32_keys(values: np.ndarray) -> np.ndarray | None:
     return bits
 
 
-def _rank_sums_sorted_keys(keys_group: np.ndarray, keys_ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _rank_sums_sorted_keys(
+    keys_group: np.ndarray, keys_ref: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Per row (gene) of genes x cells int32 keys: rank sum of the group and sum over ties of t^3 - t.
 
     Keys are shifted left by one bit and the group's get a 1 in the freed bit (uint32 when no key is
@@ -227,8 +235,9 @@ def bh_fdr(p) -> np.ndarray:
     return q
 
 
-def log2fc_expm1_means(mean_group_log1p, mean_ref_log1p, epsilon: float = 0.0,
-                       bulk_dtype=None) -> np.ndarray:
+def log2fc_expm1_means(
+    mean_group_log1p, mean_ref_log1p, epsilon: float = 0.0, bulk_dtype=None
+) -> np.ndarray:
     """``log2((expm1(m_group) + eps) / (expm1(m_ref) + eps))`` from means of log1p data.
 
     cell-eval 0.8 / pdex pseudobulk fold change; cell-eval uses ``epsilon = 0`` (one-sided zeros

@@ -62,7 +62,7 @@ def _mean_pairwise(a: np.ndarray, b: np.ndarray, squared: bool, same: bool) -> f
     """Mean of (squared) Euclidean distances over all pairs; exact zeros on the diagonal if same."""
     total = 0.0
     for lo in range(0, a.shape[0], _BLOCK_ROWS):
-        d2 = _sq_dists(a[lo:lo + _BLOCK_ROWS], b)
+        d2 = _sq_dists(a[lo : lo + _BLOCK_ROWS], b)
         if same:
             rows = np.arange(d2.shape[0])
             d2[rows, lo + rows] = 0.0
@@ -105,15 +105,16 @@ class EnergyReference:
     def distance(self, x) -> float:
         x = np.asarray(x)
         if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] != self.y.shape[1]:
-            raise ValueError(f"x must be a non-empty cells x {self.y.shape[1]} genes matrix, "
-                             f"got shape {x.shape}")
+            raise ValueError(
+                f"x must be a non-empty cells x {self.y.shape[1]} genes matrix, got shape {x.shape}"
+            )
         dtype = self.dtype if x.dtype == self.dtype else np.float64
         x = x.astype(dtype) - self.centre.astype(dtype)
         y = self.y.astype(dtype, copy=False)
         sq_x = np.einsum("ij,ij->i", x, x, dtype=np.float64)
         within, between = 0.0, 0.0
         for lo in range(0, x.shape[0], _BLOCK_ROWS):
-            block, sq_block = x[lo:lo + _BLOCK_ROWS], sq_x[lo:lo + _BLOCK_ROWS]
+            block, sq_block = x[lo : lo + _BLOCK_ROWS], sq_x[lo : lo + _BLOCK_ROWS]
             d2 = sq_block[:, None] + sq_x[None, :] - 2.0 * (block @ x.T)
             np.maximum(d2, 0.0, out=d2)
             rows = np.arange(d2.shape[0])
@@ -125,10 +126,16 @@ class EnergyReference:
         return float(2.0 * between / (n * m) - within / (n * n) - self.within)
 
 
-def sinkhorn_ot_cost(x, y, epsilon: float | None = None, *,
-                     epsilon_reference: Literal["mean", "std"] = "mean",
-                     threshold: float = 1e-3, max_iterations: int = 2000,
-                     inner_iterations: int = 10) -> float:
+def sinkhorn_ot_cost(
+    x,
+    y,
+    epsilon: float | None = None,
+    *,
+    epsilon_reference: Literal["mean", "std"] = "mean",
+    threshold: float = 1e-3,
+    max_iterations: int = 2000,
+    inner_iterations: int = 10,
+) -> float:
     """ott-jax ``Sinkhorn()(LinearProblem(PointCloud(x, y))).reg_ot_cost`` in float64.
 
     epsilon: absolute regularisation; ``None`` means ``0.05 * mean(C)`` (ott-jax <= 0.4 default,
@@ -144,7 +151,9 @@ def sinkhorn_ot_cost(x, y, epsilon: float | None = None, *,
         elif epsilon_reference == "std":
             scale = cost.std()
         else:
-            raise ValueError(f"epsilon_reference must be 'mean' or 'std', got {epsilon_reference!r}")
+            raise ValueError(
+                f"epsilon_reference must be 'mean' or 'std', got {epsilon_reference!r}"
+            )
         if scale == 0.0:  # all costs equal: P = a b^T is optimal, KL term 0, cost = C
             return float(cost.mean())
         epsilon = DEFAULT_EPSILON_SCALE * scale
@@ -188,6 +197,9 @@ def mmd_rbf(x, y, gammas: Sequence[float] | float) -> float:
     np.fill_diagonal(d_yy, 0.0)
     total = 0.0
     for gamma in gammas:
-        total += (np.exp(-gamma * d_xx).mean() + np.exp(-gamma * d_yy).mean()
-                  - 2.0 * np.exp(-gamma * d_xy).mean())
+        total += (
+            np.exp(-gamma * d_xx).mean()
+            + np.exp(-gamma * d_yy).mean()
+            - 2.0 * np.exp(-gamma * d_xy).mean()
+        )
     return float(total)

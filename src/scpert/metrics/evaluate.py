@@ -35,8 +35,12 @@ from scpert.metrics import de
 from scpert.metrics.distances import EnergyReference
 
 #: modules whose import registers protocols; later protocols append their module here.
-PROTOCOL_MODULES = ("scpert.metrics.scperturbench", "scpert.metrics.celleval", "scpert.metrics.scppdm",
-                    "scpert.metrics.systema")
+PROTOCOL_MODULES = (
+    "scpert.metrics.scperturbench",
+    "scpert.metrics.celleval",
+    "scpert.metrics.scppdm",
+    "scpert.metrics.systema",
+)
 RESULT_COLUMNS = ("condition", "protocol", "metric", "deg_set", "value")
 
 MetricRow = tuple[str, str, float]  # (metric, deg_set, value)
@@ -62,8 +66,12 @@ def across_label(cell_line: str) -> str:
     return f"{cell_line}{schema.CONDITION_SEP}{ALL_CONDITIONS}"
 
 
-def register_protocol(name: str, *, summarize: Callable[[ConditionContext], Any] | None = None,
-                      across: Callable[[dict[str, Any]], Iterable[ConditionRow]] | None = None):
+def register_protocol(
+    name: str,
+    *,
+    summarize: Callable[[ConditionContext], Any] | None = None,
+    across: Callable[[dict[str, Any]], Iterable[ConditionRow]] | None = None,
+):
     """Decorator registering ``fn(ctx) -> [(metric, deg_set, value)]`` as protocol ``name``."""
 
     def decorate(fn: Callable[[ConditionContext], Iterable[MetricRow]]):
@@ -89,7 +97,9 @@ def available_protocols() -> list[str]:
 def get_protocol(name: str) -> Protocol:
     _import_all()
     if name not in _REGISTRY:
-        raise KeyError(f"unknown metric protocol '{name}' (available: {', '.join(sorted(_REGISTRY))})")
+        raise KeyError(
+            f"unknown metric protocol '{name}' (available: {', '.join(sorted(_REGISTRY))})"
+        )
     return _REGISTRY[name]
 
 
@@ -169,7 +179,9 @@ class ConditionContext:
     @cached_property
     def truth_scores(self) -> np.ndarray:
         """scanpy t-test scores, truth vs control."""
-        return de.welch_t(*self.truth_stats, self.truth.shape[0], *self.control.stats, self.control.n)
+        return de.welch_t(
+            *self.truth_stats, self.truth.shape[0], *self.control.stats, self.control.n
+        )
 
     @cached_property
     def pred_scores(self) -> np.ndarray:
@@ -206,7 +218,9 @@ class ConditionContext:
             rng = np.random.RandomState(self.seed)
             picks = []
             for n in (self.pred.shape[0], self.truth.shape[0]):
-                picks.append(rng.choice(n, max_cells, replace=False) if n > max_cells else np.arange(n))
+                picks.append(
+                    rng.choice(n, max_cells, replace=False) if n > max_cells else np.arange(n)
+                )
             self._subsamples[max_cells] = (picks[0], picks[1])
         return self._subsamples[max_cells]
 
@@ -226,9 +240,13 @@ def _check_inputs(truth: ad.AnnData, pred: ad.AnnData) -> None:
         else:
             i = int(np.flatnonzero(truth.var_names != pred.var_names)[0])
             detail = f"position {i}: '{pred.var_names[i]}' vs '{truth.var_names[i]}'"
-        raise SchemaError(f"prediction: var_names differ from the ground truth's var_names ({detail})")
-    for name, adata, keys in (("ground truth", truth, (schema.CONDITION, schema.CELL_LINE, schema.DRUG)),
-                              ("prediction", pred, (schema.CONDITION,))):
+        raise SchemaError(
+            f"prediction: var_names differ from the ground truth's var_names ({detail})"
+        )
+    for name, adata, keys in (
+        ("ground truth", truth, (schema.CONDITION, schema.CELL_LINE, schema.DRUG)),
+        ("prediction", pred, (schema.CONDITION,)),
+    ):
         for key in keys:
             if key not in adata.obs.columns:
                 raise SchemaError(f"{name}: obs['{key}'] is missing")
@@ -241,10 +259,16 @@ def _replace_nan_rows(pred: np.ndarray, control_mean: np.ndarray) -> np.ndarray:
     return pred
 
 
-def evaluate_predictions(truth: ad.AnnData, pred: ad.AnnData, conditions: Sequence[str], control: str,
-                         protocols: Sequence[str] = ("scperturbench",), seed: int = 42,
-                         train_reference: np.ndarray | None = None,
-                         max_cells: int = 2000) -> pd.DataFrame:
+def evaluate_predictions(
+    truth: ad.AnnData,
+    pred: ad.AnnData,
+    conditions: Sequence[str],
+    control: str,
+    protocols: Sequence[str] = ("scperturbench",),
+    seed: int = 42,
+    train_reference: np.ndarray | None = None,
+    max_cells: int = 2000,
+) -> pd.DataFrame:
     """Metrics of ``pred`` against ``truth`` for each test condition, one tidy row per value.
 
     truth: log-normalised ground truth holding the test conditions and the control cells
@@ -259,7 +283,9 @@ def evaluate_predictions(truth: ad.AnnData, pred: ad.AnnData, conditions: Sequen
     if train_reference is not None:
         train_reference = np.asarray(train_reference, dtype=np.float64)
         if train_reference.shape != (truth.n_vars,):
-            raise ValueError(f"train_reference must have shape ({truth.n_vars},), got {train_reference.shape}")
+            raise ValueError(
+                f"train_reference must have shape ({truth.n_vars},), got {train_reference.shape}"
+            )
     truth_obs, pred_obs = truth.obs, pred.obs
     truth_groups = truth_obs.groupby(truth_obs[schema.CONDITION].astype(str), observed=True).indices
     pred_groups = pred_obs.groupby(pred_obs[schema.CONDITION].astype(str), observed=True).indices
@@ -271,36 +297,53 @@ def evaluate_predictions(truth: ad.AnnData, pred: ad.AnnData, conditions: Sequen
     summaries: dict[str, dict[str, Any]] = {p.name: {} for p in chosen}
     for condition in dict.fromkeys(str(c) for c in conditions):
         if condition not in truth_groups:
-            raise SchemaError(f"ground truth: no cells with obs['{schema.CONDITION}'] == '{condition}'")
+            raise SchemaError(
+                f"ground truth: no cells with obs['{schema.CONDITION}'] == '{condition}'"
+            )
         if condition not in pred_groups:
-            raise SchemaError(f"prediction: no cells for condition '{condition}' (obs['{schema.CONDITION}'])")
+            raise SchemaError(
+                f"prediction: no cells for condition '{condition}' (obs['{schema.CONDITION}'])"
+            )
         truth_rows = truth_groups[condition]
         line_values = np.unique(lines[truth_rows])
         if line_values.size != 1:
-            raise SchemaError(f"ground truth: condition '{condition}' spans several obs['{schema.CELL_LINE}'] "
-                              f"values: {line_values.tolist()}")
+            raise SchemaError(
+                f"ground truth: condition '{condition}' spans several obs['{schema.CELL_LINE}'] "
+                f"values: {line_values.tolist()}"
+            )
         line = str(line_values[0])
         if line not in controls:
             control_rows = np.flatnonzero(is_control & (lines == line))
             if control_rows.size == 0:
-                raise SchemaError(f"ground truth: no control cells (obs['{schema.DRUG}'] == '{control}') "
-                                  f"for obs['{schema.CELL_LINE}'] == '{line}'")
+                raise SchemaError(
+                    f"ground truth: no control cells (obs['{schema.DRUG}'] == '{control}') "
+                    f"for obs['{schema.CELL_LINE}'] == '{line}'"
+                )
             controls[line] = ControlCells(_dense_rows(truth.X, control_rows))
         ctrl = controls[line]
         ctx = ConditionContext(
-            condition=condition, cell_line=line, genes=truth.var_names,
+            condition=condition,
+            cell_line=line,
+            genes=truth.var_names,
             truth=_dense_rows(truth.X, truth_rows),
             pred=_replace_nan_rows(_dense_rows(pred.X, pred_groups[condition]), ctrl.mean),
-            control=ctrl, seed=seed, max_cells=max_cells, train_reference=train_reference,
+            control=ctrl,
+            seed=seed,
+            max_cells=max_cells,
+            train_reference=train_reference,
         )
         for protocol in chosen:
-            rows += [(condition, protocol.name, metric, deg_set, float(value))
-                     for metric, deg_set, value in protocol.per_condition(ctx)]
+            rows += [
+                (condition, protocol.name, metric, deg_set, float(value))
+                for metric, deg_set, value in protocol.per_condition(ctx)
+            ]
             if protocol.summarize is not None:
                 summaries[protocol.name][condition] = protocol.summarize(ctx)
     for protocol in chosen:
         if protocol.across is not None:
-            rows += [(condition, protocol.name, metric, deg_set, float(value))
-                     for condition, metric, deg_set, value in protocol.across(summaries[protocol.name])]
+            rows += [
+                (condition, protocol.name, metric, deg_set, float(value))
+                for condition, metric, deg_set, value in protocol.across(summaries[protocol.name])
+            ]
     table = pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
     return table.sort_values(list(RESULT_COLUMNS[:4]), kind="stable").reset_index(drop=True)

@@ -55,6 +55,8 @@ def scperturbench_metrics(ctx: ConditionContext) -> list[MetricRow]:
         ]
         if label == "top100":  # WD and Common-DEGs are reported for top-100 only (StateXDiff §4)
             common = np.intersect1d(ctx.pred_ranking[:n_degs], genes).size / genes.size
-            rows += [("wasserstein", label, sinkhorn_ot_cost(pred_g, truth_g)),
-                     ("common_degs", label, common)]
+            rows += [
+                ("wasserstein", label, sinkhorn_ot_cost(pred_g, truth_g)),
+                ("common_degs", label, common),
+            ]
     return rows

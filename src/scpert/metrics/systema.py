@@ -88,8 +88,10 @@ def _across(summaries: dict[str, Summary]) -> list[ConditionRow]:
         conditions = sorted(conditions)
         pred = np.vstack([summaries[c].pred_mean for c in conditions])
         truth = np.vstack([summaries[c].truth_mean for c in conditions])
-        for metric, values in (("centroid_accuracy", centroid_accuracy(pred, truth)),
-                               ("discrimination_score", discrimination_score(pred, truth))):
+        for metric, values in (
+            ("centroid_accuracy", centroid_accuracy(pred, truth)),
+            ("discrimination_score", discrimination_score(pred, truth)),
+        ):
             rows += [(c, metric, "all", float(v)) for c, v in zip(conditions, values)]
     return rows
 
@@ -97,14 +99,20 @@ def _across(summaries: dict[str, Summary]) -> list[ConditionRow]:
 @register_protocol("systema", summarize=_summarize, across=_across)
 def systema_metrics(ctx: ConditionContext) -> list[MetricRow]:
     if ctx.train_reference is None:
-        raise ValueError("the systema protocol needs train_reference (mean of the training "
-                         "perturbation centroids); pass it to evaluate_predictions")
+        raise ValueError(
+            "the systema protocol needs train_reference (mean of the training "
+            "perturbation centroids); pass it to evaluate_predictions"
+        )
     ref = ctx.train_reference
     truth, pred = ctx.truth_mean, ctx.pred_mean
     top = top_non_dropout_degs(ctx)
     rows: list[MetricRow] = [
         ("l2", "all", float(np.linalg.norm(pred - truth))),
         ("pearson_delta_hat", "all", pearson(pred - ref, truth - ref)),
-        ("pearson_delta_hat", f"top{N_TOP_DE}", pearson(pred[top] - ref[top], truth[top] - ref[top])),
+        (
+            "pearson_delta_hat",
+            f"top{N_TOP_DE}",
+            pearson(pred[top] - ref[top], truth[top] - ref[top]),
+        ),
     ]
     return [row for row in rows if not np.isnan(row[2])]

@@ -30,8 +30,15 @@ from scpert.nn.film import FiLM
 
 
 class GDAttnBlock(nn.Module):
-    def __init__(self, width: int, heads: int, cond_dim: int, tokens: int, cond_tokens: int = 1,
-                 dropout: float = 0.0):
+    def __init__(
+        self,
+        width: int,
+        heads: int,
+        cond_dim: int,
+        tokens: int,
+        cond_tokens: int = 1,
+        dropout: float = 0.0,
+    ):
         super().__init__()
         if width % heads:
             raise ValueError(f"GD-Attn: width {width} is not divisible by heads {heads}")

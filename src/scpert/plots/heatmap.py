@@ -25,8 +25,13 @@ def heatmap(summary: pd.DataFrame, protocol: str = "scperturbench", deg_set: str
     methods = sorted(sub["method"].unique())
     ncol = min(3, len(panels))
     nrow = int(np.ceil(len(panels) / ncol))
-    fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 0.45 * len(methods) * nrow + 1.2 * nrow),
-                             squeeze=False, constrained_layout=True)
+    fig, axes = plt.subplots(
+        nrow,
+        ncol,
+        figsize=(4.2 * ncol, 0.45 * len(methods) * nrow + 1.2 * nrow),
+        squeeze=False,
+        constrained_layout=True,
+    )
     for ax, (dataset, split) in zip(axes.flat, panels):
         block = sub[(sub["dataset"] == dataset) & (sub["split"] == split)]
         means = block.pivot(index="method", columns="metric", values="mean").reindex(methods)
@@ -41,12 +46,19 @@ def heatmap(summary: pd.DataFrame, protocol: str = "scperturbench", deg_set: str
             for j, (metric, _, _) in enumerate(columns):
                 v = means.at[m, metric] if metric in means else np.nan
                 if np.isfinite(v):
-                    ax.text(j, i, f"{v:.3g}", ha="center", va="center", fontsize=7,
-                            color="white" if score[i, j] < 0.5 else "black")
+                    ax.text(
+                        j,
+                        i,
+                        f"{v:.3g}",
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="white" if score[i, j] < 0.5 else "black",
+                    )
         ax.set_xticks(range(len(columns)), [lab for _, lab, _ in columns], rotation=45, ha="right")
         ax.set_yticks(range(len(methods)), methods)
         ax.set_title(f"{dataset} / {split}", fontsize=9)
-    for ax in list(axes.flat)[len(panels):]:
+    for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     fig.colorbar(im, ax=axes, shrink=0.6, label="rank score (1 = best)")
     fig.suptitle(f"{protocol}, {deg_set.replace('top', 'top-')} DEGs")
@@ -56,6 +68,8 @@ def heatmap(summary: pd.DataFrame, protocol: str = "scperturbench", deg_set: str
 def run_heatmap(summary_path, pdf_path, png_path, protocol: str) -> None:
     summary = pd.read_csv(summary_path, sep="\t")
     fig = heatmap(summary, protocol)
-    runtime.write_atomic(pdf_path, lambda p: fig.savefig(p, format="pdf", metadata={"CreationDate": None}))
+    runtime.write_atomic(
+        pdf_path, lambda p: fig.savefig(p, format="pdf", metadata={"CreationDate": None})
+    )
     runtime.write_atomic(png_path, lambda p: fig.savefig(p, format="png", dpi=150))
     plt.close(fig)
