@@ -4,7 +4,7 @@ A rule's ``conda:`` and ``script:`` come from workflow/rules/*.smk. The script's
 followed through the scpert package with the ast, at the granularity Python runs them: the
 module-level code of every module that gets imported (class bodies included, since a registry may
 hand out any class), and a function's body only when code already reached names the function. So
-``scpert.pipeline``'s per-step lazy imports count for the step's rule only. Registries that import
+``scpert.steps``' per-step lazy imports count for the step's rule only. Registries that import
 modules by name (``importlib.import_module``) reach every ``scpert.*`` module their module names.
 """
 

@@ -12,6 +12,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
+from scpert import steps
 from scpert.data import schema
 from scpert.data.preprocess import preprocess_counts
 from scpert.latent import (
@@ -23,7 +24,6 @@ from scpert.latent import (
     load_model,
     lognorm,
     read_gene_order,
-    run_finetune_latent,
     save_model,
     scimilarity_input,
 )
@@ -260,7 +260,7 @@ def test_run_finetune_latent_trains_on_training_cells(tmp_path):
             "cells_per_label": 4,
         },
     }
-    run_finetune_latent(
+    steps.finetune_latent(
         paths, tmp_path / "latent/model", settings, "control", seed=0, device="cpu", threads=1
     )
     model = load_model(tmp_path / "latent/model")
@@ -286,7 +286,7 @@ def test_run_finetune_latent_starts_from_a_checkpoint(tmp_path):
         "preset": "tiny",
         "params": {"steps": 2, "labels_per_batch": 4, "cells_per_label": 2},
     }
-    run_finetune_latent(
+    steps.finetune_latent(
         {**paths, "checkpoint": folder}, tmp_path / "out", settings, "control", seed=0, device="cpu"
     )
     model = load_model(tmp_path / "out")

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from scpert import pipeline
 from scpert.metrics import celleval, correlation, evaluate_predictions, scppdm, systema
 from scpert.metrics.evaluate import ConditionContext, ControlCells, across_label
+from scpert.steps import evaluate as evaluate_step
 
 
 def _context(control, truth, pred, reference=None, condition="L1|d|1") -> ConditionContext:
@@ -289,10 +289,12 @@ def test_training_perturbation_reference_by_hand(tmp_path):
             "split": ["train", "train", "test", "train"],
         }
     )
-    ref = pipeline.training_perturbation_reference(
+    ref = evaluate_step.training_perturbation_reference(
         adata, split, ["g1", "g0"], "control", "split.tsv"
     )
     np.testing.assert_allclose(ref, [2.0, 1.0])  # in the order of the requested genes
     none_train = split.assign(split=["val", "val", "test", "train"])
     with pytest.raises(Exception, match="split.tsv: no training perturbed conditions"):
-        pipeline.training_perturbation_reference(adata, none_train, ["g0"], "control", "split.tsv")
+        evaluate_step.training_perturbation_reference(
+            adata, none_train, ["g0"], "control", "split.tsv"
+        )

@@ -173,7 +173,7 @@ def test_auroc_matches_sklearn_with_ties():
 # --------------------------------------------------------------------------------- training
 def _world_graph(world: Path, params: dict):
     from scpert.chem import structure_embedding
-    from scpert.data.schema import read_drug_table
+    from scpert.data.io import read_drug_table
 
     drugs = read_drug_table(world / "drugs.tsv")
     features = structure_embedding(drugs["smiles"].to_dict(), n_bits=params["fingerprint_bits"])

@@ -13,9 +13,11 @@ import pytest
 import torch
 from torch import nn
 
+from scpert import steps
 from scpert.chem import structure_embedding
-from scpert.data.schema import SchemaError, read_drug_table
-from scpert.priors import evaluate, l1000, mdt, outputs, steps
+from scpert.data.io import read_drug_table
+from scpert.data.schema import SchemaError
+from scpert.priors import evaluate, l1000, mdt, outputs, sources
 
 from .conftest import SHARED_DATA  # noqa: E402
 
@@ -295,7 +297,7 @@ def test_test_drugs_include_combination_components():
             "split": ["train", "test", "test", "exclude", "train", "val"],
         }
     )
-    assert steps.test_drugs(split) == {"B", "A", "C"}
+    assert sources.held_out_drugs(split) == {"B", "A", "C"}
 
 
 def test_excluded_drugs_never_reach_training(world):
@@ -452,7 +454,7 @@ def test_rule_functions_write_the_documented_outputs(world, tmp_path):
     index = dict(zip(out["landmarks"], out["landmark_gene_index"]))
     assert index[symbols[0]] == 2 and index[symbols[5]] == 1
     assert (out["landmark_gene_index"] >= 0).sum() == 2
-    reloaded = steps.load_mdt(tmp_path / "model.pt")
+    reloaded = mdt.load_mdt(tmp_path / "model.pt")
     with torch.no_grad():
         z = reloaded.encode_structure(
             torch.as_tensor(structure_embedding(drugs["smiles"].to_dict()).to_numpy(np.float32))

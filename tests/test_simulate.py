@@ -14,7 +14,7 @@ import pytest
 from rdkit import Chem, DataStructs
 from rdkit.Chem import rdFingerprintGenerator
 
-from scpert.data import schema
+from scpert.data import io, schema
 from scpert.data.simulate import (
     WORLD_FILES,
     hill_response,
@@ -69,7 +69,7 @@ def counts(world):
 
 @pytest.fixture(scope="module")
 def drugs(world):
-    return schema.read_drug_table(world[0] / "drugs.tsv")
+    return io.read_drug_table(world[0] / "drugs.tsv")
 
 
 def test_files_and_schema(world, counts):
@@ -254,7 +254,7 @@ def test_moa_scaffold_mismatch_fraction(drugs):
 def test_moa_scaffold_mismatch_zero_and_bad_values(tmp_path):
     params = {**SMALL, "citeseq_cells": 20, "moa_scaffold_mismatch": 0}
     simulate_world(params, tmp_path / "w", RESOURCES)
-    table = schema.read_drug_table(tmp_path / "w" / "drugs.tsv")
+    table = io.read_drug_table(tmp_path / "w" / "drugs.tsv")
     assert (table["moa"] == table["scaffold"]).all()
     with pytest.raises(ValueError, match=r"'moa_scaffold_mismatch' = 0.5 must lie in \[0, 0.5\)"):
         resolve_params({"moa_scaffold_mismatch": 0.5})

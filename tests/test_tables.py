@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scpert import tables
+from scpert import steps, tables
 from scpert.errors import InputError
 
 
@@ -142,7 +142,7 @@ def test_run_aggregate_roundtrip(tmp_path):
         tmp_path / "table1_scperturbench_top100.tex",
         tmp_path / "statexdiff_table13_uc_top100.md",
     ]
-    tables.run_aggregate(
+    steps.aggregate(
         paths, tmp_path / "long.tsv", tmp_path / "summary.tsv", out, {"drug_ood": "drug_ood"}
     )
     back = pd.read_csv(tmp_path / "long.tsv", sep="\t")
@@ -152,4 +152,4 @@ def test_run_aggregate_roundtrip(tmp_path):
     assert "| *Perturbation generalization* |" in md
     assert "No results for this layout" in out[2].read_text()  # no cell_ood split here
     with pytest.raises(InputError, match="unknown paper table 'nope'"):
-        tables.run_aggregate(paths, tmp_path / "l.tsv", tmp_path / "s.tsv", [tmp_path / "nope.md"])
+        steps.aggregate(paths, tmp_path / "l.tsv", tmp_path / "s.tsv", [tmp_path / "nope.md"])

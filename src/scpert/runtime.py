@@ -51,6 +51,24 @@ def atomic_path(path: str | Path):
             os.remove(tmp)
 
 
+@contextmanager
+def atomic_dir(path: str | Path):
+    """Yield a temporary folder beside ``path``; on success it replaces ``path`` (renamed)."""
+    import shutil
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp creates 0700; give the usual permissions
+        if path.exists():
+            shutil.rmtree(path)
+        tmp.rename(path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -84,6 +102,18 @@ def pick_device(requested: str = "auto") -> str:
     if requested == "cuda":
         log.warning("cuda requested but torch.cuda.is_available() is False; using cpu")
     return "cpu"
+
+
+def torch_setup(device: str = "auto", threads: int | None = None, seed: int | None = None) -> str:
+    """Prepare torch for one job: CPU threads (the rule's ``threads``; more threads than free cores
+    make small CPU ops orders of magnitude slower), the global seed, and the device to use."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(max(1, int(threads)))
+    if seed is not None:
+        torch.manual_seed(int(seed))
+    return pick_device(device)
 
 
 def run_step(logfile: str | Path | None, step: Callable, *args, **kwargs) -> None:

@@ -570,26 +570,3 @@ def table1(summary: pd.DataFrame, deg_set: str) -> tuple[list[str], list[list[Ce
     """Header and rows of the StateXDiff Table 1 layout for one DEG set (sections by split name)."""
     table = method_rows(summary, _scperturbench_columns(deg_set), {}, title="")
     return table.header, table.rows
-
-
-def run_aggregate(
-    metric_paths, long_path, summary_path, table_paths, split_types: dict[str, str] | None = None
-) -> None:
-    """Write the long table, the summary and each paper table named by a path's stem."""
-    long = read_long(metric_paths)
-    summary = summarise(long)
-    runtime.write_tsv(long, long_path, float_format="%.10g")
-    runtime.write_tsv(summary, summary_path, float_format="%.10g")
-    split_types = split_types or {}
-    for path in map(Path, table_paths):
-        if path.stem not in PAPER_TABLES:
-            raise runtime.InputError(
-                f"{path}: unknown paper table '{path.stem}' (known: {', '.join(PAPER_TABLES)})"
-            )
-        spec = PAPER_TABLES[path.stem]
-        tables = spec.tables(long, split_types)
-        if not any(t.rows for t in tables):
-            tables = [Table(spec.title, ["–"], [], 1, "No results for this layout in this run.")]
-        text = render(tables, path.suffix)
-        runtime.write_atomic(path, lambda p, t=text: p.write_text(t))
-    log.info("aggregated %d values from %d files", len(long), len(metric_paths))

@@ -1,10 +1,10 @@
 """Rule aggregate: long metric table, summary, paper-layout tables (scpert.tables)."""
 
-from scpert import runtime, tables
+from scpert import runtime, steps
 
 runtime.run_step(
     snakemake.log[0],
-    tables.run_aggregate,
+    steps.aggregate,
     list(snakemake.input.metrics),
     snakemake.output.long,
     snakemake.output.summary,

@@ -1,10 +1,10 @@
 """Rule evaluate: every configured metric protocol on one prediction (one pass)."""
 
-from scpert import pipeline, runtime
+from scpert import runtime, steps
 
 runtime.run_step(
     snakemake.log[0],
-    pipeline.run_evaluate,
+    steps.evaluate,
     dict(snakemake.input),
     snakemake.output.tsv,
     snakemake.params.evaluation,

@@ -1,11 +1,10 @@
-"""Rule evaluate_priors: MoA retrieval and DTI AUROC of the priors (scpert.priors.evaluate)."""
+"""Rule evaluate_priors: MoA retrieval and DTI AUROC of the priors (scpert.steps.evaluate_priors)."""
 
-from scpert import runtime
-from scpert.priors import evaluate
+from scpert import runtime, steps
 
 runtime.run_step(
     snakemake.log[0],
-    evaluate.evaluate_priors,
+    steps.evaluate_priors,
     snakemake.input.drugs,
     snakemake.input.tokens,
     snakemake.input.graph,

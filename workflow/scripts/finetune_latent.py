@@ -1,11 +1,10 @@
-"""Rule finetune_latent: the split's latent model (scpert.latent.run_finetune_latent)."""
+"""Rule finetune_latent: the split's latent model (scpert.steps.finetune_latent)."""
 
-from scpert import runtime
-from scpert.latent import run_finetune_latent
+from scpert import runtime, steps
 
 runtime.run_step(
     snakemake.log[0],
-    run_finetune_latent,
+    steps.finetune_latent,
     dict(snakemake.input),
     snakemake.output.model,
     snakemake.params.latent,

@@ -1,10 +1,10 @@
 """Rule make_split: condition -> train/val/test/exclude (scpert.data.splits)."""
 
-from scpert import pipeline, runtime
+from scpert import runtime, steps
 
 runtime.run_step(
     snakemake.log[0],
-    pipeline.run_make_split,
+    steps.make_split,
     snakemake.input.h5ad,
     snakemake.input.drugs,
     snakemake.output.tsv,

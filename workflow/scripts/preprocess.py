@@ -1,10 +1,10 @@
-"""Rule preprocess: raw counts -> processed.h5ad (scpert.pipeline.run_preprocess)."""
+"""Rule preprocess: raw counts -> processed.h5ad (scpert.steps.preprocess)."""
 
-from scpert import pipeline, runtime
+from scpert import runtime, steps
 
 runtime.run_step(
     snakemake.log[0],
-    pipeline.run_preprocess,
+    steps.preprocess,
     snakemake.input.counts,
     snakemake.output.h5ad,
     snakemake.params.preprocess,

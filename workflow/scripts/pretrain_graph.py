@@ -1,7 +1,6 @@
-"""Rule pretrain_graph: graph prior z_b (scpert.priors.steps.pretrain_graph)."""
+"""Rule pretrain_graph: graph prior z_b (scpert.steps.pretrain_graph)."""
 
-from scpert import runtime
-from scpert.priors import steps
+from scpert import runtime, steps
 
 runtime.run_step(
     snakemake.log[0],

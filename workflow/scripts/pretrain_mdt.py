@@ -1,7 +1,6 @@
-"""Rule pretrain_mdt: MDT drug templates of one split (scpert.priors.steps.pretrain_mdt)."""
+"""Rule pretrain_mdt: MDT drug templates of one split (scpert.steps.pretrain_mdt)."""
 
-from scpert import runtime
-from scpert.priors import steps
+from scpert import runtime, steps
 
 runtime.run_step(
     snakemake.log[0],

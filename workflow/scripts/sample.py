@@ -1,10 +1,10 @@
-"""Rule sample: predict every test condition of one split (scpert.pipeline.run_sample)."""
+"""Rule sample: predict every test condition of one split (scpert.steps.sample)."""
 
-from scpert import pipeline, runtime
+from scpert import runtime, steps
 
 runtime.run_step(
     snakemake.log[0],
-    pipeline.run_sample,
+    steps.sample,
     dict(snakemake.input),
     snakemake.output.h5ad,
     snakemake.params.control,

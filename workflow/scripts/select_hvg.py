@@ -1,10 +1,10 @@
 """Rule select_hvg: genes of one split, fitted on its training cells."""
 
-from scpert import pipeline, runtime
+from scpert import runtime, steps
 
 runtime.run_step(
     snakemake.log[0],
-    pipeline.run_select_hvg,
+    steps.select_hvg,
     snakemake.input.h5ad,
     snakemake.input.split,
     snakemake.output.tsv,

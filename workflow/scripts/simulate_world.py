@@ -1,14 +1,11 @@
-"""Rule simulate_world: write the synthetic world's raw files (scpert.data.simulate)."""
+"""Rule simulate_world: write the synthetic world's raw files (scpert.steps.simulate_world)."""
 
-from pathlib import Path
-
-from scpert import runtime
-from scpert.data.simulate import simulate_world
+from scpert import runtime, steps
 
 runtime.run_step(
     snakemake.log[0],
-    simulate_world,
+    steps.simulate_world,
     snakemake.params.simulate,
-    Path(snakemake.output.counts).parent,
-    Path(snakemake.params.resources),
+    str(snakemake.output.counts).rsplit("/", 1)[0],
+    snakemake.params.resources,
 )

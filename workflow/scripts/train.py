@@ -1,10 +1,10 @@
-"""Rule train: fit the configured method on one split (scpert.pipeline.run_train)."""
+"""Rule train: fit the configured method on one split (scpert.steps.train)."""
 
-from scpert import pipeline, runtime
+from scpert import runtime, steps
 
 runtime.run_step(
     snakemake.log[0],
-    pipeline.run_train,
+    steps.train,
     dict(snakemake.input),
     snakemake.output.model,
     snakemake.params.method,

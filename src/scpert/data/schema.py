@@ -156,20 +156,3 @@ def _is_dose(text: str) -> bool:
         return all(np.isfinite(float(p)) and float(p) >= 0 for p in str(text).split(COMBO_SEP))
     except ValueError:
         return False
-
-
-def read_drug_table(path: str | Path) -> pd.DataFrame:
-    """Read ``drugs.tsv`` (drug, smiles, moa, targets); ``targets`` is ``;``-separated symbols."""
-    table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
-    for col in DRUG_TABLE_COLUMNS:
-        if col not in table.columns:
-            raise SchemaError(
-                f"{path}: column '{col}' is missing (required: {', '.join(DRUG_TABLE_COLUMNS)})"
-            )
-    if table["drug"].duplicated().any():
-        raise SchemaError(
-            f"{path}: column 'drug' has duplicates, e.g. {table['drug'][table['drug'].duplicated()].iloc[0]}"
-        )
-    table = table.set_index("drug", drop=False)
-    table.attrs["source"] = str(path)
-    return table

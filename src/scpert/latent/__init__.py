@@ -10,7 +10,7 @@ from scpert.latent.checkpoint import (
     read_gene_order,
     save_model,
 )
-from scpert.latent.finetune import PRESETS, finetune, resolve_params, run_finetune_latent
+from scpert.latent.finetune import PRESETS, finetune, resolve_params
 from scpert.latent.model import Decoder, Encoder, LatentModel
 
 __all__ = [
@@ -27,7 +27,6 @@ __all__ = [
     "lognorm",
     "read_gene_order",
     "resolve_params",
-    "run_finetune_latent",
     "save_model",
     "scimilarity_input",
 ]

@@ -22,10 +22,7 @@ Training cells: the split's TRAIN conditions plus all control cells
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,7 +30,6 @@ import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 
-from scpert.latent.checkpoint import adapt_to_genes, load_model, save_model
 from scpert.latent.model import LatentModel
 
 log = logging.getLogger(__name__)
@@ -191,95 +187,3 @@ def finetune(
         "seconds": time.perf_counter() - start,
         **{f"final_{k}": float(np.mean(v)) for k, v in recent.items() if v},
     }
-
-
-# ---------------------------------------------------------------------------- workflow step
-def run_finetune_latent(
-    inputs: dict,
-    out_dir,
-    latent: dict,
-    control: str,
-    seed: int,
-    device: str,
-    threads: int | None = None,
-) -> None:
-    """Rule ``finetune_latent``: fit the latent model of one split and save it (SCimilarity layout).
-
-    inputs: ``h5ad``, ``split``, ``genes`` and optionally ``checkpoint`` (a published model folder);
-    latent: the config's ``latent`` block (``preset``, ``params``); threads: torch CPU threads (the
-    rule's ``threads``; more threads than cores makes small CPU ops orders of magnitude slower).
-    """
-    if threads:
-        torch.set_num_threads(int(threads))
-    from scpert import pipeline, runtime
-    from scpert.data import schema
-    from scpert.data.preprocess import train_cells_mask
-
-    params = resolve_params(latent.get("preset", "tiny"), latent.get("params"))
-    adata = pipeline.read_processed(inputs["h5ad"], control)
-    split = pipeline.read_split(inputs["split"])
-    genes = pipeline.read_genes(inputs["genes"])
-    cells = pipeline.restrict_genes(
-        adata[train_cells_mask(adata.obs, split, control)], genes, inputs["h5ad"]
-    )
-    obs = cells.obs
-    is_control = (obs[schema.DRUG].astype(str) == control).to_numpy()
-    labels = np.where(
-        is_control,
-        obs[schema.CELL_LINE].astype(str) + "|" + control,
-        obs[schema.CONDITION].astype(str),
-    )
-    dev = runtime.pick_device(device)
-    cpu_threads = int(params["cpu_threads"]) or int(threads or 0)
-    if dev == "cpu" and cpu_threads:
-        torch.set_num_threads(cpu_threads)
-    if inputs.get("checkpoint"):
-        source = load_model(inputs["checkpoint"])
-        model = adapt_to_genes(source, genes)
-        overlap = len(set(genes) & set(source.genes))
-        log.info(
-            "initialised from %s (hidden %s, latent %d); %d of %d genes in its gene order",
-            inputs["checkpoint"],
-            source.hidden_dim,
-            source.latent_dim,
-            overlap,
-            len(genes),
-        )
-        origin = f"SCimilarity checkpoint {inputs['checkpoint']}"
-    else:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = LatentModel(
-                genes,
-                params["latent_dim"],
-                params["hidden_dim"],
-                params["dropout"],
-                params["input_dropout"],
-            )
-        origin = "initialised"
-    log.info(
-        "latent %s on %d training cells x %d genes, device %s", origin, cells.n_obs, len(genes), dev
-    )
-    with torch.random.fork_rng(devices=[dev] if dev == "cuda" else []):  # dropout's generator
-        torch.manual_seed(seed)
-        history = finetune(
-            model, cells.X, labels, obs[schema.PLATE].astype(str).to_numpy(), params, dev, seed
-        )
-    meta = {
-        "origin": origin,
-        "params": params,
-        "seed": int(seed),
-        "n_cells": int(cells.n_obs),
-        "history": history,
-    }
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
-        save_model(model.cpu(), tmp, meta)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    log.info("latent model: %s (%.1f s)", out_dir, history["seconds"])

@@ -4,7 +4,7 @@
 Per condition, on pseudobulk means ``mu`` (truth) and ``mu_hat`` (prediction) of log-normalised
 expression, with the reference ``ref`` = mean of the per-condition centroids of the *training*
 perturbed cells (controls excluded; Systema ``average_of_perturbation_centroids``), computed by
-:func:`scpert.pipeline.run_evaluate` and passed as ``train_reference``:
+:func:`scpert.steps.evaluate.evaluate` and passed as ``train_reference``:
 
 - ``l2`` (``all``): ``|mu_hat - mu|_2`` (scDFM eq. 15; the table reports its mean over conditions).
 - ``pearson_delta_hat`` (``all``): Pearson r of ``mu_hat - ref`` and ``mu - ref`` (Systema

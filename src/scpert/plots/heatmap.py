@@ -14,7 +14,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from scpert import runtime  # noqa: E402
 from scpert.tables import SCPERTURBENCH_COLUMNS  # noqa: E402
 
 
@@ -63,13 +62,3 @@ def heatmap(summary: pd.DataFrame, protocol: str = "scperturbench", deg_set: str
     fig.colorbar(im, ax=axes, shrink=0.6, label="rank score (1 = best)")
     fig.suptitle(f"{protocol}, {deg_set.replace('top', 'top-')} DEGs")
     return fig
-
-
-def run_heatmap(summary_path, pdf_path, png_path, protocol: str) -> None:
-    summary = pd.read_csv(summary_path, sep="\t")
-    fig = heatmap(summary, protocol)
-    runtime.write_atomic(
-        pdf_path, lambda p: fig.savefig(p, format="pdf", metadata={"CreationDate": None})
-    )
-    runtime.write_atomic(png_path, lambda p: fig.savefig(p, format="png", dpi=150))
-    plt.close(fig)

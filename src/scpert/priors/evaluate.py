@@ -23,7 +23,7 @@ import pandas as pd
 
 from scpert import runtime
 from scpert.chem import morgan_fingerprints, tanimoto_matrix
-from scpert.data.schema import read_drug_table
+from scpert.data.io import read_drug_table
 from scpert.priors.outputs import load_drug_tokens, read_drug_embeddings
 from scpert.priors.sources import read_drugs
 

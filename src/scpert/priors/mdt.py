@@ -598,3 +598,11 @@ def drug_templates(
     return DrugTemplates(
         out(z_s), out(z_drug), out(tokens), out(model.projection(z_drug)), out(response)
     )
+
+
+def load_mdt(path, device: str = "cpu") -> MDT:
+    """The trained MDT model of ``mdt_model.pt`` (eval mode)."""
+    state = torch.load(path, map_location=device, weights_only=False)
+    model = MDT(state["struct_dim"], state["n_genes"], state["bio_dim"], state["params"])
+    model.load_state_dict(state["state_dict"])
+    return model.to(device).eval()

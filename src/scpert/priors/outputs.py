@@ -29,7 +29,7 @@ Output files
     combination ``A+B`` each component's context is scaled by its own dose.
 ``model.pt`` (pretrain_mdt)
     ``{"state_dict", "params", "struct_dim", "n_genes", "bio_dim", "landmarks"}``: the trained
-    MDT, to embed further drugs (zero-shot) with :func:`scpert.priors.steps.load_mdt`.
+    MDT, to embed further drugs (zero-shot) with :func:`scpert.priors.mdt.load_mdt`.
 ``priors_eval.tsv`` (evaluate_priors)
     ``dataset, split, metric, embedding, value, n, n_candidates``. ``moa_top1``/``moa_top5``:
     for each held-out drug with a MoA, the fraction of its k nearest training drugs (MDT

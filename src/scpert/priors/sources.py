@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from scpert.data import schema
+from scpert.data import io, schema
 from scpert.data.schema import SchemaError
 
 STRING_MAX_SCORE = 1000
@@ -180,7 +180,7 @@ def read_gmt(path: str | Path) -> dict[str, list[str]]:
 def read_drugs(drugs_path, extra_drugs_path=None) -> pd.DataFrame:
     """The dataset's drug table, plus drugs of an extra table (``drug, smiles``; e.g. L1000-only
     compounds) that it lacks; index ``drug``, columns ``smiles`` and ``moa`` ("" when unknown)."""
-    table = schema.read_drug_table(drugs_path)[["smiles", "moa"]]
+    table = io.read_drug_table(drugs_path)[["smiles", "moa"]]
     if extra_drugs_path:
         extra = pd.read_csv(extra_drugs_path, sep="\t", dtype=str, keep_default_na=False)
         for col in ("drug", "smiles"):
@@ -191,3 +191,9 @@ def read_drugs(drugs_path, extra_drugs_path=None) -> pd.DataFrame:
         table = pd.concat([table, extra.loc[~extra.index.isin(table.index)]])
     table.attrs["source"] = str(drugs_path)
     return table
+
+
+def held_out_drugs(split: pd.DataFrame, control: str = schema.DEFAULT_CONTROL) -> set[str]:
+    """Every single drug of the split's test conditions (components of combinations too)."""
+    drugs = split.loc[split["split"] == "test", "drug"].astype(str)
+    return {c for d in drugs for c in schema.components(d) if c != control}

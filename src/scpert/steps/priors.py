@@ -1,4 +1,4 @@
-"""The pretraining rules as functions of paths: ``pretrain_graph`` and ``pretrain_mdt``.
+"""Rule steps of the drug priors: pretrain_graph, pretrain_mdt, evaluate_priors.
 
 Their output files are described in :mod:`scpert.priors.outputs`.
 """
@@ -10,26 +10,11 @@ import time
 
 import numpy as np
 import pandas as pd
-import torch
 
 from scpert import runtime
-from scpert.chem import structure_embedding
-from scpert.data import schema
-from scpert.pipeline import read_genes, read_split
-from scpert.priors import graph, l1000, mdt, outputs, sources
+from scpert.data import io, schema
 
 log = logging.getLogger(__name__)
-
-
-def _setup(device: str, threads: int) -> str:
-    torch.set_num_threads(max(1, int(threads)))
-    return runtime.pick_device(device)
-
-
-def test_drugs(split: pd.DataFrame, control: str = schema.DEFAULT_CONTROL) -> set[str]:
-    """Every single drug of the split's test conditions (components of combinations too)."""
-    drugs = split.loc[split["split"] == "test", "drug"].astype(str)
-    return {c for d in drugs for c in schema.components(d) if c != control}
 
 
 # ---------------------------------------------------------------------------------- graph rule
@@ -49,8 +34,11 @@ def pretrain_graph(
     threads: int = 1,
 ) -> None:
     """Rule pretrain_graph. settings: ``{"preset": ..., "params": {...}}`` (config priors.graph)."""
+    from scpert.chem import structure_embedding
+    from scpert.priors import graph, outputs, sources
+
     params = graph.resolve_params(settings.get("preset", "tiny"), settings.get("params"))
-    device = _setup(device, threads)
+    device = runtime.torch_setup(device, threads)
     drugs = sources.read_drugs(drugs_path, extra_drugs_path)
     features = structure_embedding(
         drugs["smiles"].to_dict(), n_bits=params["fingerprint_bits"], source=str(drugs_path)
@@ -102,11 +90,16 @@ def pretrain_mdt(
     threads: int = 1,
 ) -> None:
     """Rule pretrain_mdt. settings: ``{"preset": ..., "params": {...}}`` (config priors.mdt)."""
+    import torch
+
+    from scpert.chem import structure_embedding
+    from scpert.priors import l1000, mdt, outputs, sources
+
     params = mdt.resolve_params(settings.get("preset", "tiny"), settings.get("params"))
-    device = _setup(device, threads)
+    device = runtime.torch_setup(device, threads)
     drugs = sources.read_drugs(drugs_path, extra_drugs_path)
-    split = read_split(split_path)
-    held_out = test_drugs(split, control)
+    split = io.read_split(split_path)
+    held_out = sources.held_out_drugs(split, control)
     structure = structure_embedding(
         drugs["smiles"].to_dict(), n_bits=params["fingerprint_bits"], source=str(drugs_path)
     )
@@ -145,7 +138,7 @@ def pretrain_mdt(
     role[data.train], role[data.val], role[data.excluded] = "train", "val", "held_out"
     in_cells = {c for d in split["drug"].astype(str) for c in schema.components(d)}
     n_views = np.bincount(view_drug, minlength=len(data.drugs))
-    gene_pos = {g: i for i, g in enumerate(read_genes(genes_path))}
+    gene_pos = {g: i for i, g in enumerate(io.read_genes(genes_path))}
     arrays = {
         "drug": np.asarray(data.drugs, dtype=str),
         "role": role.astype(str),
@@ -174,9 +167,27 @@ def pretrain_mdt(
     runtime.write_tsv(history, out_history)
 
 
-def load_mdt(path, device: str = "cpu") -> mdt.MDT:
-    """The trained MDT model of ``mdt_model.pt`` (eval mode)."""
-    state = torch.load(path, map_location=device, weights_only=False)
-    model = mdt.MDT(state["struct_dim"], state["n_genes"], state["bio_dim"], state["params"])
-    model.load_state_dict(state["state_dict"])
-    return model.to(device).eval()
+def evaluate_priors(
+    drugs_path,
+    tokens_path,
+    graph_path,
+    graph_metrics_path,
+    out_path,
+    dataset: str,
+    split: str,
+    *,
+    extra_drugs_path=None,
+) -> None:
+    """Rule evaluate_priors: held-out drugs' MoA retrieval (MDT vs Morgan), held-out DTI AUROC."""
+    from scpert.priors.evaluate import evaluate_priors as evaluate
+
+    evaluate(
+        drugs_path,
+        tokens_path,
+        graph_path,
+        graph_metrics_path,
+        out_path,
+        dataset,
+        split,
+        extra_drugs_path=extra_drugs_path,
+    )

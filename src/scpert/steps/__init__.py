@@ -1,0 +1,56 @@
+"""The workflow's rules as plain functions of paths: one function per rule, named after the rule.
+
+The Snakemake scripts (``workflow/scripts/<rule>.py``) only unpack ``snakemake`` and call
+``scpert.steps.<rule>`` through :func:`scpert.runtime.run_step`, so every rule is testable without
+Snakemake and rules stay thin. Functions are grouped by family in submodules and resolved lazily
+(``steps.train`` imports :mod:`scpert.steps.methods` on first use), so a job imports only what its
+rule needs (no torch in a preprocessing job, no RDKit in the Snakemake head process).
+
+========================  =====================================
+rule                      function
+========================  =====================================
+simulate_world            :func:`scpert.steps.data.simulate_world`
+preprocess                :func:`scpert.steps.data.preprocess`
+make_split                :func:`scpert.steps.data.make_split`
+select_hvg                :func:`scpert.steps.data.select_hvg`
+pretrain_graph            :func:`scpert.steps.priors.pretrain_graph`
+pretrain_mdt              :func:`scpert.steps.priors.pretrain_mdt`
+evaluate_priors           :func:`scpert.steps.priors.evaluate_priors`
+finetune_latent           :func:`scpert.steps.latent.finetune_latent`
+train                     :func:`scpert.steps.methods.train`
+sample                    :func:`scpert.steps.methods.sample`
+evaluate                  :func:`scpert.steps.evaluate.evaluate`
+aggregate                 :func:`scpert.steps.evaluate.aggregate`
+heatmap                   :func:`scpert.steps.figures.heatmap`
+========================  =====================================
+"""
+
+from __future__ import annotations
+
+import importlib
+
+#: rule name -> submodule of scpert.steps holding its function
+RULES = {
+    "simulate_world": "data",
+    "preprocess": "data",
+    "make_split": "data",
+    "select_hvg": "data",
+    "pretrain_graph": "priors",
+    "pretrain_mdt": "priors",
+    "evaluate_priors": "priors",
+    "finetune_latent": "latent",
+    "train": "methods",
+    "sample": "methods",
+    "evaluate": "evaluate",
+    "aggregate": "evaluate",
+    "heatmap": "figures",
+}
+
+__all__ = sorted(RULES)
+
+
+def __getattr__(name: str):
+    if name in RULES:
+        module = importlib.import_module(f"scpert.steps.{RULES[name]}")
+        return getattr(module, name)
+    raise AttributeError(f"module 'scpert.steps' has no attribute '{name}'")

@@ -1,0 +1,54 @@
+"""Rule steps of the data family: simulate_world, preprocess, make_split, select_hvg."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import anndata as ad
+
+from scpert import runtime
+from scpert.data import io
+
+log = logging.getLogger(__name__)
+
+
+def simulate_world(params: dict, outdir, resources) -> None:
+    """Rule simulate_world: every raw file of the synthetic world (scpert.data.simulate)."""
+    from scpert.data.simulate import simulate_world as simulate
+
+    simulate(params, Path(outdir), Path(resources))
+
+
+def preprocess(counts_path, out_path, params: dict, control: str) -> None:
+    """Rule preprocess: raw counts -> ``processed.h5ad`` (QC, normalise, log1p, counts layer)."""
+    from scpert.data.preprocess import preprocess_counts
+
+    raw = ad.read_h5ad(counts_path)
+    adata = preprocess_counts(raw, control=control, source=str(counts_path), **params)
+    runtime.write_h5ad(adata, out_path)
+    log.info("wrote %s: %d cells x %d genes", out_path, adata.n_obs, adata.n_vars)
+
+
+def make_split(processed_path, drugs_path, out_path, params: dict, control: str) -> None:
+    """Rule make_split: every condition -> train / val / test / exclude."""
+    from scpert.data.splits import condition_table
+    from scpert.data.splits import make_split as split_conditions
+
+    obs = ad.read_h5ad(processed_path, backed="r").obs
+    drugs = io.read_drug_table(drugs_path)
+    conditions = condition_table(obs, control)
+    kwargs = {k: v for k, v in params.items() if k != "type"}
+    table = split_conditions(conditions, params["type"], drug_moa=drugs["moa"].to_dict(), **kwargs)
+    runtime.write_tsv(table, out_path)
+    log.info("split %s: %s", params["type"], table["split"].value_counts().to_dict())
+
+
+def select_hvg(processed_path, split_path, out_path, params: dict, control: str) -> None:
+    """Rule select_hvg: the split's genes, fitted on its training cells only."""
+    from scpert.data.preprocess import select_hvg as fit_hvg
+
+    adata = io.read_processed(processed_path, control)
+    genes = fit_hvg(adata, io.read_split(split_path), control=control, **params)
+    runtime.write_tsv(genes, out_path)
+    log.info("kept %d genes", len(genes))

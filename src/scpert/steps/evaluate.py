@@ -1,0 +1,114 @@
+"""Rule steps of the evaluation family: evaluate (all protocols, one pass) and aggregate."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from scpert import runtime
+from scpert.data import io, schema
+
+log = logging.getLogger(__name__)
+
+META_COLUMNS = ("dataset", "split", "method")
+
+
+def training_perturbation_reference(
+    adata: ad.AnnData, split: pd.DataFrame, genes: list[str], control: str, source: str | Path
+) -> np.ndarray:
+    """Systema's reference: the mean over training perturbed conditions of each condition's centroid
+    (log-normalised X restricted to ``genes``; controls excluded), pooled over cell lines."""
+    train_conditions = split.loc[split["split"] == "train", "condition"]
+    obs = adata.obs
+    is_train = (
+        obs[schema.CONDITION].isin(train_conditions) & (obs[schema.DRUG] != control)
+    ).to_numpy()
+    if not is_train.any():
+        raise schema.SchemaError(
+            f"{source}: no training perturbed conditions to form the systema "
+            "reference (column 'split' has no 'train' condition with cells)"
+        )
+    train = io.restrict_genes(adata[is_train], genes, source)
+    codes, _ = pd.factorize(train.obs[schema.CONDITION].astype(str))
+    n_conditions = codes.max() + 1
+    membership = sp.csr_matrix(
+        (np.ones(codes.size), (codes, np.arange(codes.size))), shape=(n_conditions, codes.size)
+    )
+    sums = membership @ train.X
+    sums = sums.toarray() if sp.issparse(sums) else np.asarray(sums)
+    centroids = sums / np.bincount(codes)[:, None]
+    return centroids.mean(axis=0)
+
+
+def evaluate(inputs: dict, out_path, evaluation: dict, control: str, meta: dict) -> None:
+    from scpert.metrics import evaluate_predictions
+
+    adata = io.read_processed(inputs["h5ad"], control)
+    genes = io.read_genes(inputs["genes"])
+    split = io.read_split(inputs["split"])
+    test = split.loc[split["split"] == "test", "condition"].tolist()
+    keep = (
+        adata.obs[schema.CONDITION].isin(test).to_numpy()
+        | (adata.obs[schema.DRUG] == control).to_numpy()
+    )
+    truth = io.restrict_genes(adata[keep], genes, inputs["h5ad"]).copy()
+    protocols = tuple(evaluation["protocols"])
+    reference = (
+        training_perturbation_reference(adata, split, genes, control, inputs["split"])
+        if "systema" in protocols
+        else None
+    )
+    pred = ad.read_h5ad(inputs["pred"])
+    schema.validate(
+        pred,
+        inputs["pred"],
+        kind="prediction",
+        required_obs=(schema.CELL_LINE, schema.DRUG, schema.DOSE),
+    )
+    table = evaluate_predictions(
+        truth,
+        pred,
+        test,
+        control=control,
+        protocols=protocols,
+        seed=evaluation["seed"],
+        max_cells=evaluation["max_cells"],
+        train_reference=reference,
+    )
+    for i, key in enumerate(META_COLUMNS):
+        table.insert(i, key, meta[key])
+    runtime.write_tsv(table, out_path, float_format="%.10g")
+    log.info("%d metric values for %d conditions", len(table), len(test))
+
+
+def aggregate(
+    metric_paths, long_path, summary_path, table_paths, split_types: dict[str, str] | None = None
+) -> None:
+    """Rule aggregate: the long table, the summary and each paper table named by a path's stem."""
+    from scpert import tables
+
+    long = tables.read_long(metric_paths)
+    summary = tables.summarise(long)
+    runtime.write_tsv(long, long_path, float_format="%.10g")
+    runtime.write_tsv(summary, summary_path, float_format="%.10g")
+    split_types = split_types or {}
+    for path in map(Path, table_paths):
+        if path.stem not in tables.PAPER_TABLES:
+            raise runtime.InputError(
+                f"{path}: unknown paper table '{path.stem}' "
+                f"(known: {', '.join(tables.PAPER_TABLES)})"
+            )
+        spec = tables.PAPER_TABLES[path.stem]
+        layout = spec.tables(long, split_types)
+        if not any(t.rows for t in layout):
+            layout = [
+                tables.Table(spec.title, ["–"], [], 1, "No results for this layout in this run.")
+            ]
+        text = tables.render(layout, path.suffix)
+        runtime.write_atomic(path, lambda p, t=text: p.write_text(t))
+    log.info("aggregated %d values from %d files", len(long), len(metric_paths))
