@@ -7,7 +7,7 @@ Usage::
 
 Prints, per method: the mean scPerturBench PCC-delta over test conditions (top-100 and top-5000
 DEGs, from ``metrics.tsv``), the fraction of test drugs whose predicted effect magnitude grows
-with dose (:func:`scpert.methods.scppdm.dose_monotonicity`; the ground truth's fraction is given
+with dose (:func:`scpert.methods.scppdm.method.dose_monotonicity`; the ground truth's fraction is given
 for reference), and the training rule's wall and CPU seconds (Snakemake benchmark file).
 """
 
@@ -20,7 +20,7 @@ import anndata as ad
 import pandas as pd
 
 from scpert.data import schema
-from scpert.methods.scppdm import dose_monotonicity
+from scpert.methods.scppdm.method import dose_monotonicity
 
 DEFAULT_METHODS = ("scppdm", "scppdm_const_sd", "base_control", "train_mean", "base_reg")
 

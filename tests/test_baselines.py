@@ -13,7 +13,7 @@ import scipy.sparse as sp
 from scpert.chem import dose_scale, morgan_fingerprints
 from scpert.data.schema import SchemaError
 from scpert.methods import Method, PerturbData, get_method
-from scpert.methods.baseline_mlp import BaseMLP
+from scpert.methods.baselines.mlp import BaseMLP
 
 # real SMILES (sci-Plex drug list, ../shared/data/sciplex_drugs_smiles.csv)
 SMILES = {
@@ -314,9 +314,9 @@ def linear_world():
 
 def test_base_reg_recovers_linear_truth_on_held_out_drugs(linear_world):
     data, controls, test, expected = linear_world
-    reg = get_method("base_reg")({"alpha": 0.01}, seed=0)
+    reg = get_method("base_reg").from_preset("tiny", {"alpha": 0.01}, seed=0)
     reg.fit(data)
-    mean = get_method("train_mean")()
+    mean = get_method("train_mean").from_preset("tiny")
     mean.fit(data)
     err_reg = np.mean((reg.predict_deltas(controls, conditions(*test)).to_numpy() - expected) ** 2)
     err_mean = np.mean(
@@ -361,8 +361,8 @@ def test_unseen_line_gets_the_control_to_perturbed_shift(shifted_world, name):
 def test_base_mlp_is_deterministic_and_counts_its_parameters(world):
     data = world["data"]
     first, second = (
-        BaseMLP({"hidden": [16, 8], "epochs": 5}, seed=4),
-        BaseMLP({"hidden": [16, 8], "epochs": 5}, seed=4),
+        BaseMLP.from_preset("tiny", {"hidden": [16, 8], "epochs": 5}, seed=4),
+        BaseMLP.from_preset("tiny", {"hidden": [16, 8], "epochs": 5}, seed=4),
     )
     first.fit(data)
     second.fit(data)

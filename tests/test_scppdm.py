@@ -13,11 +13,12 @@ import yaml
 
 from scpert.data import schema
 from scpert.data.preprocess import preprocess_counts
+from scpert.errors import ConfigError
 from scpert.generative import mode
 from scpert.latent import LatentModel, save_model
 from scpert.methods import Method, PerturbData, get_method
-from scpert.methods.scppdm import (
-    PAPER,
+from scpert.methods.scppdm import PAPER, TINY
+from scpert.methods.scppdm.method import (
     ConditionBatch,
     DrugTable,
     ScPPDM,
@@ -58,7 +59,7 @@ FAST = {
 # ------------------------------------------------------------------------------ paper preset
 def test_paper_preset_equals_appendix_d():
     """scppdm.txt App. D, value by value."""
-    p = ScPPDM.presets["paper"]
+    p = ScPPDM.spec().presets["paper"]
     # "Independent masking on {z_pre, z~_drug}: p(drop-pre) = 0.10, p(drop-drug) = 0.10"
     assert (p["p_drop_pre"], p["p_drop_drug"]) == (0.10, 0.10)
     assert p["dropout"] == 0.15  # "Global dropout in the network is 0.15."
@@ -125,10 +126,10 @@ def test_configured_ablations_cover_appendix_f():
 
 
 def test_bad_params_are_rejected():
-    with pytest.raises(KeyError, match="unknown parameter"):
-        ScPPDM({"stepz": 1})
-    with pytest.raises(ValueError, match="params.guidance"):
-        ScPPDM({"guidance": "triple"})
+    with pytest.raises(ConfigError, match=r"methods.scppdm.params.stepz: unknown parameter"):
+        ScPPDM.from_preset("tiny", {"stepz": 1})
+    with pytest.raises(ConfigError, match=r"methods.scppdm.params.guidance: 'triple'"):
+        ScPPDM.from_preset("tiny", {"guidance": "triple"})
 
 
 # ------------------------------------------------------------------------- dose -> strength
@@ -164,7 +165,7 @@ def test_condition_batch_encodes_combinations():
 
 
 def test_drug_encoder_is_order_free_for_combinations():
-    model = ScPPDM(dict(FAST))
+    model = ScPPDM({**TINY, **FAST})
     model._build(latent_dim=16, n_genes=5, drugs=_drug_table())
     model.net.eval()
     ab = ConditionBatch.encode(["dA+dB"], ["1+10"], model.drugs)
@@ -362,7 +363,7 @@ def test_ablations_fit_and_predict(world, ablation):
 def test_missing_latent_prior_is_an_error(world):
     data = PerturbData(adata=world["data"].adata, drugs=world["data"].drugs, control="control")
     with pytest.raises(schema.SchemaError, match="prior 'latent'"):
-        ScPPDM(dict(FAST)).fit(data)
+        ScPPDM({**TINY, **FAST}).fit(data)
 
 
 # ------------------------------------------------------------------------ dose monotonicity

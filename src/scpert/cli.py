@@ -11,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from scpert.methods.base import available_methods, get_method
+from scpert.methods.registry import available_methods, get_method, get_spec
 
 
 def human_count(n: int) -> str:
@@ -40,12 +40,12 @@ def _describe(args: argparse.Namespace) -> int:
         raise UsageError(
             f"unknown method '{args.method}' (available: {', '.join(available_methods())})"
         )
-    method = get_method(args.method)
-    if args.preset not in method.presets:
+    spec = get_spec(args.method)
+    if args.preset not in spec.presets:
         raise UsageError(
-            f"method '{args.method}' has no preset '{args.preset}' "
-            f"(has: {', '.join(method.presets)})"
+            f"method '{args.method}' has no preset '{args.preset}' (has: {', '.join(spec.presets)})"
         )
+    method = get_method(args.method)
     counts = method.describe(args.preset)
     print(f"{method.name} (preset {args.preset}): trainable parameters")
     if not counts:
@@ -58,9 +58,9 @@ def _methods(args: argparse.Namespace) -> int:
     names = available_methods()
     width = max(len(name) for name in names)
     for name in names:
-        method = get_method(name)
-        device = "gpu" if method.uses_gpu else "cpu"
-        print(f"{name:<{width}}  presets: {', '.join(method.presets)}  ({device})")
+        spec = get_spec(name)
+        device = "gpu" if spec.uses_gpu else "cpu"
+        print(f"{name:<{width}}  presets: {', '.join(spec.presets)}  ({device})")
     return 0
 
 

@@ -3,3 +3,7 @@
 
 class InputError(ValueError):
     """Bad input (data file, config key, split setting); the message names where and what."""
+
+
+class ConfigError(InputError):
+    """The config is well-formed but inconsistent; the message names the key."""

@@ -2,7 +2,10 @@
 
 JSON-schema validation (``config/schema.yaml``) checks shapes and values; this module checks what
 a schema cannot: cross-references (a dataset's split names, a method's base and preset, a method's
-split restriction) and source-specific fields. Every error names the offending config key.
+split restriction), every method parameter against its method's spec (unknown names, types,
+allowed values), and source-specific fields. Every error names the offending config key. It runs
+in the Snakemake head process and imports only the light method specs
+(:mod:`scpert.methods.registry`): no torch, RDKit or scikit-learn.
 """
 
 from __future__ import annotations
@@ -10,16 +13,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from scpert.errors import InputError
+from scpert.errors import ConfigError
 
-
-class ConfigError(InputError):
-    """The config is well-formed but inconsistent; the message names the key."""
+__all__ = ["ConfigError", "MethodEntry", "Run", "resolve_config"]
 
 
 @dataclass(frozen=True)
 class MethodEntry:
-    """One configured method: a registered ``base`` method, a preset and parameter overrides."""
+    """One configured method: a registered ``base`` method, a preset and its resolved parameters.
+
+    params: the complete parameter dict (preset overlaid with the config's overrides).
+    """
 
     name: str
     base: str
@@ -28,6 +32,10 @@ class MethodEntry:
     splits: tuple[str, ...] | None = None
     uses_gpu: bool = False
     priors: tuple[str, ...] = ()
+
+    def recordable(self) -> dict[str, Any]:
+        """Plain values for a rule's ``params`` (Snakemake records them and reruns on a change)."""
+        return {"name": self.name, "base": self.base, "preset": self.preset, "params": self.params}
 
 
 @dataclass(frozen=True)
@@ -38,7 +46,7 @@ class Run:
 
 
 def resolve_config(config: dict) -> Run:
-    from scpert.methods import get_method
+    from scpert.methods.registry import get_spec
 
     for name, ds in config["datasets"].items():
         if ds["source"] == "h5ad":
@@ -55,16 +63,12 @@ def resolve_config(config: dict) -> Run:
     for name, entry in config["methods"].items():
         base = entry.get("base", name)
         try:
-            cls = get_method(base)
+            spec = get_spec(base)
         except KeyError as err:
             key = f"methods.{name}.base" if "base" in entry else f"methods.{name}"
             raise ConfigError(f"{key}: {err.args[0]}") from None
         preset = entry.get("preset", "tiny")
-        if preset not in cls.presets:
-            raise ConfigError(
-                f"methods.{name}.preset: '{preset}' is not a preset of '{base}' "
-                f"(has: {', '.join(cls.presets)})"
-            )
+        params = spec.resolve(preset, entry.get("params"), key=f"methods.{name}")
         restrict = entry.get("splits")
         for split in restrict or ():
             if split not in config["splits"]:
@@ -73,10 +77,10 @@ def resolve_config(config: dict) -> Run:
             name,
             base,
             preset,
-            dict(entry.get("params", {})),
+            params,
             tuple(restrict) if restrict else None,
-            cls.uses_gpu,
-            tuple(cls.requires_priors),
+            spec.uses_gpu,
+            spec.required_priors(params),
         )
 
     jobs = [

@@ -50,7 +50,9 @@ def raw_drugs(wildcards):
 
 
 def method_entry(wildcards):
-    return RUN.methods[wildcards.method]
+    """The method's name, base, preset and complete params as plain values (recorded by
+    Snakemake, so editing a method's preset or params reruns its train job)."""
+    return RUN.methods[wildcards.method].recordable()
 
 
 # prior name -> output path pattern (wildcards dataset, split); rule files producing priors add theirs

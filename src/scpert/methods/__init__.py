@@ -1,5 +1,33 @@
-"""Perturbation-prediction methods behind one protocol and one registry (DESIGN §2)."""
+"""Perturbation-prediction methods behind one protocol and one registry (DESIGN §2).
 
-from scpert.methods.base import Method, PerturbData, available_methods, get_method, register
+Importing this package is light (the registry and the method specs); ``Method`` and
+``PerturbData`` (anndata) and each method's class (torch, RDKit) load on first use.
+"""
 
-__all__ = ["Method", "PerturbData", "available_methods", "get_method", "register"]
+from scpert.methods.registry import (
+    MethodSpec,
+    available_methods,
+    get_method,
+    get_spec,
+    register,
+    register_spec,
+)
+
+__all__ = [
+    "Method",
+    "MethodSpec",
+    "PerturbData",
+    "available_methods",
+    "get_method",
+    "get_spec",
+    "register",
+    "register_spec",
+]
+
+
+def __getattr__(name: str):
+    if name in ("Method", "PerturbData"):
+        from scpert.methods import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module 'scpert.methods' has no attribute '{name}'")

@@ -1,17 +1,20 @@
-"""The Method protocol, the training-data bundle and the method registry.
+"""The Method protocol and the training-data bundle.
 
-Every method (baselines, scPPDM, StateXDiff, PerturbDiff, scDFM) subclasses :class:`Method` and
-registers under a name with :func:`register`. The generic ``train`` and ``sample`` rules dispatch on
-the ``{method}`` wildcard through :func:`get_method`; config-level variants (ablations) name a
-``base`` method plus parameters and are resolved by the workflow, not here.
+Every method (baselines, scPPDM, StateXDiff, PerturbDiff, scDFM) declares a
+:class:`~scpert.methods.registry.MethodSpec` (presets, GPU, priors) in a light module and
+subclasses :class:`Method` in the module the spec names, registering it with
+:func:`~scpert.methods.registry.register`. The generic ``train`` and ``sample`` rules dispatch on
+the ``{method}`` wildcard through :func:`~scpert.methods.registry.get_method`; config-level variants
+(ablations) name a ``base`` method plus parameters and are resolved by the workflow
+(:mod:`scpert.workflow_config`), not here.
 
-Lifecycle: ``m = cls(params, seed)`` -> ``m.fit(train, device=...)`` -> ``m.save(dir)``;
-later ``cls.load(dir, device)`` -> ``m.predict(controls, conditions, seed)``.
+Lifecycle: ``m = cls.from_preset(preset, overrides, seed)`` (or ``cls(complete_params, seed)``)
+-> ``m.fit(train, device=...)`` -> ``m.save(dir)``; later ``cls.load(dir, device)`` ->
+``m.predict(controls, conditions, seed)``.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -23,15 +26,7 @@ import numpy as np
 import pandas as pd
 
 from scpert.data import schema
-
-#: modules whose import registers methods; later issues append their module here.
-METHOD_MODULES = (
-    "scpert.methods.baselines",
-    "scpert.methods.baseline_mlp",
-    "scpert.methods.scppdm",
-)
-
-_REGISTRY: dict[str, type[Method]] = {}
+from scpert.methods.registry import MethodSpec, get_method, get_spec
 
 
 @dataclass
@@ -60,33 +55,27 @@ class PerturbData:
 class Method(ABC):
     """A perturbation-response model.
 
-    Subclasses set ``name`` and ``presets`` (preset name -> hyper-parameter dict; ``"tiny"`` for CPU
-    and ``"paper"`` with the paper's values), and implement fit/predict/_save_state/_load_state.
+    Subclasses set ``name`` (the name of their :class:`MethodSpec`) and implement
+    fit/predict/_save_state/_load_state. ``params`` are complete (a resolved preset).
     """
 
     name: ClassVar[str]
-    presets: ClassVar[dict[str, dict[str, Any]]] = {"tiny": {}, "paper": {}}
-    #: True for methods whose training/sampling wants a GPU (the workflow requests one on SLURM).
-    uses_gpu: ClassVar[bool] = False
-    #: names of pretrained priors the method needs at fit time (e.g. ``"latent"``, ``"drug_tokens"``);
-    #: the workflow adds the producing rules' outputs as inputs of ``train`` and passes their paths
-    #: in ``PerturbData.priors``. A saved model must be self-contained (copy what predict needs).
-    requires_priors: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, params: dict[str, Any] | None = None, seed: int = 0):
-        self.params = {**self.presets.get("tiny", {}), **(params or {})}
+    def __init__(self, params: dict[str, Any], seed: int = 0):
+        self.params = dict(params)
         self.seed = int(seed)
         self.genes: list[str] = []
+
+    @classmethod
+    def spec(cls) -> MethodSpec:
+        return get_spec(cls.name)
 
     @classmethod
     def from_preset(
         cls, preset: str, overrides: dict[str, Any] | None = None, seed: int = 0
     ) -> Method:
-        if preset not in cls.presets:
-            raise KeyError(
-                f"method '{cls.name}' has no preset '{preset}' (has: {', '.join(cls.presets)})"
-            )
-        return cls({**cls.presets[preset], **(overrides or {})}, seed=seed)
+        """The method with ``preset`` overlaid by ``overrides`` (checked against the spec)."""
+        return cls(cls.spec().resolve(preset, overrides), seed=seed)
 
     @abstractmethod
     def fit(self, train: PerturbData, device: str = "cpu") -> None:
@@ -147,32 +136,3 @@ def _json_default(obj):
     if isinstance(obj, np.generic):
         return obj.item()
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
-
-
-def register(cls: type[Method]) -> type[Method]:
-    """Class decorator: make a method available to the workflow and the CLI under ``cls.name``."""
-    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
-        raise ValueError(f"method name '{cls.name}' registered twice")
-    _REGISTRY[cls.name] = cls
-    return cls
-
-
-def _import_until(name: str | None = None) -> None:
-    """Import method modules in order until ``name`` is registered (all modules when None), so a
-    job that loads one baseline does not pay for importing every deep-learning method."""
-    for module in METHOD_MODULES:
-        if name is not None and name in _REGISTRY:
-            return
-        importlib.import_module(module)
-
-
-def available_methods() -> list[str]:
-    _import_until(None)
-    return sorted(_REGISTRY)
-
-
-def get_method(name: str) -> type[Method]:
-    _import_until(name)
-    if name not in _REGISTRY:
-        raise KeyError(f"unknown method '{name}' (available: {', '.join(sorted(_REGISTRY))})")
-    return _REGISTRY[name]

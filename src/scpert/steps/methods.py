@@ -27,22 +27,23 @@ def training_data(processed_path, split_path, genes_path, drugs_path, control: s
     return PerturbData(adata=train.copy(), drugs=io.read_drug_table(drugs_path), control=control)
 
 
-def train(inputs: dict, model_dir, entry, control: str, seed: int, device: str) -> None:
-    """Fit ``entry`` (a :class:`scpert.workflow_config.MethodEntry`) and save it to ``model_dir``."""
+def train(inputs: dict, model_dir, entry: dict, control: str, seed: int, device: str) -> None:
+    """Fit ``entry`` (``MethodEntry.recordable()``: name, base, preset, complete params) and save
+    it to ``model_dir``."""
     from scpert.methods import get_method
 
     data = training_data(inputs["h5ad"], inputs["split"], inputs["genes"], inputs["drugs"], control)
     data.priors = {
         k.removeprefix("prior_"): Path(v) for k, v in inputs.items() if k.startswith("prior_")
     }
-    method = get_method(entry.base).from_preset(entry.preset, entry.params, seed=seed)
+    method = get_method(entry["base"])(entry["params"], seed=seed)
     method.genes = list(data.adata.var_names)
-    dev = runtime.pick_device(device) if method.uses_gpu else "cpu"
+    dev = runtime.pick_device(device) if method.spec().uses_gpu else "cpu"
     log.info(
         "training %s (%s, preset %s) on %d cells x %d genes, device %s",
-        entry.name,
-        entry.base,
-        entry.preset,
+        entry["name"],
+        entry["base"],
+        entry["preset"],
         data.adata.n_obs,
         data.adata.n_vars,
         dev,
@@ -64,7 +65,7 @@ def sample(
     from scpert.methods.base import saved_method_class
 
     method_cls = saved_method_class(inputs["model"])
-    dev = runtime.pick_device(device) if method_cls.uses_gpu else "cpu"
+    dev = runtime.pick_device(device) if method_cls.spec().uses_gpu else "cpu"
     method = method_cls.load(inputs["model"], device=dev)
     adata = io.read_processed(inputs["h5ad"], control)
     controls = io.restrict_genes(

@@ -55,7 +55,6 @@ from abc import abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
 
 import anndata as ad
 import numpy as np
@@ -65,7 +64,8 @@ import scipy.sparse as sp
 from scpert.chem.featurize import SMILES_FIELD, drug_features, morgan_fingerprints
 from scpert.data import schema
 from scpert.data.schema import CELL_LINE, CONDITION, DOSE, DRUG, PLATE, SchemaError
-from scpert.methods.base import Method, PerturbData, register
+from scpert.methods.base import Method, PerturbData
+from scpert.methods.registry import register
 
 KEY_COLUMNS = (CELL_LINE, DRUG, DOSE)
 CONDITION_COLUMNS = (CELL_LINE, DRUG, DOSE, "n_cells")
@@ -580,18 +580,11 @@ class FeatureBaseline(DeltaBaseline):
         self.features = ConditionFeatures.from_arrays(arrays)
 
 
-_FEATURE_PRESET = {"radius": 2, "n_bits": 1024}
-
-
 @register
 class BaseReg(FeatureBaseline):
     """Ridge regression from drug structure x dose + context PCs to the pseudobulk delta."""
 
     name = "base_reg"
-    presets: ClassVar[dict] = {
-        "tiny": {**_FEATURE_PRESET, "alpha": 1.0, "n_context_pcs": 4, "describe_n_genes": 500},
-        "paper": {**_FEATURE_PRESET, "alpha": 1.0, "n_context_pcs": 10, "describe_n_genes": 5000},
-    }
 
     def _fit_model(self, X, Y, device):
         from sklearn.linear_model import Ridge

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from scpert.methods.base import register
-from scpert.methods.baselines import _FEATURE_PRESET, FeatureBaseline
+from scpert.methods.baselines.deltas import FeatureBaseline
+from scpert.methods.registry import register
 
 
 def build_mlp(
@@ -39,34 +39,6 @@ class BaseMLP(FeatureBaseline):
     """MLP from drug structure x dose + context PCs to the pseudobulk delta (Adam, MSE)."""
 
     name = "base_mlp"
-    presets: ClassVar[dict] = {
-        "tiny": {
-            **_FEATURE_PRESET,
-            "hidden": [64],
-            "epochs": 60,
-            "batch_size": 32,
-            "lr": 1e-3,
-            "weight_decay": 0.0,
-            "val_fraction": 0.0,
-            "patience": 20,
-            "min_delta": 1e-4,
-            "n_context_pcs": 4,
-            "describe_n_genes": 500,
-        },
-        "paper": {
-            **_FEATURE_PRESET,
-            "hidden": [1024],
-            "epochs": 200,
-            "batch_size": 128,
-            "lr": 1e-3,
-            "weight_decay": 0.0,
-            "val_fraction": 0.2,
-            "patience": 20,
-            "min_delta": 1e-4,
-            "n_context_pcs": 10,
-            "describe_n_genes": 5000,
-        },
-    }
     STATE_DICT_FILE: ClassVar[str] = "mlp.pt"
 
     def _fit_model(self, X, Y, device):
