@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +28,44 @@ def training_data(processed_path, split_path, genes_path, drugs_path, control: s
     return PerturbData(adata=train.copy(), drugs=io.read_drug_table(drugs_path), control=control)
 
 
+def checkpoint_dir(model_dir) -> Path:
+    """The trainer's checkpoints of a train job: ``results/.../{method}/checkpoints`` beside the
+    declared ``model/`` output, so that they survive a failed job (Snakemake removes the outputs
+    of failed jobs); removed once the model is saved."""
+    return Path(model_dir).parent / "checkpoints"
+
+
 def train(inputs: dict, model_dir, entry: dict, control: str, seed: int, device: str) -> None:
     """Fit ``entry`` (``MethodEntry.recordable()``: name, base, preset, complete params) and save
-    it to ``model_dir``."""
+    it to ``model_dir``. A preset with ``gpus: N > 1`` on a job that sees N GPUs trains in N
+    data-parallel processes launched by torchrun (:mod:`scpert.generative.distributed`)."""
+    from scpert.methods import get_method
+
+    method_cls = get_method(entry["base"])
+    dev = runtime.pick_device(device) if method_cls.spec().uses_gpu else "cpu"
+    n_processes = 1
+    if method_cls.spec().uses_gpu:
+        from scpert.generative import distributed
+
+        n_processes = distributed.processes_for(entry["params"].get("gpus", 1), dev)
+    kwargs = dict(
+        inputs=inputs, model_dir=str(model_dir), entry=entry, control=control, seed=seed
+    )
+    if n_processes > 1:
+        distributed.launch(
+            n_processes,
+            "scpert.steps.methods:train_process",
+            {**kwargs, "device": dev},
+            checkpoint_dir(model_dir) / "launch.json",
+        )
+    else:
+        train_process(**kwargs, device=dev)
+    shutil.rmtree(checkpoint_dir(model_dir), ignore_errors=True)
+
+
+def train_process(inputs: dict, model_dir, entry: dict, control: str, seed: int, device: str):
+    """One training process (the only one, or one rank of a torchrun launch; rank 0 saves)."""
+    from scpert.generative.trainer import distributed_context
     from scpert.methods import get_method
 
     data = training_data(inputs["h5ad"], inputs["split"], inputs["genes"], inputs["drugs"], control)
@@ -38,19 +74,22 @@ def train(inputs: dict, model_dir, entry: dict, control: str, seed: int, device:
     }
     method = get_method(entry["base"])(entry["params"], seed=seed)
     method.genes = list(data.adata.var_names)
-    dev = runtime.pick_device(device) if method.spec().uses_gpu else "cpu"
+    method.checkpoint_dir = checkpoint_dir(model_dir)
+    rank, world = distributed_context()
     log.info(
-        "training %s (%s, preset %s) on %d cells x %d genes, device %s",
+        "training %s (%s, preset %s) on %d cells x %d genes, device %s%s",
         entry["name"],
         entry["base"],
         entry["preset"],
         data.adata.n_obs,
         data.adata.n_vars,
-        dev,
+        device,
+        f" (rank {rank} of {world})" if world > 1 else "",
     )
-    method.fit(data, device=dev)
-    with runtime.atomic_dir(model_dir) as tmp:
-        method.save(tmp)
+    method.fit(data, device=device)
+    if rank == 0:
+        with runtime.atomic_dir(model_dir) as tmp:
+            method.save(tmp)
 
 
 def conditions_to_predict(split: pd.DataFrame, max_cells: int) -> pd.DataFrame:
