@@ -46,7 +46,6 @@ import pandas as pd
 
 from scpert import runtime
 from scpert.data import schema
-from scpert.metrics.evaluate import ALL_CONDITIONS
 
 log = logging.getLogger(__name__)
 
@@ -413,6 +412,9 @@ def _holdout_groups(
     long: pd.DataFrame, split_types: dict[str, str]
 ) -> list[tuple[str, pd.DataFrame]]:
     """scDFM Table 2 settings: single-drug ("Single") and combination ("Double") test conditions."""
+    # imported here: the Snakemake head process imports this module for the table names only
+    from scpert.metrics.evaluate import ALL_CONDITIONS
+
     long = _restrict(long, split_types, HOLDOUT_TYPES)
     drug = long["condition"].str.split(schema.CONDITION_SEP).str[1]
     long = long[drug != ALL_CONDITIONS]  # values across conditions belong to neither setting
