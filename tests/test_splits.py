@@ -1,4 +1,4 @@
-"""Split leakage and scenario definitions (DESIGN §7)."""
+"""Split leakage, scenario definitions and validation conditions (docs/architecture.md "Splits")."""
 
 import pytest
 

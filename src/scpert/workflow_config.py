@@ -5,9 +5,9 @@ a schema cannot: cross-references (a dataset's split names, a method's base and 
 split restriction), every method parameter against its method's spec (unknown names, types,
 allowed values), the priors a method needs against the priors the workflow builds
 (:data:`scpert.layout.PRIORS`), split names the results layout reserves, and source-specific
-fields. Every error names the offending config key. It runs
-in the Snakemake head process and imports only the light method specs
-(:mod:`scpert.methods.registry`): no torch, RDKit or scikit-learn.
+fields. Every error names the offending config key. It runs in the Snakemake head process and
+imports only the light method specs (:mod:`scpert.methods.registry`) and :mod:`scpert.layout`: no
+torch, RDKit or scikit-learn.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 # are declared once, in scpert.layout.WORLD_FILES (WORLD_FILES of common.smk: stem -> name).
 
 
-# Simulate the synthetic perturbation world (DESIGN §5): every raw artifact the real pipeline
+# Simulate the synthetic perturbation world (scpert.data.simulate): every raw artifact the real pipeline
 # consumes, with the same schemas, plus the ground truth.
 rule simulate_world:
     input:

@@ -1,7 +1,7 @@
 """Drug structure features: Morgan fingerprints, Tanimoto similarity, dose-scaled drug vectors.
 
 Morgan (ECFP-like) bit vectors come from ``rdkit.Chem.rdFingerprintGenerator.GetMorganGenerator``
-(radius 2, 1024 bits: the scPPDM DrugMapper input, scppdm.txt App. D). Dose enters as
+(radius 2, 1024 bits: the scPPDM DrugMapper input, scPPDM App. D). Dose enters as
 ``log1p(dose) / log1p(max_dose)`` (the ``log(1+d)`` scaling of StateXDiff §3 MDT and scPPDM App. D,
 normalised so the largest training dose maps to 1). A combination ``A+B`` at ``dA+dB`` is the sum of
 its components' features (order-free).

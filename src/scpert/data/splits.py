@@ -1,4 +1,4 @@
-"""Out-of-distribution splits (DESIGN §7).
+"""Out-of-distribution splits (docs/architecture.md "Splits").
 
 Each split assigns every perturbed condition to ``train``, ``val``, ``test`` or ``exclude`` and
 writes one row per condition (``condition, cell_line, drug, dose, split``). Control conditions

@@ -1,4 +1,4 @@
-"""SCimilarity-compatible latent space (DESIGN §2): architecture, checkpoint layout, gene
+"""SCimilarity-compatible latent space (docs/architecture.md "Packages"): architecture, checkpoint layout, gene
 alignment, fine-tuning on a split's training cells."""
 
 from scpert.latent.align import align_to_genes, lognorm, scimilarity_input
