@@ -1,4 +1,5 @@
-"""Aggregation of per-condition metrics and paper-layout tables (rule ``aggregate``, docs/architecture.md "Data contract").
+"""Aggregation of per-condition metrics and paper-layout tables (rule ``aggregate``;
+docs/architecture.md "Data contract").
 
 ``metrics_long.tsv``: dataset, split, method, condition, protocol, metric, deg_set, value.
 ``summary.tsv``: dataset, split, method, protocol, metric, deg_set, mean, sd, n (sd with ddof=1,
