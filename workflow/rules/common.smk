@@ -43,14 +43,14 @@ def raw_counts(wildcards):
     ds = config["datasets"][wildcards.dataset]
     if ds["source"] == "h5ad":
         return ds["counts"]
-    return f"{raw_dir(wildcards.dataset)}/counts.h5ad"
+    return f"{raw_dir(wildcards.dataset)}/{WORLD_FILES['counts']}"
 
 
 def raw_drugs(wildcards):
     ds = config["datasets"][wildcards.dataset]
     if ds["source"] == "h5ad":
         return ds["drugs"]
-    return f"{raw_dir(wildcards.dataset)}/drugs.tsv"
+    return f"{raw_dir(wildcards.dataset)}/{WORLD_FILES['drugs']}"
 
 
 def method_entry(wildcards):

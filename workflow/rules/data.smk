@@ -2,8 +2,8 @@
 # are declared once, in scpert.layout.WORLD_FILES (WORLD_FILES of common.smk: stem -> name).
 
 
-# Simulate the synthetic perturbation world (scpert.data.simulate): every raw artifact the real pipeline
-# consumes, with the same schemas, plus the ground truth.
+# Simulate the synthetic perturbation world (scpert.data.simulate): every raw artifact the real
+# pipeline consumes, with the same schemas, plus the ground truth.
 rule simulate_world:
     input:
         drug_panel=REPO / "resources/drugs/drug_panel.tsv",
