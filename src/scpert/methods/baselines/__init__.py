@@ -69,5 +69,6 @@ register_spec(
             },
         },
         summary="MLP from drug structure x dose + context PCs to the shift",
+        test_overrides={"epochs": 10, "hidden": [16]},
     )
 )
