@@ -184,6 +184,8 @@ def test_a_condition_plate_draws_from_that_plate_or_falls_back(controls, caplog)
     assert any("(L2, p9)" in r.getMessage() for r in caplog.records)
     assert draw.units.values.tolist() == [[0, "p1"], [1, "p0"], [1, "p1"]]
     assert (draw.units.iloc[draw.unit]["row"].to_numpy() == draw.row).all()
+    pred = cells.prediction(table, draw, cells.realise(draw, 0.0))
+    assert pred.obs[PLATE].tolist() == ["p1"] * 9 + ["p9"] * 30  # labelled with the row's plate
 
 
 def test_bad_conditions_and_controls_are_named(controls):

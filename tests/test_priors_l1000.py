@@ -420,8 +420,7 @@ def test_rule_functions_write_the_documented_outputs(world, tmp_path):
         world / "drugs.tsv",
         world / "dti.tsv",
         world / "ppi.tsv",
-        tmp_path / "z.parquet",
-        tmp_path / "graph.tsv",
+        tmp_path / "graph",
         {"preset": "tiny", "params": {"epochs": 20}},
         gene_sets_path=world / "gene_sets.gmt",
         device="cpu",
@@ -431,14 +430,19 @@ def test_rule_functions_write_the_documented_outputs(world, tmp_path):
         tmp_path / "split.tsv",
         tmp_path / "genes.tsv",
         world / "l1000.gctx",
-        tmp_path / "z.parquet",
-        tmp_path / "tokens.npz",
-        tmp_path / "model.pt",
-        tmp_path / "history.tsv",
+        tmp_path / "graph",
+        tmp_path / "mdt",
         {"preset": "tiny", "params": {"epochs": 10}},
         device="cpu",
     )
-    out = outputs.load_drug_tokens(tmp_path / "tokens.npz")
+    # each prior is one folder holding the files scpert.priors.outputs names, and nothing else
+    assert sorted(p.name for p in (tmp_path / "graph").iterdir()) == sorted(
+        [outputs.GRAPH_EMBEDDINGS, outputs.GRAPH_METRICS]
+    )
+    assert sorted(p.name for p in (tmp_path / "mdt").iterdir()) == sorted(
+        [outputs.MDT_TOKENS, outputs.MDT_MODEL, outputs.MDT_HISTORY]
+    )
+    out = outputs.load_drug_tokens(tmp_path / "mdt" / outputs.MDT_TOKENS)
     n = len(drugs)
     assert out["drug"].tolist() == drugs.index.tolist()
     assert out["tokens"].shape == (n, 35, 64) and out["e_drug"].shape == (n, 64)
@@ -454,20 +458,14 @@ def test_rule_functions_write_the_documented_outputs(world, tmp_path):
     index = dict(zip(out["landmarks"], out["landmark_gene_index"]))
     assert index[symbols[0]] == 2 and index[symbols[5]] == 1
     assert (out["landmark_gene_index"] >= 0).sum() == 2
-    reloaded = mdt.load_mdt(tmp_path / "model.pt")
+    reloaded = mdt.load_mdt(tmp_path / "mdt" / outputs.MDT_MODEL)
     with torch.no_grad():
         z = reloaded.encode_structure(
             torch.as_tensor(structure_embedding(drugs["smiles"].to_dict()).to_numpy(np.float32))
         )
     np.testing.assert_allclose(z.numpy(), out["z_struct"], atol=1e-6)
-    evaluate.evaluate_priors(
-        world / "drugs.tsv",
-        tmp_path / "tokens.npz",
-        tmp_path / "z.parquet",
-        tmp_path / "graph.tsv",
-        tmp_path / "eval.tsv",
-        "w",
-        "s",
+    steps.evaluate_priors(
+        world / "drugs.tsv", tmp_path / "mdt", tmp_path / "graph", tmp_path / "eval.tsv", "w", "s"
     )
     table = pd.read_csv(tmp_path / "eval.tsv", sep="\t")
     embeddings = ["graph", "mdt", "mdt_e_drug", "mdt_struct", "morgan", "random"]

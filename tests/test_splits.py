@@ -1,4 +1,4 @@
-"""Split leakage and scenario definitions (DESIGN §7)."""
+"""Split leakage, scenario definitions and validation conditions (docs/architecture.md "Splits")."""
 
 import pytest
 
@@ -82,16 +82,74 @@ def test_combo_seen_k_components_seen(conditions, n_seen):
     assert not any(set(schema.components(d)) & unseen for d in train_combos)
 
 
-def test_deterministic_and_val(conditions):
-    a = make_split(conditions, "drug_ood", seed=5, val_fraction=0.2)
-    b = make_split(conditions, "drug_ood", seed=5, val_fraction=0.2)
-    assert a.equals(b)
-    no_val = make_split(conditions, "drug_ood", seed=5)
-    n_train_pert = ((no_val["split"] == "train") & (no_val["drug"] != "control")).sum()
-    assert (a["split"] == "val").sum() == round(0.2 * n_train_pert)
-    assert set(a.loc[a["split"] == "val", "drug"]).isdisjoint({"control"})
-    # validation only draws from training conditions: test assignments are unchanged
-    assert a["split"].eq("test").equals(no_val["split"].eq("test"))
+MOA = {"dA": "m1", "dB": "m1", "dC": "m2", "dD": "m2", "dE": "m3", "dF": "m3"}
+
+
+def _val_split(conditions, kind, **kwargs):
+    """The split with validation, the same split without, and its val rows."""
+    with_val = make_split(conditions, kind, seed=2, val_fraction=0.34, drug_moa=MOA, **kwargs)
+    without = make_split(conditions, kind, seed=2, drug_moa=MOA, **kwargs)
+    return with_val, without, with_val[with_val["split"] == "val"]
+
+
+@pytest.mark.parametrize(
+    "kind", ["cell_ood", "drug_ood", "pair_ood", "combo_seen0", "combo_seen1", "combo_seen2"]
+)
+def test_val_only_moves_training_conditions_and_is_seeded(conditions, kind):
+    a, no_val, val = _val_split(conditions, kind)
+    assert len(val) and (val["drug"] != "control").all()
+    # validation draws on training conditions only: every other label is unchanged
+    moved = a["split"] != no_val["split"]
+    assert set(no_val.loc[moved, "split"]) == {"train"} and set(a.loc[moved, "split"]) == {"val"}
+    assert a.equals(make_split(conditions, kind, seed=2, val_fraction=0.34, drug_moa=MOA))
+
+
+def test_val_of_cell_ood_holds_out_whole_training_lines(conditions):
+    a, _, val = _val_split(conditions, "cell_ood", test_cell_lines=["L2"])
+    # 0.34 of the 2 training lines -> 1 line, all its perturbed conditions; L2 stays test
+    assert set(val["cell_line"]) in ({"L1"}, {"L3"})
+    (line,) = set(val["cell_line"])
+    pert = a[(a["drug"] != "control") & (a["cell_line"] == line)]
+    assert set(pert["split"]) == {"val"} and len(val) == len(pert)
+    assert ((a["split"] == "train") & (a["drug"] != "control")).any()
+
+
+def test_val_of_drug_ood_holds_out_training_drugs_by_moa(conditions):
+    a, _, val = _val_split(conditions, "drug_ood", test_drugs=["dA"])
+    singles = val[~val["drug"].str.contains(r"\+")]
+    val_drugs = set(singles["drug"])
+    # m1 has one training drug left (dB): it stays; m2 and m3 lose one of their two drugs each
+    assert len(val_drugs) == 2 and {MOA[d] for d in val_drugs} == {"m2", "m3"}
+    # every dose in every line, and the training combinations containing a validation drug
+    assert len(singles) == 2 * 2 * 3
+    for drug in val["drug"]:
+        assert set(schema.components(drug)) & val_drugs
+    train = a[a["split"] == "train"]
+    assert not {c for d in train["drug"] for c in schema.components(d)} & val_drugs
+
+
+def test_val_of_pair_ood_keeps_drug_and_line_trained(conditions):
+    a, _, val = _val_split(conditions, "pair_ood")
+    train = a[(a["split"] == "train") & (a["drug"] != "control") & ~a["drug"].str.contains(r"\+")]
+    for line, drug in set(map(tuple, val[["cell_line", "drug"]].values)):
+        assert (train["drug"] == drug).any() and (train["cell_line"] == line).any()
+        pair = a[(a["cell_line"] == line) & (a["drug"] == drug)]
+        assert set(pair["split"]) == {"val"}  # all doses of the pair
+
+
+def test_val_of_combo_splits_holds_out_training_combinations(conditions):
+    a, _, val = _val_split(conditions, "combo_seen2")
+    assert val["drug"].str.contains(r"\+").all()
+    seen = set(a.loc[(a["split"] == "train") & ~a["drug"].str.contains(r"\+"), "drug"])
+    assert all(set(schema.components(d)) <= seen for d in val["drug"])
+
+
+def test_val_needs_units_to_spare(conditions):
+    with pytest.raises(SplitError, match="val_fraction.*at least 2 training cell lines"):
+        make_split(conditions, "cell_ood", test_cell_lines=["L1", "L2"], val_fraction=0.2)
+    # seed 5 leaves combo_seen0 no training combination to validate on
+    with pytest.raises(SplitError, match="combo_seen0 needs at least 2 training combinations"):
+        make_split(conditions, "combo_seen0", seed=5, val_fraction=0.2)
 
 
 def test_unknown_type(conditions):

@@ -76,6 +76,48 @@ def test_dry_run_default_lists_expected_jobs(tmp_path):
     assert job_counts(out) == expected
 
 
+HEAD_PROBE = """
+import sys
+from snakemake.cli import main
+try:
+    main(sys.argv[1:])
+finally:
+    heavy = ("torch", "rdkit", "sklearn", "anndata", "scanpy")
+    print("HEAD-IMPORTS", *sorted(m for m in heavy if m in sys.modules) or ["none"])
+"""
+
+
+def test_dry_run_head_process_imports_neither_torch_nor_rdkit(tmp_path):
+    """The head process (config resolution, method specs, the target and input functions of the
+    whole default DAG) stays light: no torch, RDKit, scikit-learn, anndata or scanpy."""
+    proc = subprocess.run(
+        [sys.executable, "-c", HEAD_PROBE, "-s", str(REPO / "Snakefile"), "-n", "-d", tmp_path],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "Job stats:" in proc.stdout  # the DAG was built, input functions included
+    (line,) = [x for x in proc.stdout.splitlines() if x.startswith("HEAD-IMPORTS")]
+    assert line == "HEAD-IMPORTS none"
+
+
+def test_every_prior_of_the_layout_is_built_by_a_rule(tmp_path):
+    """Each prior of scpert.layout.PRIORS is the output folder of one rule at its level."""
+    from scpert import layout
+
+    targets = [layout.prior_dir(name, "synthetic", "drug_ood") for name in layout.PRIORS]
+    assert targets == [
+        "results/synthetic/priors/graph",
+        "results/synthetic/drug_ood/priors/mdt",
+        "results/synthetic/drug_ood/priors/latent",
+    ]
+    out = snakemake("-n", "-d", tmp_path, *targets).stdout
+    counts = job_counts(out)
+    assert counts["pretrain_graph"] == 1 and counts["pretrain_mdt"] == 1
+    assert counts["finetune_latent"] == 1 and "train" not in counts
+
+
 def test_configfile_replaces_the_default_config(tmp_path):
     """--configfile ci.yaml must not inherit default-only entries (methods, priors) by merging."""
     out = snakemake("-n", "-d", tmp_path, "--configfile", REPO / "config/ci.yaml").stdout
@@ -367,7 +409,48 @@ def test_unknown_key_and_bad_value_name_the_key(tmp_path):
         _with(tmp_path, lambda c: c["methods"]["base_reg"].update(preset="huge")),
         check=False,
     )
-    assert proc.returncode != 0 and "methods.base_reg.preset: unknown preset 'huge'" in proc.stdout + proc.stderr
+    assert (
+        proc.returncode != 0
+        and "methods.base_reg.preset: unknown preset 'huge'" in proc.stdout + proc.stderr
+    )
+
+
+def test_misspelled_method_param_fails_the_dry_run_with_one_line(tmp_path):
+    cfg = _with(tmp_path, lambda c: c["methods"]["base_reg"].update(params={"alpah": 2.0}))
+    proc = snakemake("-n", "-d", tmp_path, "--configfile", cfg, check=False)
+    assert proc.returncode != 0
+    lines = [x for x in (proc.stdout + proc.stderr).splitlines() if "alpah" in x]
+    assert lines == [
+        "config: methods.base_reg.params.alpah: unknown parameter "
+        "(known: alpha, describe_n_genes, n_bits, n_context_pcs, radius)"
+    ]
+    assert not (tmp_path / "results").exists()
+
+
+def test_reserved_split_name_fails_at_parse_time(tmp_path):
+    def rename(c):
+        c["splits"]["priors"] = c["splits"].pop("drug_ood")
+        c["datasets"]["synthetic"]["splits"] = ["priors", "combo_seen2"]
+        c["methods"]["scppdm"]["splits"] = ["priors"]
+
+    proc = snakemake("-n", "-d", tmp_path, "--configfile", _with(tmp_path, rename), check=False)
+    assert proc.returncode != 0
+    assert "config: splits.priors: the name is reserved by the results layout" in proc.stdout
+
+
+def test_a_prior_no_rule_provides_is_a_config_error(monkeypatch):
+    from scpert.errors import ConfigError
+    from scpert.methods import registry
+    from scpert.workflow_config import resolve_config
+
+    spec = registry.MethodSpec("needs_vmcs", "nowhere", {"tiny": {}}, priors=("vmcs",))
+    monkeypatch.setitem(registry._SPECS, "needs_vmcs", spec)
+    cfg = yaml.safe_load((REPO / "config/ci.yaml").read_text())
+    cfg["methods"] = {"mine": {"base": "needs_vmcs"}}
+    with pytest.raises(ConfigError, match="methods.mine: method 'needs_vmcs' needs prior 'vmcs'"):
+        resolve_config(cfg)
+    cfg["methods"] = {"base_control": {}}
+    assert resolve_config(cfg).jobs  # the same config without it resolves
 
 
 @pytest.mark.skipif(shutil.which("dot") is None, reason="graphviz not installed")

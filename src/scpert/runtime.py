@@ -105,8 +105,10 @@ def pick_device(requested: str = "auto") -> str:
 
 
 def torch_setup(device: str = "auto", threads: int | None = None, seed: int | None = None) -> str:
-    """Prepare torch for one job: CPU threads (the rule's ``threads``; more threads than free cores
-    make small CPU ops orders of magnitude slower), the global seed, and the device to use."""
+    """Prepare torch for one job, the one place torch jobs set threads and seeds: CPU threads = the
+    rule's ``threads`` (more threads than free cores slow small models down; docs/decisions.md),
+    the global seed of every device (``torch.manual_seed``), and the device to use
+    (:func:`pick_device`). Used by the train, sample, finetune_latent and prior rules' steps."""
     import torch
 
     if threads:

@@ -1,4 +1,5 @@
-"""Aggregation of per-condition metrics and paper-layout tables (DESIGN §3 ``aggregate``, §9).
+"""Aggregation of per-condition metrics and paper-layout tables (rule ``aggregate``;
+docs/architecture.md "Data contract").
 
 ``metrics_long.tsv``: dataset, split, method, condition, protocol, metric, deg_set, value.
 ``summary.tsv``: dataset, split, method, protocol, metric, deg_set, mean, sd, n (sd with ddof=1,
@@ -51,7 +52,6 @@ import pandas as pd
 
 from scpert import runtime
 from scpert.data import schema
-from scpert.metrics.evaluate import ALL_CONDITIONS
 
 log = logging.getLogger(__name__)
 
@@ -441,6 +441,9 @@ def _holdout_groups(
     long: pd.DataFrame, split_types: dict[str, str]
 ) -> list[tuple[str, pd.DataFrame]]:
     """scDFM Table 2 settings: single-drug ("Single") and combination ("Double") test conditions."""
+    # imported here: the Snakemake head process imports this module for the table names only
+    from scpert.metrics.evaluate import ALL_CONDITIONS
+
     long = _restrict(long, split_types, HOLDOUT_TYPES)
     drug = long["condition"].str.split(schema.CONDITION_SEP).str[1]
     long = long[drug != ALL_CONDITIONS]  # values across conditions belong to neither setting

@@ -3,9 +3,11 @@
 JSON-schema validation (``config/schema.yaml``) checks shapes and values; this module checks what
 a schema cannot: cross-references (a dataset's split names, a method's base and preset, a method's
 split restriction), every method parameter against its method's spec (unknown names, types,
-allowed values), and source-specific fields. Every error names the offending config key. It runs
-in the Snakemake head process and imports only the light method specs
-(:mod:`scpert.methods.registry`): no torch, RDKit or scikit-learn.
+allowed values), the priors a method needs against the priors the workflow builds
+(:data:`scpert.layout.PRIORS`), split names the results layout reserves, and source-specific
+fields. Every error names the offending config key. It runs in the Snakemake head process and
+imports only the light method specs (:mod:`scpert.methods.registry`) and :mod:`scpert.layout`: no
+torch, RDKit or scikit-learn.
 """
 
 from __future__ import annotations
@@ -46,8 +48,15 @@ class Run:
 
 
 def resolve_config(config: dict) -> Run:
+    from scpert.layout import PRIORS, RESERVED_SPLIT_NAMES
     from scpert.methods.registry import get_spec
 
+    for split in config["splits"]:
+        if split in RESERVED_SPLIT_NAMES:
+            raise ConfigError(
+                f"splits.{split}: the name is reserved by the results layout "
+                f"(reserved: {', '.join(RESERVED_SPLIT_NAMES)})"
+            )
     for name, ds in config["datasets"].items():
         if ds["source"] == "h5ad":
             for key in ("counts", "drugs"):
@@ -73,6 +82,13 @@ def resolve_config(config: dict) -> Run:
         for split in restrict or ():
             if split not in config["splits"]:
                 raise ConfigError(f"methods.{name}.splits: '{split}' is not defined under 'splits'")
+        priors = spec.required_priors(params)
+        unknown = [p for p in priors if p not in PRIORS]
+        if unknown:
+            raise ConfigError(
+                f"methods.{name}: method '{base}' needs prior '{unknown[0]}', which no rule "
+                f"provides (priors: {', '.join(PRIORS)})"
+            )
         methods[name] = MethodEntry(
             name,
             base,
@@ -80,7 +96,7 @@ def resolve_config(config: dict) -> Run:
             params,
             tuple(restrict) if restrict else None,
             spec.uses_gpu,
-            spec.required_priors(params),
+            priors,
         )
 
     jobs = [

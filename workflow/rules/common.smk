@@ -13,6 +13,7 @@ os.environ.update(
     )
 )
 
+from scpert import layout  # noqa: E402
 from scpert.workflow_config import ConfigError, resolve_config  # noqa: E402
 
 try:
@@ -27,26 +28,29 @@ RES = config["resources"]
 wildcard_constraints:
     dataset="[A-Za-z0-9][A-Za-z0-9_.-]*",
     split="[A-Za-z0-9][A-Za-z0-9_.-]*",
-    # "latent" is the latent-space prior's folder (latent.smk), never a method
-    method="(?!latent/)[A-Za-z0-9][A-Za-z0-9_.-]*",
+    method="[A-Za-z0-9][A-Za-z0-9_.-]*",
 
 
 def raw_dir(dataset):
     return f"resources/raw/{dataset}"
 
 
+# the synthetic world's raw files by stem (counts, drugs, l1000, ...), declared in scpert.layout
+WORLD_FILES = layout.world_files()
+
+
 def raw_counts(wildcards):
     ds = config["datasets"][wildcards.dataset]
     if ds["source"] == "h5ad":
         return ds["counts"]
-    return f"{raw_dir(wildcards.dataset)}/counts.h5ad"
+    return f"{raw_dir(wildcards.dataset)}/{WORLD_FILES['counts']}"
 
 
 def raw_drugs(wildcards):
     ds = config["datasets"][wildcards.dataset]
     if ds["source"] == "h5ad":
         return ds["drugs"]
-    return f"{raw_dir(wildcards.dataset)}/drugs.tsv"
+    return f"{raw_dir(wildcards.dataset)}/{WORLD_FILES['drugs']}"
 
 
 def method_entry(wildcards):
@@ -55,24 +59,21 @@ def method_entry(wildcards):
     return RUN.methods[wildcards.method].recordable()
 
 
-# prior name -> output path pattern (wildcards dataset, split); rule files producing priors add theirs
-PRIOR_FILES = {}
-
-
 def train_inputs(wildcards):
-    """Data inputs of ``train`` plus the priors the method needs (keys ``prior_<name>``)."""
+    """Data inputs of ``train`` plus the prior folders the method needs (keys ``prior_<name>``;
+    the names are checked against scpert.layout.PRIORS when the config is resolved)."""
+    split_dir = f"results/{wildcards.dataset}/{wildcards.split}"
     inputs = {
         "h5ad": f"results/{wildcards.dataset}/processed.h5ad",
         "split": f"results/{wildcards.dataset}/splits/{wildcards.split}.tsv",
-        "genes": f"results/{wildcards.dataset}/{wildcards.split}/genes.tsv",
+        "genes": f"{split_dir}/genes.tsv",
+        "ranking": f"{split_dir}/hvg_ranking.tsv",
         "drugs": raw_drugs(wildcards),
     }
     for name in RUN.methods[wildcards.method].priors:
-        if name not in PRIOR_FILES:
-            raise WorkflowError(
-                f"method {wildcards.method} needs prior '{name}' but no rule provides it"
-            )
-        inputs[f"prior_{name}"] = PRIOR_FILES[name].format(**wildcards)
+        inputs[f"prior_{name}"] = layout.prior_dir(
+            name, wildcards.dataset, wildcards.split
+        )
     return inputs
 
 
@@ -146,8 +147,7 @@ def paper_table_files():
 
 # -- drug priors (rules in priors.smk) ----------------------------------------------------------
 PRIORS = config.get("priors", {})
-# prior-knowledge inputs a simulated dataset takes from its world (keys of WORLD_FILES, data.smk)
-PRIOR_WORLD_KEYS = ("dti", "ppi", "complexes", "gene_sets", "l1000")
+# prior-knowledge inputs without which the prior rules cannot run
 PRIOR_REQUIRED_KEYS = ("dti", "ppi", "l1000")
 
 
@@ -156,7 +156,10 @@ def prior_file(dataset, key):
     path = PRIORS.get("files", {}).get(key)
     if path:
         return path
-    if config["datasets"][dataset]["source"] == "simulate" and key in PRIOR_WORLD_KEYS:
+    if (
+        config["datasets"][dataset]["source"] == "simulate"
+        and key in layout.WORLD_PRIOR_INPUTS
+    ):
         return f"{raw_dir(dataset)}/{WORLD_FILES[key]}"
     if key in PRIOR_REQUIRED_KEYS:
         raise WorkflowError(
@@ -193,6 +196,17 @@ def prior_targets():
 
 # -- latent space (rule in latent.smk) ----------------------------------------------------------
 LATENT = config.get("latent", {})
+LATENT_PRESET = LATENT.get("preset", "tiny")
+
+
+def latent_mem_mb(wildcards, attempt):
+    """Memory of finetune_latent by the latent preset (resources.presets); attempt x on a retry."""
+    return preset_size(LATENT_PRESET, "train_mem_mb") * attempt
+
+
+def latent_runtime(wildcards, attempt):
+    """Time limit (minutes) of finetune_latent by the latent preset; attempt x on a retry."""
+    return preset_size(LATENT_PRESET, "train_runtime") * attempt
 
 
 def latent_inputs(wildcards):

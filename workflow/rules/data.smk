@@ -1,21 +1,9 @@
-# Raw inputs: the synthetic world (real-data download rules join here in a later step).
-
-WORLD_FILES = {
-    "counts": "counts.h5ad",
-    "drugs": "drugs.tsv",
-    "cell_lines": "cell_lines.tsv",
-    "l1000": "l1000.gctx",
-    "dti": "dti.tsv",
-    "ppi": "ppi.tsv",
-    "complexes": "complexes.tsv",
-    "gene_sets": "gene_sets.gmt",
-    "citeseq": "citeseq.h5ad",
-    "ground_truth": "ground_truth.h5ad",
-}
+# Raw inputs: the synthetic world (real-data download rules join here in a later step); its files
+# are declared once, in scpert.layout.WORLD_FILES (WORLD_FILES of common.smk: stem -> name).
 
 
-# Simulate the synthetic perturbation world (DESIGN §5): every raw artifact the real pipeline
-# consumes, with the same schemas, plus the ground truth.
+# Simulate the synthetic perturbation world (scpert.data.simulate): every raw artifact the real
+# pipeline consumes, with the same schemas, plus the ground truth.
 rule simulate_world:
     input:
         drug_panel=REPO / "resources/drugs/drug_panel.tsv",

@@ -1,8 +1,6 @@
 # SCimilarity-compatible latent space per split (scpert.latent): initialised from a published
 # checkpoint folder when `latent.checkpoint` is set, else from scratch; trained on the split's
-# training cells only and frozen by the methods that use it (prior "latent": scPPDM).
-
-PRIOR_FILES["latent"] = "results/{dataset}/{split}/latent/model"
+# training cells only and frozen by the methods that use it (split-level prior "latent": scPPDM).
 
 
 # Fine-tune (or pretrain) the encoder/decoder with SCimilarity's loss; writes the SCimilarity
@@ -11,17 +9,17 @@ rule finetune_latent:
     input:
         unpack(latent_inputs),
     output:
-        model=directory(PRIOR_FILES["latent"]),
+        prior=directory(layout.prior_dir("latent")),
     log:
         "results/logs/finetune_latent/{dataset}/{split}.log",
     benchmark:
         "results/benchmarks/finetune_latent/{dataset}/{split}.tsv"
     conda:
         "../../envs/torch.yaml"
-    threads: RES["gpu_threads"]
+    threads: preset_size(LATENT_PRESET, "gpu_threads")
     resources:
-        mem_mb=RES["train_mem_mb"],
-        runtime=RES["train_runtime"],
+        mem_mb=latent_mem_mb,
+        runtime=latent_runtime,
         gpu=1,
     params:
         latent=LATENT,

@@ -46,13 +46,15 @@ rule make_split:
         "../scripts/make_split.py"
 
 
-# Highly variable genes fitted on the split's TRAIN cells only (no test leakage).
+# Highly variable genes fitted on the split's TRAIN cells only (no test leakage): the evaluated
+# genes, and every gene's rank (methods may train on more of them: parameter train_genes).
 rule select_hvg:
     input:
         h5ad="results/{dataset}/processed.h5ad",
         split="results/{dataset}/splits/{split}.tsv",
     output:
         tsv="results/{dataset}/{split}/genes.tsv",
+        ranking="results/{dataset}/{split}/hvg_ranking.tsv",
     log:
         "results/logs/select_hvg/{dataset}/{split}.log",
     conda:

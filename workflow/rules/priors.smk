@@ -1,5 +1,6 @@
-# Drug priors of StateXDiff's MDT (§3.3, App. A.3): graph prior z_b, L1000 drug templates, and
-# their evaluation (scpert.priors; output formats in scpert.priors.steps).
+# Drug priors of StateXDiff's MDT (arXiv:2605.16104 §3.3, App. A.3): the dataset-level "graph"
+# prior z_b, the split-level "mdt" drug templates, and their evaluation. Each prior is one folder
+# (scpert.layout.prior_dir); the files inside are described in scpert.priors.outputs.
 
 GRAPH_INPUT_KEYS = (
     "dti",
@@ -11,10 +12,6 @@ GRAPH_INPUT_KEYS = (
 )
 MDT_INPUT_KEYS = ("l1000", "l1000_sig_info", "l1000_gene_info", "extra_drugs")
 
-PRIOR_FILES["drug_graph"] = "results/{dataset}/priors/drug_bio_emb.parquet"
-PRIOR_FILES["drug_tokens"] = "results/{dataset}/{split}/mdt/drug_tokens.npz"
-PRIOR_FILES["mdt_model"] = "results/{dataset}/{split}/mdt/model.pt"
-
 
 # Graph prior z_b: HeteroSAGE on the drug–gene graph (DTI, reverse DTI, PPI, drug similarity),
 # DTI InfoNCE + masked-feature (SCE) + edge reconstruction; frozen drug embeddings (GPU rule).
@@ -22,8 +19,7 @@ rule pretrain_graph:
     input:
         unpack(prior_inputs(GRAPH_INPUT_KEYS)),
     output:
-        embeddings=PRIOR_FILES["drug_graph"],
-        metrics="results/{dataset}/priors/graph_metrics.tsv",
+        prior=directory(layout.prior_dir("graph")),
     log:
         "results/logs/pretrain_graph/{dataset}.log",
     benchmark:
@@ -49,11 +45,9 @@ rule pretrain_mdt:
         unpack(prior_inputs(MDT_INPUT_KEYS)),
         split="results/{dataset}/splits/{split}.tsv",
         genes="results/{dataset}/{split}/genes.tsv",
-        graph=PRIOR_FILES["drug_graph"],
+        graph=layout.prior_dir("graph"),
     output:
-        tokens=PRIOR_FILES["drug_tokens"],
-        model=PRIOR_FILES["mdt_model"],
-        history="results/{dataset}/{split}/mdt/history.tsv",
+        prior=directory(layout.prior_dir("mdt")),
     log:
         "results/logs/pretrain_mdt/{dataset}/{split}.log",
     benchmark:
@@ -78,9 +72,8 @@ rule pretrain_mdt:
 rule evaluate_priors:
     input:
         unpack(prior_inputs(("extra_drugs",))),
-        tokens=PRIOR_FILES["drug_tokens"],
-        graph=PRIOR_FILES["drug_graph"],
-        graph_metrics="results/{dataset}/priors/graph_metrics.tsv",
+        mdt=layout.prior_dir("mdt"),
+        graph=layout.prior_dir("graph"),
     output:
         tsv="results/{dataset}/{split}/priors_eval.tsv",
     log:

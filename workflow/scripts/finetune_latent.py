@@ -6,7 +6,7 @@ runtime.run_step(
     snakemake.log[0],
     steps.finetune_latent,
     dict(snakemake.input),
-    snakemake.output.model,
+    snakemake.output.prior,
     snakemake.params.latent,
     snakemake.params.control,
     snakemake.params.seed,

@@ -12,4 +12,5 @@ runtime.run_step(
     snakemake.params.device,
     snakemake.params.max_cells,
     snakemake.wildcards.method,
+    threads=snakemake.threads,
 )

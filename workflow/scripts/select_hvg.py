@@ -1,4 +1,4 @@
-"""Rule select_hvg: genes of one split, fitted on its training cells."""
+"""Rule select_hvg: genes and gene ranking of one split, fitted on its training cells."""
 
 from scpert import runtime, steps
 
@@ -10,4 +10,5 @@ runtime.run_step(
     snakemake.output.tsv,
     snakemake.params.hvg,
     snakemake.params.control,
+    ranking_path=snakemake.output.ranking,
 )

@@ -11,4 +11,5 @@ runtime.run_step(
     snakemake.params.control,
     snakemake.params.seed,
     snakemake.params.device,
+    threads=snakemake.threads,
 )

@@ -1,9 +1,9 @@
 """Drug structure features: Morgan fingerprints, Tanimoto similarity, dose-scaled drug vectors.
 
 Morgan (ECFP-like) bit vectors come from ``rdkit.Chem.rdFingerprintGenerator.GetMorganGenerator``
-(radius 2, 1024 bits: the scPPDM DrugMapper input, scppdm.txt App. D). Dose enters as
-``log1p(dose) / log1p(max_dose)`` (the ``log(1+d)`` scaling of StateXDiff §3 MDT and scPPDM App. D,
-normalised so the largest training dose maps to 1). A combination ``A+B`` at ``dA+dB`` is the sum of
+(radius 2, 1024 bits: the scPPDM DrugMapper input, scPPDM App. D). Dose enters as
+``log1p(dose) / log1p(max_dose)`` (the ``log(1+d)`` scaling of StateXDiff's MDT, arXiv:2605.16104
+§3, and of scPPDM App. D, normalised so the largest training dose maps to 1). A combination ``A+B`` at ``dA+dB`` is the sum of
 its components' features (order-free).
 """
 
@@ -86,8 +86,9 @@ def structure_embedding(
     """Per-drug structure embedding (index ``drug``); the hook methods use to pick a drug encoder.
 
     ``"morgan"`` (default): :func:`morgan_fingerprints`. ``"unimol"``: the UniMol encoder named in
-    StateXDiff §3 needs pretrained UniMol weights, which this workplace cannot download; the branch
-    raises instead of silently falling back, so a config asking for UniMol fails loudly.
+    StateXDiff (arXiv:2605.16104) §3 needs pretrained UniMol weights, which this workplace cannot
+    download; the branch raises instead of silently falling back, so a config asking for UniMol
+    fails loudly.
     """
     if encoder == "morgan":
         return morgan_fingerprints(smiles, radius=radius, n_bits=n_bits, source=source)

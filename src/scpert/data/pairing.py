@@ -28,8 +28,10 @@ Realisation
     which other conditions are predicted; with replacement only when the pool is smaller than
     ``n_cells``); a condition row that names a ``plate`` draws from that plate's controls of
     its context (the fallback above when there are none), a row without one from all plates
-    of the context. The shift may differ per drawn cell's (row, plate) unit
-    (:attr:`Draw.units`), e.g. scPPDM's one sample per plate-matched control pseudobulk.
+    of the context. Predicted cells carry the row's plate in ``obs["plate"]`` (else the plate of
+    the control cell they started from). The shift may differ per drawn cell's (row, plate of
+    the control cell) unit (:attr:`Draw.units`), e.g. scPPDM's samples per plate-matched control
+    pseudobulk.
 """
 
 from __future__ import annotations
@@ -394,7 +396,8 @@ class CellSets:
 # ------------------------------------------------------------------------------ realisation
 def prediction_table(conditions: pd.DataFrame) -> pd.DataFrame:
     """The conditions to predict with canonical dose text, a ``condition`` key and, when given,
-    the ``plate`` each row's cells come from (one row per (condition, plate))."""
+    the ``plate`` each row's cells come from (one row per (condition, plate)), sorted by
+    condition (and plate)."""
     for column in CONDITION_COLUMNS:
         if column not in conditions.columns:
             raise SchemaError(
@@ -412,9 +415,12 @@ def prediction_table(conditions: pd.DataFrame) -> pd.DataFrame:
         }
     )
     table[CONDITION] = schema.add_condition(table).to_numpy()
+    keys = [CONDITION]
     if PLATE in conditions.columns:
         table[PLATE] = conditions[PLATE].astype(str).to_numpy()
-    return table
+        keys.append(PLATE)
+    # one canonical order, so that a condition's cells never depend on the order of the rows
+    return table.sort_values(keys, kind="stable").reset_index(drop=True)
 
 
 @dataclass
@@ -483,9 +489,10 @@ class ControlCells:
         self, table: pd.DataFrame, draw: Draw, X: np.ndarray, uns: dict | None = None
     ) -> ad.AnnData:
         """Predicted cells as AnnData: obs ``cell_line, drug, dose, plate, condition`` (``plate``:
-        the drawn control cell's), index ``condition#j``, var = genes."""
+        the row's plate when the table names plates, else the drawn control cell's), index
+        ``condition#j``, var = genes."""
         obs = table.iloc[draw.row][[CELL_LINE, DRUG, DOSE, CONDITION]].reset_index(drop=True)
-        obs[PLATE] = draw.plate
+        obs[PLATE] = table[PLATE].to_numpy()[draw.row] if PLATE in table.columns else draw.plate
         obs.index = [f"{c}#{j}" for c, j in zip(obs[CONDITION], obs.groupby(CONDITION).cumcount())]
         return ad.AnnData(
             X=np.asarray(X, dtype=np.float32),

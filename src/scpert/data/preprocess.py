@@ -1,4 +1,4 @@
-"""Preprocessing (DESIGN §3 ``preprocess`` and ``select_hvg``).
+"""Preprocessing (rules ``preprocess`` and ``select_hvg``, docs/architecture.md "Rules").
 
 ``preprocess_counts``: QC (cells with too few genes, genes in too few cells, conditions with too
 few cells), ``normalize_total(target_sum)`` + ``log1p`` into ``X``, raw counts in
@@ -6,8 +6,11 @@ few cells), ``normalize_total(target_sum)`` + ``log1p`` into ``X``, raw counts i
 data (min_genes / min_cells / normalize_total 1e4 / log1p), without the mitochondrial filter,
 which needs ``MT-`` genes the synthetic world does not have (``max_pct_mito`` applies it when set).
 
-``select_hvg``: highly variable genes fitted on the TRAIN cells of one split only (controls
-included, test and validation cells excluded) so that gene selection cannot leak test conditions.
+``hvg_ranking`` / ``select_hvg``: genes ranked by variability on the TRAIN cells of one split only
+(controls included, test and validation cells excluded) so that gene selection cannot leak test
+conditions; the split's evaluated genes are the top ``n_top_genes`` (``genes.tsv``), and a method
+may train on more of the ranking (``training_genes``; the ``train_genes`` method parameter,
+``docs/architecture.md`` "Gene spaces").
 """
 
 from __future__ import annotations
@@ -87,7 +90,7 @@ def train_cells_mask(obs: pd.DataFrame, split_table: pd.DataFrame, control: str)
     return (cond.isin(train_conditions) | (obs[schema.DRUG].astype(str) == control)).to_numpy()
 
 
-def select_hvg(
+def hvg_ranking(
     adata: ad.AnnData,
     split_table: pd.DataFrame,
     *,
@@ -95,11 +98,12 @@ def select_hvg(
     flavor: str = "seurat_v3",
     control: str = schema.DEFAULT_CONTROL,
 ) -> pd.DataFrame:
-    """Rank genes by variability on the split's training cells; keep the top ``n_top_genes``.
+    """Rank every gene by variability on the split's training cells (``hvg_ranking.tsv``).
 
     ``seurat_v3`` works on raw counts (``layers["counts"]``); ``seurat``/``cell_ranger`` on log X.
-    When ``n_top_genes >= n_genes`` every gene is kept. Returns a table ``gene, rank, dispersion``
-    in the dataset's gene order (downstream gene spaces keep that order).
+    Returns ``gene, rank, dispersion`` for every gene in the dataset's gene order; rank 1 is the
+    most variable (ties by gene order). When ``n_top_genes >= n_genes`` no ranking is fitted (every
+    gene is kept anyway): ranks follow the gene order and ``dispersion`` is NaN.
     """
     import scanpy as sc
 
@@ -120,7 +124,44 @@ def select_hvg(
         order = np.lexsort((np.arange(len(score)), -np.nan_to_num(score, nan=-np.inf)))
         ranks = np.empty_like(order)
         ranks[order] = np.arange(len(order))
-    keep = ranks < n_top_genes
-    return pd.DataFrame(
-        {"gene": adata.var_names[keep], "rank": ranks[keep] + 1, "dispersion": score[keep]}
+    return pd.DataFrame({"gene": adata.var_names, "rank": ranks + 1, "dispersion": score})
+
+
+def top_genes(ranking: pd.DataFrame, n: int) -> pd.DataFrame:
+    """The ``n`` best-ranked rows of an :func:`hvg_ranking` table, in its (the dataset's) order."""
+    return ranking[ranking["rank"] <= n].reset_index(drop=True)
+
+
+def select_hvg(
+    adata: ad.AnnData,
+    split_table: pd.DataFrame,
+    *,
+    n_top_genes: int,
+    flavor: str = "seurat_v3",
+    control: str = schema.DEFAULT_CONTROL,
+) -> pd.DataFrame:
+    """The split's genes (``genes.tsv``): the top ``n_top_genes`` of :func:`hvg_ranking`, all genes
+    when ``n_top_genes >= n_genes``; columns ``gene, rank, dispersion`` in the dataset's order."""
+    ranking = hvg_ranking(
+        adata, split_table, n_top_genes=n_top_genes, flavor=flavor, control=control
     )
+    return top_genes(ranking, n_top_genes)
+
+
+def training_genes(ranking: pd.DataFrame, genes: list[str], n: int) -> list[str]:
+    """A method's gene space of ``n`` genes: the split's evaluated ``genes`` plus the best-ranked
+    others of the split's ``ranking`` (:func:`hvg_ranking`) up to ``n`` in all, in the ranking's
+    (the dataset's) order; the evaluated genes alone when ``n <= len(genes)`` (``train_genes: 0``).
+    """
+    known = set(ranking["gene"])
+    missing = [g for g in genes if g not in known]
+    if missing:
+        raise schema.SchemaError(
+            f"hvg ranking: genes of the split are missing from its 'gene' column, e.g. {missing[:3]}"
+        )
+    if n <= len(genes):
+        return list(genes)
+    chosen = set(genes)
+    others = ranking[~ranking["gene"].isin(chosen)].sort_values("rank", kind="stable")
+    chosen.update(others["gene"].iloc[: n - len(genes)])
+    return [g for g in ranking["gene"] if g in chosen]

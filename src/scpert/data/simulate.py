@@ -75,6 +75,7 @@ from scipy.special import expit, softmax
 from scipy.stats import rankdata
 
 from scpert.data import schema
+from scpert.layout import WORLD_FILES  # the raw files written below, declared once
 from scpert.runtime import write_atomic
 
 DEFAULT_PARAMS: dict[str, Any] = {
@@ -108,18 +109,6 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "n_proteins": 50,
 }
 
-WORLD_FILES = (
-    "counts.h5ad",
-    "drugs.tsv",
-    "cell_lines.tsv",
-    "l1000.gctx",
-    "dti.tsv",
-    "ppi.tsv",
-    "complexes.tsv",
-    "gene_sets.gmt",
-    "citeseq.h5ad",
-    "ground_truth.h5ad",
-)
 
 NONCODING_SYMBOL = re.compile(
     r"^(LINC|MIR|SNOR|SCARNA|RNU|RNA5|RNY|Y_RNA|LOC|RP\d+-|CT[ABCD]-|A[CLPF]\d{6})"

@@ -1,4 +1,4 @@
-"""Out-of-distribution splits (DESIGN §7).
+"""Out-of-distribution splits (docs/architecture.md "Splits").
 
 Each split assigns every perturbed condition to ``train``, ``val``, ``test`` or ``exclude`` and
 writes one row per condition (``condition, cell_line, drug, dose, split``). Control conditions
@@ -16,8 +16,28 @@ Types
 - ``pair_ood``: held-out (cell line, drug) pairs, all doses; each held-out drug is still seen in
   another line and each line with other drugs (scPPDM "UC").
 - ``combo_seen0/1/2``: held-out combinations of which 0, 1 or 2 components were seen singly in
-  training (StateXDiff §5.3). For seen0/seen1 a set H of drugs is held out: its singles and every
-  non-test combination containing an H drug are excluded.
+  training (StateXDiff, arXiv:2605.16104 §5.3). For seen0/seen1 a set H of drugs is held out: its
+  singles and every non-test combination containing an H drug are excluded.
+
+Validation (``val_fraction`` > 0)
+    After the test conditions are chosen, a share of the remaining training conditions moves to
+    ``val``, for methods that select checkpoints or stop early
+    (:attr:`scpert.methods.base.PerturbData.val`). Validation never draws on test conditions, is
+    drawn from its own generator seeded by the split's ``seed`` (so adding it leaves the test
+    assignment unchanged), and mirrors the split's held-out unit, so that validation asks the
+    question the test asks:
+
+    - ``cell_ood``: ``val_fraction`` of the training cell lines (at least one, at least one left
+      for training), all their perturbed conditions;
+    - ``drug_ood``: ``val_fraction`` of the training single drugs, stratified by MoA like the
+      test drugs, at every dose and context, with the training combinations that contain them;
+    - ``pair_ood``: ``val_fraction`` of the training (cell line, drug) pairs, all doses, each
+      drug and each line still trained on in another pair;
+    - ``combo_seen0/1/2``: ``val_fraction`` of the training combinations (their components stay
+      in training singly).
+
+    Validation cells are not training cells: HVG selection and every split-level prior see the
+    ``train`` conditions only (:func:`scpert.data.preprocess.train_cells_mask`).
 """
 
 from __future__ import annotations
@@ -100,10 +120,49 @@ def make_split(
     if not (t["split"] == "test").any():
         raise SplitError(f"{split_type}: no test conditions (dataset too small for these settings)")
     if val_fraction > 0:
-        train_pert = t.index[(t["split"] == "train") & pert]
-        n_val = int(round(val_fraction * len(train_pert)))
-        t.loc[rng.choice(train_pert, size=n_val, replace=False), "split"] = "val"
+        _validation(
+            t, split_type, np.random.default_rng([seed, VAL_STREAM]), val_fraction, drug_moa
+        )
     return t[[schema.CONDITION, "cell_line", "drug", "dose", "n_cells", "split"]]
+
+
+#: second entry of the validation generator's seed ([split seed, VAL_STREAM])
+VAL_STREAM = 1
+
+
+def _validation(t: pd.DataFrame, split_type: str, rng, fraction: float, drug_moa) -> None:
+    """Move ``fraction`` of the training units of ``split_type`` to ``val`` (module docstring)."""
+    train = (t["split"] == "train") & ~t["is_control"]
+    single = train & ~t["is_combo"]
+    combo = train & t["is_combo"]
+    if split_type == "cell_ood":
+        lines = sorted(t.loc[train, "cell_line"].unique())
+        _need_units(lines, 2, "training cell lines", split_type)
+        t.loc[train & t["cell_line"].isin(_choose(rng, lines, fraction)), "split"] = "val"
+    elif split_type == "drug_ood":
+        drugs = sorted(t.loc[single, "drug"].unique())
+        _need_units(drugs, 2, "training drugs", split_type)
+        held = set(_choose_stratified(rng, drugs, fraction, drug_moa))
+        has_held = t["drug"].map(lambda d: bool(held.intersection(schema.components(d))))
+        t.loc[train & has_held, "split"] = "val"
+    elif split_type == "pair_ood":
+        if not _pair_ood(t, single, rng, fraction, label="val"):
+            raise SplitError(
+                "split setting 'val_fraction': pair_ood has no training (cell line, drug) pair "
+                "whose drug and line are both trained on in other pairs"
+            )
+    else:
+        combos = sorted(t.loc[combo, "drug"].unique())
+        _need_units(combos, 2, "training combinations", split_type)
+        t.loc[combo & t["drug"].isin(_choose(rng, combos, fraction)), "split"] = "val"
+
+
+def _need_units(units: list[str], n: int, what: str, split_type: str) -> None:
+    if len(units) < n:
+        raise SplitError(
+            f"split setting 'val_fraction': {split_type} needs at least {n} {what} to hold some "
+            f"out for validation, the dataset has {len(units)}"
+        )
 
 
 def _choose(rng, items: list[str], fraction: float) -> list[str]:
@@ -134,7 +193,11 @@ def _check_known(held, known, field):
         raise SplitError(f"split setting '{field}' names unknown entries: {unknown}")
 
 
-def _pair_ood(t: pd.DataFrame, single: pd.Series, rng, fraction: float) -> None:
+def _pair_ood(
+    t: pd.DataFrame, single: pd.Series, rng, fraction: float, label: str = "test"
+) -> list[tuple[str, str]]:
+    """Label ``fraction`` of the (cell line, drug) pairs among ``single`` conditions, keeping each
+    drug and each line in another pair; returns the labelled pairs."""
     pairs = (
         t.loc[single, ["cell_line", "drug"]].drop_duplicates().sort_values(["cell_line", "drug"])
     )
@@ -152,7 +215,8 @@ def _pair_ood(t: pd.DataFrame, single: pd.Series, rng, fraction: float) -> None:
         if len(held) == n_target:
             break
     key = pd.MultiIndex.from_frame(t[["cell_line", "drug"]])
-    t.loc[single & key.isin(held), "split"] = "test"
+    t.loc[single & key.isin(held), "split"] = label
+    return held
 
 
 def _combo_split(t, single, combo, comps, n_seen: int, rng, fraction: float, test_drugs) -> None:

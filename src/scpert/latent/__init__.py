@@ -1,5 +1,6 @@
-"""SCimilarity-compatible latent space (DESIGN §2): architecture, checkpoint layout, gene
-alignment, fine-tuning on a split's training cells."""
+"""SCimilarity-compatible latent space: architecture, checkpoint layout, gene alignment,
+fine-tuning on a split's training cells (the split-level prior ``latent``, docs/architecture.md
+"Priors")."""
 
 from scpert.latent.align import align_to_genes, lognorm, scimilarity_input
 from scpert.latent.checkpoint import (

@@ -5,12 +5,12 @@ scanpy ``normalize_total(1e4)`` + ``log1p``; the project's processed ``X``). :fu
 reorders columns to a model's gene order: genes outside the order are dropped, genes of the order
 that the data lacks are zero (SCimilarity ``align_dataset``).
 
-Order of the two steps: the issue asks to log-normalise first, then align, so library sizes count
+Order of the two steps: this module log-normalises first, then aligns, so library sizes count
 every measured gene and the values equal the processed ``X`` of the dataset. SCimilarity's own
 tutorials align the counts first and then normalise, so their library sizes count only genes of
 its order. The two agree exactly when every measured gene is in the order and otherwise differ by
-a per-cell factor (the measured counts outside the order; 4 of the default synthetic world's 1,000
-genes, L1000 landmarks, are outside it), which the fine-tuning on the split's cells absorbs.
+a per-cell factor (the measured counts outside the order), which the fine-tuning on the split's
+cells absorbs; how many genes of the default world fall outside: docs/decisions.md.
 """
 
 from __future__ import annotations

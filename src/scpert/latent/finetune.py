@@ -51,7 +51,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "cells_per_label": 8,
         "triplet_weight": 0.003,
         "margin": 0.05,
-        "cpu_threads": 1,  # small tensors: more threads only add synchronisation
     },
     "paper": {
         "hidden_dim": [1024, 1024],  # SCimilarity v1.1
@@ -65,7 +64,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "cells_per_label": 10,
         "triplet_weight": 0.003,
         "margin": 0.05,
-        "cpu_threads": 0,  # 0 = the rule's threads
     },
 }
 

@@ -30,28 +30,60 @@ import pandas as pd
 from scpert.data import schema
 from scpert.methods.registry import MethodSpec, get_method, get_spec
 
+#: columns of the conditions handed to :meth:`Method.predict` (``plate`` only for methods whose
+#: spec sets ``predicts_plates``)
+CONDITION_COLUMNS = (schema.CONDITION, schema.CELL_LINE, schema.DRUG, schema.DOSE, "n_cells")
+PLATE_CONDITION_COLUMNS = (*CONDITION_COLUMNS[:4], schema.PLATE, "n_cells")
+
 
 @dataclass
 class PerturbData:
     """What a method may learn from: training cells of one split, plus drug and context metadata.
 
-    adata: log-normalised cells of the split's TRAIN conditions and all control cells, restricted to
-        the split's genes (``X`` dense or CSR float32; obs follows :mod:`scpert.data.schema`).
+    adata: log-normalised cells of the split's TRAIN conditions and all control cells, in the
+        method's training gene space (``X`` dense or CSR float32; obs follows
+        :mod:`scpert.data.schema`). That space is the split's evaluated genes, or more of the
+        split's HVG ranking for a method with the reserved parameter ``train_genes``
+        (:mod:`scpert.methods.registry`); it always contains ``eval_genes``.
     drugs: the drug table (index ``drug``; columns smiles, moa, targets) covering every single drug
         of the dataset, including held-out ones (structure is known for unseen drugs).
     control: the control label in ``obs["drug"]``.
-    priors: paths of pretrained priors (drug embeddings, latent model, ...) keyed by name; empty
-        for methods that use none.
+    priors: prior folders (:data:`scpert.layout.PRIORS`: ``latent``, ``graph``, ``mdt``, ...) keyed
+        by name, those the method's spec asks for; empty for methods that use none.
+    val: cells of the split's ``val`` conditions (``val_fraction``, :mod:`scpert.data.splits`) in
+        the same gene space, for checkpoint selection or early stopping; never test conditions,
+        never part of ``adata``. None when the split has no validation conditions.
+    eval_genes: the split's evaluated genes (``genes.tsv``), in which predictions are scored;
+        defaults to ``adata.var_names``.
     """
 
     adata: ad.AnnData
     drugs: pd.DataFrame
     control: str = schema.DEFAULT_CONTROL
     priors: dict[str, Path] = field(default_factory=dict)
+    val: ad.AnnData | None = None
+    eval_genes: list[str] = field(default_factory=list)
+
+    def __post_init__(self):
+        if not self.eval_genes:
+            self.eval_genes = [str(g) for g in self.adata.var_names]
 
     @property
     def is_control(self) -> np.ndarray:
         return (self.adata.obs[schema.DRUG].astype(str) == self.control).to_numpy()
+
+
+def per_condition(conditions: pd.DataFrame) -> pd.DataFrame:
+    """Conditions without plates: one row per condition (first-appearance order), ``n_cells``
+    summed over its plates (what :meth:`Method.predict` gets when the method ignores plates)."""
+    if schema.PLATE not in conditions.columns:
+        return conditions.reset_index(drop=True)
+    keys = list(CONDITION_COLUMNS[:4])
+    return (
+        conditions.groupby(keys, sort=False, observed=True)["n_cells"]
+        .sum()
+        .reset_index()[list(CONDITION_COLUMNS)]
+    )
 
 
 class Method(ABC):
@@ -86,14 +118,24 @@ class Method(ABC):
 
     @abstractmethod
     def predict(self, controls: ad.AnnData, conditions: pd.DataFrame, seed: int = 0) -> ad.AnnData:
-        """Predict cells for each row of ``conditions``.
+        """Predict ``n_cells`` cells for each row of ``conditions``.
 
-        controls: log-normalised control cells (all contexts) in the training gene space.
-        conditions: one row per condition to predict, columns ``condition, cell_line, drug, dose,
-            n_cells``.
-        Returns log-normalised cells with obs ``cell_line, drug, dose, plate, condition`` (``plate``
-        is the plate of the control cell a prediction started from, or ``"predicted"``), var = genes,
-        ``uns["method"]``, ``uns["seed"]``, ``uns["sampler"]``.
+        controls: log-normalised control cells of every context (all plates, obs ``cell_line``,
+            ``plate``, ...) in the method's training gene space (``self.genes``).
+        conditions: columns ``condition, cell_line, drug, dose, plate, n_cells``
+            (:data:`PLATE_CONDITION_COLUMNS`), one row per (test condition, plate of its true
+            cells) with that plate's cell count, when the spec sets ``predicts_plates``; else
+            ``condition, cell_line, drug, dose, n_cells`` (:data:`CONDITION_COLUMNS`), one row per
+            condition (:func:`per_condition`). Rows may come in any order; a condition's cells must
+            not depend on the order or on which other conditions are asked for.
+        seed: the sampling seed; the same fitted model, conditions and seed give the same cells.
+
+        Returns log-normalised cells (the scale of ``processed.h5ad``) with obs ``cell_line, drug,
+        dose, plate, condition`` and var = ``self.genes``: a method trained in a larger gene space
+        returns all of it and the ``sample`` step keeps the split's evaluated genes. ``plate`` is
+        the row's plate when ``predicts_plates``; otherwise the plate of the control cell a
+        prediction started from, or ``"predicted"``. ``uns``: ``method``, ``seed``, ``sampler``.
+        ``tests/test_method_contract.py`` checks all of this for every registered method.
         """
 
     def parameter_counts(self) -> dict[str, int]:

@@ -11,6 +11,13 @@ ill-typed parameter or a disallowed value with one line naming the config key.
 Presets are complete: every preset lists every parameter, and a preset never borrows a key from
 another preset (``paper`` is the paper's model and nothing of ``tiny`` leaks into it).
 
+Reserved parameter: a method that can train in a larger gene space than the split's evaluated
+genes lists :data:`TRAIN_GENES` (``train_genes``, int) in its presets: 0 = the split's genes,
+N > 0 = the split's genes plus the best-ranked others of its HVG ranking, N genes in all
+(:func:`scpert.data.preprocess.training_genes`). Its predictions still come back in the split's
+genes (the ``sample`` step restricts them). Methods without the parameter train on the split's
+genes.
+
 The Method class itself lives in ``spec.module`` and registers with :func:`register`;
 :func:`get_method` imports that module on first use.
 """
@@ -22,10 +29,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from scpert.errors import ConfigError
 from scpert.presets import resolve_preset
 
 #: light modules whose import declares method specs; a new method appends its package here
 SPEC_MODULES = ("scpert.methods.baselines", "scpert.methods.scppdm")
+
+#: reserved parameter: size of the method's training gene space (module docstring)
+TRAIN_GENES = "train_genes"
 
 _SPECS: dict[str, MethodSpec] = {}
 _CLASSES: dict[str, type] = {}
@@ -43,6 +54,12 @@ class MethodSpec:
         a function of the resolved parameters returning them.
     choices: parameter -> allowed values, for enumerated parameters (ablation switches).
     summary: one line for ``scpert methods``.
+    predicts_plates: ``predict`` honours the ``plate`` column of its conditions (one row per
+        condition and plate, each row's cells predicted for that plate and labelled with it in
+        ``obs["plate"]``). False: the method predicts per condition; the ``sample`` step then
+        hands it one row per condition (cells summed over plates, no ``plate`` column).
+    test_overrides: parameters overlaid on the ``tiny`` preset by the method contract test
+        (``tests/test_method_contract.py``) to keep it fast, e.g. fewer training steps.
     """
 
     name: str
@@ -52,15 +69,27 @@ class MethodSpec:
     priors: Sequence[str] | Callable[[Mapping[str, Any]], Sequence[str]] = ()
     choices: Mapping[str, Sequence[Any]] = field(default_factory=dict)
     summary: str = ""
+    predicts_plates: bool = False
+    test_overrides: Mapping[str, Any] = field(default_factory=dict)
 
     def resolve(
         self, preset: str, overrides: Mapping[str, Any] | None = None, key: str | None = None
     ) -> dict[str, Any]:
         """``presets[preset]`` overlaid with ``overrides``, checked (:mod:`scpert.presets`);
         errors name ``key`` (default ``methods.<name>``): ``<key>.preset``, ``<key>.params.<p>``."""
-        return resolve_preset(
-            self.presets, preset, overrides, key or f"methods.{self.name}", self.choices
-        )
+        key = key or f"methods.{self.name}"
+        params = resolve_preset(self.presets, preset, overrides, key, self.choices)
+        if TRAIN_GENES in params and params[TRAIN_GENES] < 0:
+            raise ConfigError(
+                f"{key}.params.{TRAIN_GENES}: {params[TRAIN_GENES]} is negative "
+                "(0 = the split's genes, N = N genes of the split's HVG ranking)"
+            )
+        return params
+
+    @staticmethod
+    def train_genes(params: Mapping[str, Any]) -> int:
+        """Size of the training gene space of resolved ``params`` (0: the split's genes)."""
+        return int(params.get(TRAIN_GENES, 0))
 
     def required_priors(self, params: Mapping[str, Any]) -> tuple[str, ...]:
         """The priors a method with these resolved parameters needs."""

@@ -93,8 +93,8 @@ PRESETS: dict[str, dict] = {
         "n_layers": 2,
         "aggr": "mean",
         "ppi_min_score": 700,
-        # Morgan bit vectors are sparse: cosine 0.995 joins only identical fingerprints, so the
-        # CPU preset uses 0.8 (close analogues of one scaffold)
+        # Morgan bit vectors are sparse: the paper's cosine 0.995 (on UniMol embeddings) joins no
+        # pair of the drug panel's fingerprints, 0.8 joins close analogues (docs/decisions.md)
         "dds_min_cosine": 0.8,
         "mask_rate": 0.3,
         "sce_alpha": 2.0,

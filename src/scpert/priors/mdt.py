@@ -1,6 +1,6 @@
 """MDT: mechanism-aware drug templates from structure, L1000 views and the graph prior.
 
-StateXDiff §3.3, App. A.3.2–A.3.4 and Table 5.
+StateXDiff (arXiv:2605.16104) §3.3, App. A.3.2–A.3.4 and Table 5.
 
 Model (:class:`MDT`)
     Structure encoder f_s (paper 512-1024-512-512) on the drug's structure features (Morgan bits;

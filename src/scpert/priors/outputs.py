@@ -1,10 +1,18 @@
-"""Output files of the prior rules: their formats, writers and readers (no torch needed).
+"""Output folders of the prior rules: their files, formats, writers and readers (no torch needed).
 
-Output files
-``drug_bio_emb.parquet`` (pretrain_graph)
+Each prior is one folder (:func:`scpert.layout.prior_dir`): ``results/{dataset}/priors/graph/``
+(rule pretrain_graph, dataset level) and ``results/{dataset}/{split}/priors/mdt/`` (rule
+pretrain_mdt, split level). File names are the constants below.
+
+Files of the ``graph`` prior
+``drug_bio_emb.parquet`` (:data:`GRAPH_EMBEDDINGS`)
     Columns ``drug`` and ``z0 .. z{P-1}`` (float32): z_b, the frozen L2-normalised graph
     embedding of every drug of the drug table(s) (P = ``hidden``; 256 in the paper preset).
-``drug_tokens.npz`` (pretrain_mdt, per dataset and split; read with :func:`load_drug_tokens`)
+``metrics.tsv`` (:data:`GRAPH_METRICS`)
+    ``metric, value``: graph sizes, held-out DTI AUROC, final loss, epochs, seconds, device.
+
+Files of the ``mdt`` prior
+``drug_tokens.npz`` (:data:`MDT_TOKENS`; read with :func:`load_drug_tokens`)
     One row per drug with a structure, in the order of ``drug``:
 
     ``drug`` (n,) str; ``role`` (n,) str: ``train`` (MDT trained on it), ``val`` (early-stopping
@@ -27,10 +35,15 @@ Output files
     No dose is applied: StateXDiff scales the drug context at the last step (Eq. 10),
     ``c_drug = log(1 + dose) * (T_d, e_drug)`` with the dose in the dataset's unit (uM); for a
     combination ``A+B`` each component's context is scaled by its own dose.
-``model.pt`` (pretrain_mdt)
+``model.pt`` (:data:`MDT_MODEL`)
     ``{"state_dict", "params", "struct_dim", "n_genes", "bio_dim", "landmarks"}``: the trained
     MDT, to embed further drugs (zero-shot) with :func:`scpert.priors.mdt.load_mdt`.
-``priors_eval.tsv`` (evaluate_priors)
+``history.tsv`` (:data:`MDT_HISTORY`)
+    One row per epoch: ``epoch``, the mean training losses, and ``val_*`` validation scores on
+    the epochs that evaluate (``eval_every``).
+
+The evaluation table (rule evaluate_priors, ``results/{dataset}/{split}/priors_eval.tsv``)
+``priors_eval.tsv``
     ``dataset, split, metric, embedding, value, n, n_candidates``. ``moa_top1``/``moa_top5``:
     for each held-out drug with a MoA, the fraction of its k nearest training drugs (MDT
     ``train`` + ``val`` drugs with a MoA) that share it, averaged over held-out drugs;
@@ -52,6 +65,12 @@ import pandas as pd
 
 from scpert.data.schema import SchemaError
 from scpert.runtime import write_atomic
+
+GRAPH_EMBEDDINGS = "drug_bio_emb.parquet"
+GRAPH_METRICS = "metrics.tsv"
+MDT_TOKENS = "drug_tokens.npz"
+MDT_MODEL = "model.pt"
+MDT_HISTORY = "history.tsv"
 
 #: values of ``role`` in ``drug_tokens.npz``
 ROLES = ("train", "val", "held_out", "unused")

@@ -44,11 +44,17 @@ def make_split(processed_path, drugs_path, out_path, params: dict, control: str)
     log.info("split %s: %s", params["type"], table["split"].value_counts().to_dict())
 
 
-def select_hvg(processed_path, split_path, out_path, params: dict, control: str) -> None:
-    """Rule select_hvg: the split's genes, fitted on its training cells only."""
-    from scpert.data.preprocess import select_hvg as fit_hvg
+def select_hvg(
+    processed_path, split_path, out_path, params: dict, control: str, ranking_path=None
+) -> None:
+    """Rule select_hvg: the split's evaluated genes (``out_path``, ``genes.tsv``) and every gene's
+    variability rank (``ranking_path``, ``hvg_ranking.tsv``), fitted on its training cells only."""
+    from scpert.data.preprocess import hvg_ranking, top_genes
 
     adata = io.read_processed(processed_path, control)
-    genes = fit_hvg(adata, io.read_split(split_path), control=control, **params)
+    ranking = hvg_ranking(adata, io.read_split(split_path), control=control, **params)
+    genes = top_genes(ranking, params["n_top_genes"])
     runtime.write_tsv(genes, out_path)
-    log.info("kept %d genes", len(genes))
+    if ranking_path is not None:
+        runtime.write_tsv(ranking, ranking_path)
+    log.info("kept %d of %d genes", len(genes), len(ranking))

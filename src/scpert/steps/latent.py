@@ -24,8 +24,8 @@ def finetune_latent(
     """Rule ``finetune_latent``: fit the latent model of one split and save it (SCimilarity layout).
 
     inputs: ``h5ad``, ``split``, ``genes`` and optionally ``checkpoint`` (a published model folder);
-    latent: the config's ``latent`` block (``preset``, ``params``); threads: torch CPU threads (the
-    rule's ``threads``; more threads than cores makes small CPU ops orders of magnitude slower).
+    out_dir: the split's ``latent`` prior folder; latent: the config's ``latent`` block (``preset``,
+    ``params``); threads: torch CPU threads (the rule's ``threads``, :func:`runtime.torch_setup`).
     """
     import torch
 
@@ -48,10 +48,7 @@ def finetune_latent(
         obs[schema.CELL_LINE].astype(str) + "|" + control,
         obs[schema.CONDITION].astype(str),
     )
-    dev = runtime.torch_setup(device, threads)
-    cpu_threads = int(params["cpu_threads"]) or int(threads or 0)
-    if dev == "cpu" and cpu_threads:
-        torch.set_num_threads(cpu_threads)
+    dev = runtime.torch_setup(device, threads, seed)
     if inputs.get("checkpoint"):
         source = load_model(inputs["checkpoint"])
         model = adapt_to_genes(source, genes)

@@ -1,12 +1,14 @@
 """Rule steps of the drug priors: pretrain_graph, pretrain_mdt, evaluate_priors.
 
-Their output files are described in :mod:`scpert.priors.outputs`.
+Each pretraining step writes one prior folder (:func:`scpert.layout.prior_dir`) atomically; the
+files inside are described in :mod:`scpert.priors.outputs`.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -22,8 +24,7 @@ def pretrain_graph(
     drugs_path,
     dti_path,
     ppi_path,
-    out_embeddings,
-    out_metrics,
+    out_dir,
     settings: dict,
     *,
     complexes_path=None,
@@ -33,12 +34,16 @@ def pretrain_graph(
     device: str = "auto",
     threads: int = 1,
 ) -> None:
-    """Rule pretrain_graph. settings: ``{"preset": ..., "params": {...}}`` (config priors.graph)."""
+    """Rule pretrain_graph: the ``graph`` prior folder ``out_dir``.
+
+    settings: ``{"preset": ..., "params": {...}}`` (config priors.graph); threads: torch CPU threads
+    (the rule's ``threads``).
+    """
     from scpert.chem import structure_embedding
     from scpert.priors import graph, outputs, sources
 
     params = graph.resolve_params(settings.get("preset", "tiny"), settings.get("params"))
-    device = runtime.torch_setup(device, threads)
+    device = runtime.torch_setup(device, threads, seed=params["seed"])
     drugs = sources.read_drugs(drugs_path, extra_drugs_path)
     features = structure_embedding(
         drugs["smiles"].to_dict(), n_bits=params["fingerprint_bits"], source=str(drugs_path)
@@ -52,7 +57,6 @@ def pretrain_graph(
     model, history = graph.train_graph(g, params, device)
     h = graph.encode(model, g)
     seconds = time.perf_counter() - start
-    outputs.write_drug_embeddings(graph.drug_embeddings(h, g), out_embeddings)
     edges = g.edge_pairs()
     metrics = {
         "n_drugs": len(g.drugs),
@@ -64,9 +68,12 @@ def pretrain_graph(
         "train_seconds": seconds,
         "device": device,
     }
-    runtime.write_tsv(
-        pd.DataFrame({"metric": list(metrics), "value": list(metrics.values())}), out_metrics
-    )
+    with runtime.atomic_dir(out_dir) as tmp:
+        outputs.write_drug_embeddings(graph.drug_embeddings(h, g), tmp / outputs.GRAPH_EMBEDDINGS)
+        runtime.write_tsv(
+            pd.DataFrame({"metric": list(metrics), "value": list(metrics.values())}),
+            tmp / outputs.GRAPH_METRICS,
+        )
     log.info("graph prior: %s", metrics)
 
 
@@ -76,10 +83,8 @@ def pretrain_mdt(
     split_path,
     genes_path,
     l1000_path,
-    graph_path,
-    out_tokens,
-    out_model,
-    out_history,
+    graph_dir,
+    out_dir,
     settings: dict,
     *,
     sig_info_path=None,
@@ -89,14 +94,18 @@ def pretrain_mdt(
     device: str = "auto",
     threads: int = 1,
 ) -> None:
-    """Rule pretrain_mdt. settings: ``{"preset": ..., "params": {...}}`` (config priors.mdt)."""
+    """Rule pretrain_mdt: the ``mdt`` prior folder ``out_dir`` of one split.
+
+    graph_dir: the dataset's ``graph`` prior folder; settings: ``{"preset": ..., "params": {...}}``
+    (config priors.mdt); threads: torch CPU threads (the rule's ``threads``).
+    """
     import torch
 
     from scpert.chem import structure_embedding
     from scpert.priors import l1000, mdt, outputs, sources
 
     params = mdt.resolve_params(settings.get("preset", "tiny"), settings.get("params"))
-    device = runtime.torch_setup(device, threads)
+    device = runtime.torch_setup(device, threads, seed=params["seed"])
     drugs = sources.read_drugs(drugs_path, extra_drugs_path)
     split = io.read_split(split_path)
     held_out = sources.held_out_drugs(split, control)
@@ -117,7 +126,11 @@ def pretrain_mdt(
         source=l1000_path,
     )
     data = mdt.prepare_data(
-        structure, outputs.read_drug_embeddings(graph_path), views, held_out, params
+        structure,
+        outputs.read_drug_embeddings(Path(graph_dir) / outputs.GRAPH_EMBEDDINGS),
+        views,
+        held_out,
+        params,
     )
     log.info(
         "MDT: %d drugs (%d train, %d val, %d held out, %d of them with L1000 views), "
@@ -154,7 +167,6 @@ def pretrain_mdt(
             [gene_pos.get(g, -1) for g in views.landmarks], dtype=np.int64
         ),
     }
-    outputs.write_drug_tokens(arrays, out_tokens)
     state = {
         "state_dict": model.state_dict(),
         "params": params,
@@ -163,29 +175,32 @@ def pretrain_mdt(
         "bio_dim": data.bio.shape[1],
         "landmarks": views.landmarks,
     }
-    runtime.write_atomic(out_model, lambda tmp: torch.save(state, tmp))
-    runtime.write_tsv(history, out_history)
+    with runtime.atomic_dir(out_dir) as tmp:
+        outputs.write_drug_tokens(arrays, tmp / outputs.MDT_TOKENS)
+        torch.save(state, tmp / outputs.MDT_MODEL)
+        runtime.write_tsv(history, tmp / outputs.MDT_HISTORY)
 
 
 def evaluate_priors(
     drugs_path,
-    tokens_path,
-    graph_path,
-    graph_metrics_path,
+    mdt_dir,
+    graph_dir,
     out_path,
     dataset: str,
     split: str,
     *,
     extra_drugs_path=None,
 ) -> None:
-    """Rule evaluate_priors: held-out drugs' MoA retrieval (MDT vs Morgan), held-out DTI AUROC."""
+    """Rule evaluate_priors: held-out drugs' MoA retrieval (MDT vs Morgan), held-out DTI AUROC,
+    from the split's ``mdt`` and the dataset's ``graph`` prior folders."""
+    from scpert.priors import outputs
     from scpert.priors.evaluate import evaluate_priors as evaluate
 
     evaluate(
         drugs_path,
-        tokens_path,
-        graph_path,
-        graph_metrics_path,
+        Path(mdt_dir) / outputs.MDT_TOKENS,
+        Path(graph_dir) / outputs.GRAPH_EMBEDDINGS,
+        Path(graph_dir) / outputs.GRAPH_METRICS,
         out_path,
         dataset,
         split,

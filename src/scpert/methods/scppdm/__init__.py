@@ -144,5 +144,22 @@ register_spec(
         priors=("latent",),
         choices=CHOICES,
         summary="latent diffusion with dual-channel conditioning and dose-controlled guidance",
+        predicts_plates=True,
+        test_overrides={
+            "steps": 30,
+            "batch_size": 32,
+            "warmup_steps": 5,
+            "depth": 1,
+            "sampler_steps": 3,
+            "tokens": 2,
+            "drug_mapper": [1024, 32, 16],
+            "cond_dim": 16,
+            "time_dim": 16,
+            "n_negatives": 16,
+            "memory_bank": 64,
+            "mlp_hidden": 32,
+            "latent_steps": 5,
+            "samples_per_unit": 2,
+        },
     )
 )

@@ -1,0 +1,408 @@
+"""The method contract (docs/architecture.md "Method protocol"), for every registered method and
+every method variant of config/config.yaml.
+
+Each method is fitted through the workflow's own seams (``scpert.steps.methods``: the training
+data, the conditions to predict, the ``train`` and ``sample`` steps) on a small simulated world,
+at its ``tiny`` preset overlaid with its spec's ``test_overrides`` (declared beside its presets)
+and, for a variant, the variant's parameters. A method that registers inherits every test here.
+
+Checked: the prediction follows the prediction schema with the requested cells per condition (per
+condition and plate for methods whose spec sets ``predicts_plates``); save -> load predicts
+identically; a second fit with the same seed (through the ``train`` step) predicts identically;
+the order of the conditions does not change any condition's cells (up to float32 rounding of
+batched arithmetic); the ``sample`` step writes the
+same cells in the split's evaluated genes; validation conditions reach ``PerturbData.val`` and
+never ``adata``; ``train_genes`` widens the training gene space and the prediction still comes
+back in the split's genes.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from scpert import layout, runtime, steps
+from scpert.data import io, schema
+from scpert.methods import available_methods, get_method, get_spec
+from scpert.methods.base import Method, per_condition
+from scpert.methods.registry import TRAIN_GENES
+from scpert.steps.methods import (
+    check_prediction,
+    conditions_to_predict,
+    setup_torch,
+    training_data,
+)
+
+from .conftest import REPO
+
+CONTROL = "control"
+SEED = 3
+MAX_CELLS = 8  # predicted cells per condition (shared among its plates)
+N_EVAL_GENES = 200  # the split's genes; the world has 300
+CONFIG = yaml.safe_load((REPO / "config/config.yaml").read_text())
+
+#: the splits a method can be tested on, by split type (a config split restriction picks one)
+SPLITS = {
+    "drug_ood": {"type": "drug_ood", "seed": 0, "test_fraction": 0.3, "val_fraction": 0.3},
+    "combo_seen2": {"type": "combo_seen2", "seed": 0, "test_fraction": 0.5},
+}
+
+
+def contract_entries() -> dict[str, dict]:
+    """Name -> ``{"base", "params", "split"}``: every registered method, every config variant."""
+    entries = {name: {"base": name, "params": {}, "restrict": None} for name in available_methods()}
+    for name, entry in CONFIG["methods"].items():
+        entries[name] = {
+            "base": entry.get("base", name),
+            "params": entry.get("params", {}),
+            "restrict": entry.get("splits"),
+        }
+    for entry in entries.values():
+        types = {CONFIG["splits"][s]["type"] for s in entry.pop("restrict") or ["drug_ood"]}
+        entry["split"] = next((t for t in SPLITS if t in types), None)
+        assert entry["split"], f"no contract split for split types {types}"
+    return entries
+
+
+ENTRIES = contract_entries()
+
+
+def method_params(name: str) -> dict:
+    entry = ENTRIES[name]
+    spec = get_spec(entry["base"])
+    return spec.resolve("tiny", {**spec.test_overrides, **entry["params"]})
+
+
+# ------------------------------------------------------------------------- the world and priors
+@pytest.fixture(scope="module")
+def processed(world, tmp_path_factory):
+    """The small simulated world (conftest ``world``), preprocessed; its folder of split files."""
+    root = tmp_path_factory.mktemp("contract")
+    steps.preprocess(
+        world / "counts.h5ad",
+        root / "processed.h5ad",
+        {"min_genes": 10, "min_cells": 3, "min_cells_per_condition": 5},
+        CONTROL,
+    )
+    return root
+
+
+@functools.cache
+def _split_files(root, world, split: str) -> dict[str, str]:
+    """Split table, genes and HVG ranking of ``split`` (a key of :data:`SPLITS`), made once."""
+    folder = root / split
+    paths = {
+        "h5ad": str(root / "processed.h5ad"),
+        "drugs": str(world / "drugs.tsv"),
+        "split": str(folder / "split.tsv"),
+        "genes": str(folder / "genes.tsv"),
+        "ranking": str(folder / "hvg_ranking.tsv"),
+    }
+    steps.make_split(paths["h5ad"], paths["drugs"], paths["split"], SPLITS[split], CONTROL)
+    steps.select_hvg(
+        paths["h5ad"],
+        paths["split"],
+        paths["genes"],
+        {"n_top_genes": N_EVAL_GENES},
+        CONTROL,
+        ranking_path=paths["ranking"],
+    )
+    return paths
+
+
+def build_latent(paths: dict, out_dir, world) -> None:
+    settings = {
+        "preset": "tiny",
+        "params": {"hidden_dim": [32], "steps": 20, "labels_per_batch": 8, "cells_per_label": 4},
+    }
+    steps.finetune_latent(paths, out_dir, settings, CONTROL, seed=0, device="cpu", threads=1)
+
+
+def build_graph(paths: dict, out_dir, world) -> None:
+    steps.pretrain_graph(
+        world / "drugs.tsv",
+        world / "dti.tsv",
+        world / "ppi.tsv",
+        out_dir,
+        {"preset": "tiny", "params": {"epochs": 5}},
+        device="cpu",
+    )
+
+
+def build_mdt(paths: dict, out_dir, world) -> None:
+    graph_dir = out_dir.parent / "graph"
+    if not graph_dir.exists():
+        build_graph(paths, graph_dir, world)
+    steps.pretrain_mdt(
+        world / "drugs.tsv",
+        paths["split"],
+        paths["genes"],
+        world / "l1000.gctx",
+        graph_dir,
+        out_dir,
+        {"preset": "tiny", "params": {"epochs": 3}},
+        device="cpu",
+    )
+
+
+#: how the contract test builds each prior of the layout (small settings, the rules' own steps)
+PRIOR_BUILDERS = {"latent": build_latent, "graph": build_graph, "mdt": build_mdt}
+
+
+def test_every_prior_of_the_layout_has_a_builder():
+    assert set(PRIOR_BUILDERS) == set(layout.PRIORS)
+
+
+@functools.cache
+def _prior(root, world, split: str, name: str):
+    folder = root / split / "priors" / name
+    if not folder.exists():
+        PRIOR_BUILDERS[name](_split_files(root, world, split), folder, world)
+    return folder
+
+
+# ------------------------------------------------------------------------------------ the fits
+class Fitted:
+    """One method fitted on its contract split: the in-memory model, its inputs and prediction."""
+
+    def __init__(self, name: str, root, world, tmp):
+        entry = ENTRIES[name]
+        self.name, self.spec = name, get_spec(entry["base"])
+        self.params = method_params(name)
+        self.paths = dict(_split_files(root, world, entry["split"]))
+        for prior in self.spec.required_priors(self.params):
+            self.paths[f"prior_{prior}"] = str(_prior(root, world, entry["split"], prior))
+        self.tmp = tmp
+        self.data = self.training_data()
+        method_cls = get_method(entry["base"])
+        setup_torch(self.spec.uses_gpu, "cpu", 1, SEED)  # as the train and sample steps do
+        self.method = method_cls(self.params, seed=SEED)
+        self.method.genes = list(self.data.adata.var_names)
+        self.method.fit(self.data, device="cpu")
+        adata = io.read_processed(self.paths["h5ad"], CONTROL)
+        self.split = io.read_split(self.paths["split"])
+        self.controls = adata[(adata.obs[schema.DRUG] == CONTROL).to_numpy()]
+        self.by_plate = conditions_to_predict(adata.obs, self.split, MAX_CELLS)
+        self.conditions = (
+            self.by_plate if self.spec.predicts_plates else per_condition(self.by_plate)
+        )
+        self.pred = self.predict(self.method)
+
+    def training_data(self):
+        data = training_data(
+            self.paths["h5ad"],
+            self.paths["split"],
+            self.paths["genes"],
+            self.paths["drugs"],
+            CONTROL,
+            ranking_path=self.paths["ranking"],
+            train_genes=self.spec.train_genes(self.params),
+        )
+        data.priors = {
+            k.removeprefix("prior_"): v for k, v in self.paths.items() if k.startswith("prior_")
+        }
+        return data
+
+    def predict(self, method: Method, conditions: pd.DataFrame | None = None) -> ad.AnnData:
+        controls = self.controls[:, method.genes].copy()
+        conditions = self.conditions if conditions is None else conditions
+        return method.predict(controls, conditions, seed=SEED)
+
+
+@pytest.fixture(scope="module")
+def fitted(processed, world, tmp_path_factory):
+    cache: dict[str, Fitted] = {}
+
+    def get(name: str) -> Fitted:
+        if name not in cache:
+            cache[name] = Fitted(name, processed, world, tmp_path_factory.mktemp(name))
+        return cache[name]
+
+    return get
+
+
+def assert_same_prediction(a: ad.AnnData, b: ad.AnnData, exact: bool = True) -> None:
+    """Same genes, cells and labels; X bitwise equal, or (``exact=False``) up to float32
+    rounding, which batching the same rows in another order may change."""
+    assert list(a.var_names) == list(b.var_names)
+    assert list(a.obs_names) == list(b.obs_names)
+    pd.testing.assert_frame_equal(
+        a.obs.astype(str).reset_index(drop=True), b.obs.astype(str).reset_index(drop=True)
+    )
+    if exact:
+        np.testing.assert_array_equal(_dense(a.X), _dense(b.X))
+    else:
+        np.testing.assert_allclose(_dense(a.X), _dense(b.X), rtol=1e-5, atol=1e-6)
+
+
+def _dense(X) -> np.ndarray:
+    return X.toarray() if hasattr(X, "toarray") else np.asarray(X)
+
+
+NAMES = sorted(ENTRIES)
+
+
+# ------------------------------------------------------------------------------------ contract
+@pytest.mark.parametrize("name", NAMES)
+def test_prediction_has_the_requested_cells_and_schema(fitted, name):
+    f = fitted(name)
+    assert len(f.by_plate) > f.by_plate["condition"].nunique()  # several plates per condition
+    true_cells = f.split.set_index("condition")["n_cells"]
+    wanted = f.by_plate.groupby("condition")["n_cells"].sum()
+    assert wanted.eq(np.minimum(true_cells[wanted.index], MAX_CELLS)).all()
+    check_prediction(f.pred, f.conditions, name, by_plate=f.spec.predicts_plates)
+    assert list(f.pred.var_names) == f.method.genes == list(f.data.adata.var_names)
+    for key in (schema.CELL_LINE, schema.DRUG, schema.DOSE, schema.PLATE, schema.CONDITION):
+        assert key in f.pred.obs.columns, key
+    # each cell is labelled with its condition's own cell line, drug and dose
+    requested = f.conditions.drop_duplicates("condition").set_index("condition")
+    for key in (schema.CELL_LINE, schema.DRUG):
+        labels = requested.loc[f.pred.obs[schema.CONDITION].astype(str), key].to_numpy()
+        assert (f.pred.obs[key].astype(str).to_numpy() == labels).all(), key
+    assert f.pred.obs_names.is_unique
+    assert {"method", "seed", "sampler"} <= set(f.pred.uns)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_save_then_load_predicts_identically(fitted, name, tmp_path):
+    f = fitted(name)
+    f.method.save(tmp_path / "model")
+    loaded = Method.load(tmp_path / "model", device="cpu")
+    assert type(loaded) is type(f.method) and loaded.genes == f.method.genes
+    assert_same_prediction(f.predict(loaded), f.pred)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_same_seed_through_the_train_step_predicts_identically(fitted, name, tmp_path):
+    f = fitted(name)
+    entry = {
+        "name": name,
+        "base": ENTRIES[name]["base"],
+        "preset": "tiny",
+        "params": f.params,
+    }
+    steps.train(f.paths, tmp_path / "model", entry, CONTROL, SEED, "cpu", threads=1)
+    assert_same_prediction(f.predict(Method.load(tmp_path / "model")), f.pred)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_condition_order_does_not_change_a_conditions_cells(fitted, name):
+    f = fitted(name)
+    shuffled = f.conditions.iloc[::-1].reset_index(drop=True)
+    assert f.conditions["condition"].nunique() > 1
+    other = f.predict(f.method, shuffled)
+    for condition in f.conditions["condition"].unique():
+        a = f.pred[f.pred.obs[schema.CONDITION].astype(str).to_numpy() == condition]
+        b = other[other.obs[schema.CONDITION].astype(str).to_numpy() == condition]
+        assert_same_prediction(a, b, exact=False)
+    # nor does predicting a condition alone
+    alone = f.conditions[f.conditions["condition"] == f.conditions["condition"].iloc[-1]]
+    single = f.predict(f.method, alone.reset_index(drop=True))
+    mask = f.pred.obs[schema.CONDITION].astype(str).to_numpy() == alone["condition"].iloc[0]
+    assert_same_prediction(single, f.pred[mask], exact=False)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_sample_step_writes_the_prediction_in_the_splits_genes(fitted, name, tmp_path):
+    f = fitted(name)
+    f.method.save(tmp_path / "model")
+    out = tmp_path / "pred.h5ad"
+    steps.sample(
+        {**f.paths, "model": tmp_path / "model"}, out, CONTROL, SEED, "cpu", MAX_CELLS, name, 1
+    )
+    pred = ad.read_h5ad(out)
+    assert list(pred.var_names) == io.read_genes(f.paths["genes"])
+    assert pred.uns["method"] == name and pred.uns["base_method"] == ENTRIES[name]["base"]
+    assert_same_prediction(pred, f.pred[:, list(pred.var_names)])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_validation_conditions_are_held_apart(fitted, name):
+    f = fitted(name)
+    labels = f.split.set_index("condition")["split"]
+    train = set(f.data.adata.obs[schema.CONDITION].astype(str))
+    assert {labels[c] for c in train} == {"train"}
+    if ENTRIES[name]["split"] == "drug_ood":  # its contract split has validation conditions
+        assert f.data.val is not None and list(f.data.val.var_names) == f.method.genes
+        assert set(f.data.val.obs[schema.CONDITION].astype(str)) == set(
+            labels.index[labels == "val"]
+        )
+    else:
+        assert f.data.val is None
+
+
+# -------------------------------------------------------------- the training gene space seam
+def test_train_genes_widen_the_training_space_but_not_the_prediction(processed, world, tmp_path):
+    """``train_genes`` (reserved parameter): training data in N genes of the split's ranking,
+    containing the split's genes; the sample step returns the split's genes only. Exercised with
+    a method that declares the parameter: train_mean with ``train_genes`` added to its presets."""
+    from scpert.methods import registry
+
+    base = get_spec("train_mean")
+    wide = registry.MethodSpec(
+        "train_mean",
+        base.module,
+        {preset: {**params, TRAIN_GENES: 0} for preset, params in base.presets.items()},
+    )
+    paths = _split_files(processed, world, "drug_ood")
+    eval_genes = io.read_genes(paths["genes"])
+    params = wide.resolve("tiny", {TRAIN_GENES: 250})
+    data = training_data(
+        paths["h5ad"],
+        paths["split"],
+        paths["genes"],
+        paths["drugs"],
+        CONTROL,
+        ranking_path=paths["ranking"],
+        train_genes=wide.train_genes(params),
+    )
+    assert data.adata.n_vars == 250 and set(eval_genes) < set(data.adata.var_names)
+    assert data.eval_genes == eval_genes and list(data.val.var_names) == list(data.adata.var_names)
+    ranking = pd.read_csv(paths["ranking"], sep="\t").set_index("gene")["rank"]
+    extra = [g for g in data.adata.var_names if g not in set(eval_genes)]
+    outside = ranking.drop(list(data.adata.var_names))
+    assert ranking[extra].max() < outside.min()  # the best-ranked of the other genes
+    method = get_method("train_mean")(params, seed=SEED)
+    method.genes = list(data.adata.var_names)
+    method.fit(data)
+    method.save(tmp_path / "model")
+    steps.sample(
+        {**paths, "model": tmp_path / "model"}, tmp_path / "pred.h5ad", CONTROL, SEED, "cpu", 5, "w"
+    )
+    pred = ad.read_h5ad(tmp_path / "pred.h5ad")
+    assert list(pred.var_names) == eval_genes
+    with pytest.raises(runtime.InputError, match="train_genes"):
+        wide.resolve("tiny", {TRAIN_GENES: -1})
+
+
+def test_conditions_to_predict_shares_the_cap_among_plates():
+    obs = pd.DataFrame(
+        {
+            schema.CONDITION: ["a"] * 7 + ["b"] * 3 + ["c"] * 2,
+            schema.PLATE: ["p1"] * 5 + ["p2"] * 2 + ["p1"] * 3 + ["p2"] * 2,
+        }
+    )
+    split = pd.DataFrame(
+        {
+            "condition": ["a", "b", "c", "d"],
+            "cell_line": ["L"] * 4,
+            "drug": ["x", "y", "z", "w"],
+            "dose": ["1"] * 4,
+            "split": ["test", "test", "train", "test"],
+        }
+    )
+    with pytest.raises(schema.SchemaError, match="without cells.*'d'"):
+        conditions_to_predict(obs, split, 4)
+    table = conditions_to_predict(obs, split.iloc[:3], 4)
+    # a: 5 + 2 cells capped at 4 -> 20/7 = 2.86 and 8/7 = 1.14 -> 3 and 1; b: 3 cells, one plate
+    assert table[["condition", "plate", "n_cells"]].values.tolist() == [
+        ["a", "p1", 3],
+        ["a", "p2", 1],
+        ["b", "p1", 3],
+    ]
+    assert per_condition(table)[["condition", "n_cells"]].values.tolist() == [["a", 4], ["b", 3]]
