@@ -17,7 +17,9 @@ preset, :func:`scpert.methods.scppdm.train.finetune_latent_on_pseudobulks`):
   ``D(E(x_post)) - D(E(x_pre))``, next to the effect's own size ``mean (x_post - x_pre)^2``;
 - ``oracle_*``: scPerturBench MSE (top-100, top-5000 DEGs) and PCC-delta (top-100) of cells
   realised as the test plate's controls shifted by the decode of the TRUE test pseudobulk (a
-  perfect diffusion model), next to ``truth_shift`` (shifted by the true effect itself).
+  perfect diffusion model), next to ``truth_shift`` (shifted by the true effect itself);
+- a PCA of the latent's width fitted on the training pseudobulks: its reconstruction error of the
+  test pseudobulks is what a linear code of that size leaves (mostly their own sampling noise).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from scpert import layout
 from scpert.data import io, pairing, schema
 from scpert.latent import load_model
 from scpert.methods.scppdm import TINY
@@ -86,7 +89,7 @@ def bounds(run: Path, dataset: str, split: str, latent_steps: int) -> pd.DataFra
     def realised(shift):
         return cells.prediction(predict, draw, cells.realise(draw, shift[draw.unit]), {})
 
-    rule = load_model(res / split / "latent" / "model")
+    rule = load_model(run / layout.prior_dir("latent", dataset, split))
     tuned = copy.deepcopy(rule)
     finetune_latent_on_pseudobulks(
         tuned,
@@ -95,13 +98,17 @@ def bounds(run: Path, dataset: str, split: str, latent_steps: int) -> pd.DataFra
         torch.device("cpu"),
         0,
     )
-    rows_out = [
-        {
-            "latent": "(none)",
-            **{f"oracle_{k}": v for k, v in _score(realised(x_post - x_line), truth, test).items()},
-        }
-    ]
-    rows_out[0]["latent"] = "truth_shift"
+    # a linear reference: PCA with the latent's width fitted on the training pseudobulks
+    fit_rows = np.concatenate([pairs.post, np.unique(pairs.pre, axis=0)])
+    centre = fit_rows.mean(0)
+    basis = np.linalg.svd(fit_rows - centre, full_matrices=False)[2][: rule.latent_dim]
+    pca_test = (test_pb.means - centre) @ basis.T @ basis + centre
+    pca_row = {
+        "latent": f"PCA {rule.latent_dim} (train pseudobulks)",
+        "recon_test_pb": float(((pca_test - test_pb.means) ** 2).mean()),
+    }
+    truth_shift = _score(realised(x_post - x_line), truth, test)
+    rows_out = [{"latent": "truth_shift", **{f"oracle_{k}": v for k, v in truth_shift.items()}}]
     for name, model in (("rule (cells)", rule), (f"+ {latent_steps} pseudobulk steps", tuned)):
 
         def rec(x, m=model):
@@ -126,6 +133,7 @@ def bounds(run: Path, dataset: str, split: str, latent_steps: int) -> pd.DataFra
             for k, v in _score(realised(shift), truth, test).items():
                 row[f"oracle_{decode}_{k}"] = v
         rows_out.append(row)
+    rows_out.append(pca_row)
     return pd.DataFrame(rows_out)
 
 

@@ -272,8 +272,8 @@ def world(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def fitted(world):
-    # the tiny preset, with tokens of width 8 for the toy's 16-d latent (~6 s of CPU)
-    model = ScPPDM.from_preset("tiny", {"tokens": 2, "steps": 600}, seed=0)
+    # the tiny preset, with tokens of width 8 for the toy's 16-d latent
+    model = ScPPDM.from_preset("tiny", {"tokens": 2, "steps": 400}, seed=0)
     model.fit(world["data"], device="cpu")
     return model
 
