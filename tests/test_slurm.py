@@ -4,7 +4,8 @@ The profile tests (dry run, rule/profile/README consistency) need no SLURM. The 
 (marked ``slurm``) start tests/slurm/start_cluster.sh and run a small CI world (2 methods x 1
 split, 12 SLURM jobs) through ``--profile profiles/slurm`` with conda switched off, while the
 same config runs locally. SLURM's job records and the jobs' output must show a GPU for every
-train/sample job and none for the other rules, job sizes must follow the config's resources by
+sample job and none for the other rules (train jobs of these CPU methods ask for none; a GPU
+method's ask for its preset's ``gpus``), job sizes must follow the config's resources by
 preset, and the metrics must equal the local run's. They need root, the Debian packages
 slurmctld, slurmd, slurm-client and munge (.ci/run installs them) and
 snakemake-executor-plugin-slurm; without them they skip, or fail under SCPERT_REQUIRE_SLURM=1
@@ -86,11 +87,13 @@ def profile() -> dict:
 
 
 def test_profile_requests_a_gpu_for_every_rule_that_declares_one():
-    """Rules whose resources declare ``gpu`` (per method for train/sample) and the profile's GPU
-    rules are the same set, and every one of them is in the README."""
+    """Rules whose resources declare ``gpu`` (per method for train/sample) are the profile's GPU
+    rules plus ``train``, whose GPU count the rule takes from the method preset; every one of
+    them is in the README."""
     declared = {name for name, rule in workflow_rules().items() if rule["gpu"]}
     in_profile = {rule for rule, res in profile()["set-resources"].items() if res.get("gpu") == 1}
-    assert declared == in_profile
+    assert "gpu" not in profile()["set-resources"].get("train", {})
+    assert declared == in_profile | {"train"}
     readme = (REPO / "README.md").read_text().split("## Running on a SLURM GPU cluster")[1]
     for word in [
         *in_profile,
@@ -149,7 +152,9 @@ def test_dry_run_through_the_profile_sizes_jobs_by_preset(tmp_path):
         mem, minutes, _ = expected_size(rule, method)
         assert (resources["mem_mb"], resources["runtime"]) == (str(mem), str(minutes)), rule
         assert resources["slurm_partition"] == "CHANGE_ME", rule
-        assert resources.get("gpu") == ("1" if rule in GPU_RULES else None), (rule, method)
+        # train: the preset's GPU count for GPU methods, none for these CPU methods
+        expected_gpu = {"sample": "1", "train": "0"}.get(rule)
+        assert resources.get("gpu") == expected_gpu, (rule, method)
 
 
 # -- a real cluster --------------------------------------------------------------------------------
@@ -270,14 +275,14 @@ def test_every_rule_ran_as_a_completed_slurm_job_in_the_partition(runs):
 
 @pytest.mark.slurm
 def test_gpu_rules_were_allocated_a_gpu(runs):
-    """SLURM records the GPU request of train/sample jobs only, and slurmd's allocation reaches the
-    rule: the job's output (the rule's log on stderr) shows CUDA_VISIBLE_DEVICES, unset in the
-    submitting environment, naming one of the node's 2 GPUs."""
+    """SLURM records the GPU request of sample jobs only (train jobs of CPU methods ask for none),
+    and slurmd's allocation reaches the rule: the job's output (the rule's log on stderr) shows
+    CUDA_VISIBLE_DEVICES, unset in the submitting environment, naming one of the node's 2 GPUs."""
     _, _, records = runs
     for (rule, method), rec in records.items():
         visible = re.search(r"CUDA_VISIBLE_DEVICES=(\S+)", Path(rec["StdOut"]).read_text())
         assert visible, (rule, method)
-        if rule in GPU_RULES:
+        if rule == "sample":
             assert rec.get("TresPerJob") == "gres:gpu:1", (rule, method, rec.get("TresPerJob"))
             assert visible.group(1) in {"0", "1"}, (rule, method, visible.group(1))
         else:

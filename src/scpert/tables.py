@@ -25,6 +25,11 @@ tied to split types, one of them is configured):
   drug_ood). Tables 1/2: logFC and Δ Pearson/Spearman (all genes and top-200 DEGs),
   DEG-accuracy top-200/top-1000, EV_median (all, DEG); Tables 3/4 add DEG-accuracy top-50/top-100
   and E[EV] (the mean).
+- scPPDM ablations (Fig. 4; ``scppdm_ablations``): rows per setting, UC = pair_ood (Fig. 4a) and
+  UD = drug_ood (Fig. 4b), and per variant, the full model and (A)-(F) of §4.3 as configured by
+  ``config/scppdm_ablations.yaml`` (method names in :data:`SCPPDM_ABLATIONS`; the residual
+  variant beside them); columns: the scPPDM protocol's DEG correlations, DEG accuracy and
+  EV-median, and scPerturBench's top-100 MSE and PCCΔ.
 - scDFM Table 1 (additive split; ours: every split): L2, MSE, MAE, DE-Spearman ρ, Pearson Δ, DS,
   Pearson Δ̂, Pearson Δ̂20. Table 2 (holdout): the same columns with rows per setting, "Single"
   (single-drug test conditions) and "Double" (combinations), for the held-out-drug split types.
@@ -388,6 +393,29 @@ SCPPDM_COMPLETE = (
     ]
 )
 
+#: method name -> row label of the scPPDM ablation table (scPPDM §4.3, Fig. 4)
+SCPPDM_ABLATIONS = {
+    "scppdm": "Full (scppdm)",
+    "scppdm_residual": "Residual variant",
+    "scppdm_no_cond": "(A) No-Cond",
+    "scppdm_concat_mlp": "(B) Concat+MLP",
+    "scppdm_drug_id": "(C) Drug-ID",
+    "scppdm_single_cfg": "(D) Single CFG",
+    "scppdm_const_sd": "(E) Constant s_d",
+    "scppdm_concat_attn": "(F) Concat+Attn",
+}
+SCPPDM_ABLATION_COLUMNS = [
+    _scppdm("logfc_pearson", "top200", "logFC-Pearson(DEG)"),
+    _scppdm("delta_pearson", "top200", "Δ-Pearson(DEG)"),
+    _scppdm("delta_spearman", "top200", "Δ-Spearman(DEG)"),
+    _scppdm("deg_accuracy", "top200", "DEG-acc(top200)"),
+    _scppdm("ev", "all", "EV-median", "median"),
+    Column("scperturbench", "mse", "top100", "MSE", False),
+    Column("scperturbench", "pcc_delta", "top100", "PCCΔ", True),
+]
+#: the ablation settings: (heading, split type)
+SCPPDM_ABLATION_SETTINGS = (("UC (Fig. 4a)", "pair_ood"), ("UD (Fig. 4b)", "drug_ood"))
+
 SCDFM_COLUMNS = [
     Column("systema", "l2", "all", "L2", False),
     Column("celleval", "mse", "all", "MSE", False),
@@ -456,6 +484,28 @@ def _scppdm_layout(spec: Sequence[Column]):
         return metric_rows(condition_stats(long), spec, title=title)
 
     return build
+
+
+def _scppdm_ablations(long, split_types, title):
+    long = long[long["method"].isin(list(SCPPDM_ABLATIONS))]
+    order = {m: i for i, m in enumerate(SCPPDM_ABLATIONS)}
+    long = long.assign(method=long["method"].map(lambda m: f"{order[m]}. {SCPPDM_ABLATIONS[m]}"))
+    groups = [
+        (heading, condition_stats(_restrict(long, split_types, [split_type])))
+        for heading, split_type in SCPPDM_ABLATION_SETTINGS
+    ]
+    groups = [(heading, stats) for heading, stats in groups if not stats.empty]
+    return [
+        method_rows(
+            condition_stats(long),
+            SCPPDM_ABLATION_COLUMNS,
+            split_types,
+            title=title,
+            show_sd=False,
+            show_gain=False,
+            groups=groups,
+        )
+    ]
 
 
 def _scdfm(columns: Sequence[Column], by_setting: bool = False):
@@ -539,6 +589,12 @@ PAPER_TABLES: dict[str, PaperTable] = {
         None,
         "scPPDM metrics, complete (scPPDM Tables 3-4 layout)",
         _scppdm_layout(SCPPDM_COMPLETE),
+    ),
+    "scppdm_ablations": PaperTable(
+        ("scppdm", "scperturbench"),
+        tuple(t for _, t in SCPPDM_ABLATION_SETTINGS),
+        "scPPDM ablations (scPPDM Fig. 4 as a table)",
+        _scppdm_ablations,
     ),
     "scdfm_table1": PaperTable(
         ("celleval", "systema"), None, "scDFM metrics (scDFM Table 1 layout)", _scdfm(SCDFM_COLUMNS)

@@ -78,13 +78,21 @@ def train_inputs(wildcards):
 
 
 def method_gpus(wildcards):
-    """GPUs a train/sample job of the method needs: 1 for GPU methods, 0 for baselines.
+    """GPUs a sample job of the method needs: 1 for GPU methods, 0 for baselines.
 
     Counts against ``--resources gpu=N`` (a workstation with N GPUs runs baselines beside GPU
-    jobs); profiles/slurm overrides it with one GPU for every job of the GPU rules, because a rule
-    goes to one partition and GPU partitions expect a GPU request.
+    jobs); profiles/slurm overrides it with one GPU for every sample job, because a rule goes to
+    one partition and GPU partitions expect a GPU request.
     """
     return 1 if RUN.methods[wildcards.method].uses_gpu else 0
+
+
+def train_gpus(wildcards):
+    """GPUs a train job needs: the preset's ``gpus`` (data-parallel processes launched with
+    torchrun inside the job, scpert.generative.distributed; e.g. scPPDM paper: 4) for GPU
+    methods, 0 for baselines. profiles/slurm leaves it to this function (sbatch --gpus=N)."""
+    entry = RUN.methods[wildcards.method]
+    return int(entry.params.get("gpus", 1)) if entry.uses_gpu else 0
 
 
 def preset_size(preset, key):

@@ -17,7 +17,7 @@ rule train:
     resources:
         mem_mb=method_mem_mb,
         runtime=method_runtime,
-        gpu=method_gpus,
+        gpu=train_gpus,
     params:
         method=method_entry,
         control=CONTROL,

@@ -13,7 +13,11 @@ Batches sample ``labels_per_batch`` labels and ``cells_per_label`` cells of each
 so that positives exist when conditions outnumber the batch; SCimilarity draws plain random
 batches from atlases with far fewer labels. Optimiser: AdamW (SCimilarity: weight decay 0.01) at a
 constant learning rate (scPPDM §4: fine-tuned at 1e-5 for 200k steps in the paper preset).
-SCimilarity's L1 penalty on the first layer and its cosine annealing are not used.
+SCimilarity's L1 penalty on the first layer and its cosine annealing are not used. The ``paper``
+preset is the fine-tuning of StateXDiff (arXiv:2605.16104) App. A.1.1: "fine-tune the pretrained
+SCimilarity weights on the target dataset for 200,000 optimization steps with a learning rate of
+1e-5" (SCimilarity v1.1 layer sizes); it presumes a published checkpoint (``latent.checkpoint``),
+and without one the same schedule trains the model from scratch (the rule's log says so).
 
 Training cells: the split's TRAIN conditions plus all control cells
 (:func:`scpert.data.preprocess.train_cells_mask`), restricted to the split's genes.
@@ -53,8 +57,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "latent_dim": 128,  # scPPDM App. D: D_z = 128
         "dropout": 0.5,
         "input_dropout": 0.4,
-        "steps": 200_000,  # scPPDM fine-tuning
-        "lr": 1e-5,
+        "steps": 200_000,  # StateXDiff App. A.1.1 (from the published checkpoint)
+        "lr": 1e-5,  # StateXDiff App. A.1.1
         "weight_decay": 0.01,
         "labels_per_batch": 100,
         "cells_per_label": 10,

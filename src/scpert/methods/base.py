@@ -10,7 +10,9 @@ the ``{method}`` wildcard through :func:`~scpert.methods.registry.get_method`; c
 
 Lifecycle: ``m = cls.from_preset(preset, overrides, seed)`` (or ``cls(complete_params, seed)``)
 -> ``m.fit(train, device=...)`` -> ``m.save(dir)``; later ``cls.load(dir, device)`` ->
-``m.predict(controls, conditions, seed)``.
+``m.predict(controls, conditions, seed)``. The train step sets ``m.checkpoint_dir`` (a folder
+beside the model output that survives a failed job) before ``fit``; methods on the shared
+trainer (:mod:`scpert.generative.trainer`) checkpoint there and resume from it.
 """
 
 from __future__ import annotations
@@ -97,6 +99,7 @@ class Method(ABC):
         self.params = dict(params)
         self.seed = int(seed)
         self.genes: list[str] = []
+        self.checkpoint_dir: Path | None = None
 
     @classmethod
     def spec(cls) -> MethodSpec:

@@ -16,8 +16,7 @@ token") the softmax over one key is 1 and the queries have no effect at all. The
 keeps the self-attention path alive; ``cond_tokens > 1`` splits ``W_c c`` into several keys. With
 one condition token the cross-attention output is the same vector for every latent token, so the
 per-token FiLM is what lets the condition address tokens individually; a FiLM shared across tokens
-passes only ``d`` numbers of condition per block (scPPDM tiny on the default world's drug_ood:
-top-100 PCC-delta 0.39 and 6/6 dose-monotone drugs per token, 0.35 and 4/6 shared).
+passes only ``d`` numbers of condition per block.
 Dropout (App. D: global 0.15) acts on both attention outputs.
 """
 

@@ -73,6 +73,11 @@ def finetune_latent(
                 params["input_dropout"],
             )
         origin = "initialised"
+        log.info(
+            "no SCimilarity checkpoint (config latent.checkpoint): the latent model (preset %s) "
+            "trains from scratch on the split's training cells",
+            latent.get("preset", "tiny"),
+        )
     log.info(
         "latent %s on %d training cells x %d genes, device %s", origin, cells.n_obs, len(genes), dev
     )

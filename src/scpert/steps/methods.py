@@ -11,6 +11,7 @@ it against the request.
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
 from pathlib import Path
 
@@ -64,6 +65,13 @@ def training_data(
     )
 
 
+def checkpoint_dir(model_dir) -> Path:
+    """The trainer's checkpoints of a train job: ``results/.../{method}/checkpoints`` beside the
+    declared ``model/`` output, so that they survive a failed job (Snakemake removes the outputs
+    of failed jobs and ``--rerun-incomplete`` reruns it); removed once the model is saved."""
+    return Path(model_dir).parent / "checkpoints"
+
+
 def train(
     inputs: dict,
     model_dir,
@@ -78,7 +86,49 @@ def train(
 
     inputs: ``h5ad``, ``split``, ``genes``, ``drugs``, optionally ``ranking`` (the split's HVG
     ranking) and ``prior_<name>`` folders; threads: torch CPU threads (the rule's ``threads``).
+    A GPU method whose preset asks for ``gpus: N > 1`` trains in N data-parallel processes
+    launched by torchrun inside the job when the job sees N GPUs
+    (:mod:`scpert.generative.distributed`); checkpoints go to :func:`checkpoint_dir`.
     """
+    from scpert.methods import get_spec
+
+    spec = get_spec(entry["base"])
+    kwargs = dict(
+        inputs=inputs,
+        model_dir=str(model_dir),
+        entry=entry,
+        control=control,
+        seed=seed,
+        threads=threads,
+    )
+    processes = 1
+    if spec.uses_gpu and int(entry["params"].get("gpus", 1)) > 1:
+        from scpert.generative import distributed
+
+        processes = distributed.processes_for(entry["params"]["gpus"], runtime.pick_device(device))
+    if processes > 1:
+        distributed.launch(
+            processes,
+            "scpert.steps.methods:train_process",
+            {**kwargs, "device": "cuda"},
+            checkpoint_dir(model_dir) / "launch.json",
+        )
+    else:
+        train_process(**kwargs, device=device)
+    shutil.rmtree(checkpoint_dir(model_dir), ignore_errors=True)
+
+
+def train_process(
+    inputs: dict,
+    model_dir,
+    entry: dict,
+    control: str,
+    seed: int,
+    device: str,
+    threads: int | None = None,
+) -> None:
+    """One training process: the only one, or one rank of a torchrun launch (``device``
+    ``cuda:<local rank>``); rank 0 saves the model."""
     from scpert.methods import get_method, get_spec
 
     spec = get_spec(entry["base"])
@@ -96,11 +146,19 @@ def train(
         k.removeprefix("prior_"): Path(v) for k, v in inputs.items() if k.startswith("prior_")
     }
     dev = setup_torch(spec.uses_gpu, device, threads, seed)
+    if dev == "cuda" and device.startswith("cuda:"):
+        dev = device  # a data-parallel rank keeps its own GPU
+    rank, world = (0, 1)
+    if "torch" in sys.modules:
+        from scpert.generative.trainer import distributed_context
+
+        rank, world = distributed_context()
     method = method_cls(entry["params"], seed=seed)
     method.genes = list(data.adata.var_names)
+    method.checkpoint_dir = checkpoint_dir(model_dir)
     log.info(
         "training %s (%s, preset %s) on %d cells x %d genes (%d evaluated), %s validation "
-        "cells, device %s",
+        "cells, device %s%s",
         entry["name"],
         entry["base"],
         entry["preset"],
@@ -109,10 +167,12 @@ def train(
         len(data.eval_genes),
         data.val.n_obs if data.val is not None else "no",
         dev,
+        f" (rank {rank} of {world})" if world > 1 else "",
     )
     method.fit(data, device=dev)
-    with runtime.atomic_dir(model_dir) as tmp:
-        method.save(tmp)
+    if rank == 0:
+        with runtime.atomic_dir(model_dir) as tmp:
+            method.save(tmp)
 
 
 def setup_torch(uses_gpu: bool, device: str, threads: int | None, seed: int) -> str:

@@ -1,7 +1,9 @@
 """The simple baselines (DESIGN §8): specs here, classes in :mod:`.deltas` (numpy/scikit-learn)
 and :mod:`.mlp` (torch), so that declaring them imports neither.
 
-Definitions of each baseline: :mod:`scpert.methods.baselines.deltas`.
+Definitions of each baseline: :mod:`scpert.methods.baselines.deltas`. Every baseline predicts
+per (condition, plate) row (``predicts_plates``): its cells are the row plate's controls plus the
+condition's shift (:mod:`scpert.data.pairing`).
 """
 
 from scpert.methods.registry import MethodSpec, register_spec
@@ -19,7 +21,7 @@ for name, summary in (
     ("context_mean", "control cells + the context's mean training shift"),
     ("additive", "control cells + the sum of the components' single-drug shifts"),
 ):
-    register_spec(MethodSpec(name, DELTAS, NO_PARAMS, summary=summary))
+    register_spec(MethodSpec(name, DELTAS, NO_PARAMS, summary=summary, predicts_plates=True))
 
 register_spec(
     MethodSpec(
@@ -31,6 +33,7 @@ register_spec(
             "paper": {**FEATURES, "alpha": 1.0, "n_context_pcs": 10, "describe_n_genes": 5000},
         },
         summary="ridge from drug structure x dose + context PCs to the shift",
+        predicts_plates=True,
     )
 )
 
@@ -69,6 +72,7 @@ register_spec(
             },
         },
         summary="MLP from drug structure x dose + context PCs to the shift",
+        predicts_plates=True,
         test_overrides={"epochs": 10, "hidden": [16]},
     )
 )

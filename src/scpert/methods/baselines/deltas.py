@@ -9,13 +9,15 @@ log-normalised space relative to the control mean of c::
     delta(c, drug, dose) = mean(X | c, drug, dose) - mean(X | controls of c)
 
 Training deltas are computed per training condition against the control mean of that condition's
-own cell line, and every condition weighs the same (not every cell). Cells are realised as
-``n_cells`` control cells of the target cell line, drawn with a Generator seeded by
-``(seed, crc32(condition))`` (so a condition's cells do not depend on which other conditions are
-predicted; with replacement only when the line has fewer controls than ``n_cells``), plus the
-delta, clipped at 0. ``obs["plate"]`` is the plate of the control cell a prediction started from.
-The predicted pseudobulk is therefore the target line's control mean plus the delta (up to the
-clip and the draw), and the spread around it is the observed control spread.
+own cell line (:func:`scpert.data.pairing.condition_deltas`), and every condition weighs the same
+(not every cell). Cells are realised by :mod:`scpert.data.pairing`: ``n_cells`` control cells of
+the target cell line (of the condition row's plate when it names one), drawn with a Generator
+seeded by ``(seed, crc32(condition)[, crc32(plate)])`` (so a condition's cells do not depend on
+which other conditions are predicted; with replacement only when the pool has fewer controls
+than ``n_cells``), plus the delta, clipped at 0. ``obs["plate"]`` is the plate of the control cell
+a prediction started from. The predicted pseudobulk is therefore the drawn controls' mean plus
+the delta (up to the clip and the draw), and the spread around it is the observed control
+spread.
 
 Definitions (lookups fall back in the order given)
 --------------------------------------------------
@@ -50,7 +52,6 @@ built from the control side (context PCs of the control mean) and the target is 
 
 from __future__ import annotations
 
-import zlib
 from abc import abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -59,92 +60,22 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 
 from scpert.chem.featurize import SMILES_FIELD, drug_features, morgan_fingerprints
-from scpert.data import schema
-from scpert.data.schema import CELL_LINE, CONDITION, DOSE, DRUG, PLATE, SchemaError
+from scpert.data import pairing, schema
+from scpert.data.schema import CELL_LINE, CONDITION, DOSE, DRUG, SchemaError
 from scpert.methods.base import Method, PerturbData
 from scpert.methods.registry import register
 
-KEY_COLUMNS = (CELL_LINE, DRUG, DOSE)
-CONDITION_COLUMNS = (CELL_LINE, DRUG, DOSE, "n_cells")
 STATE_FILE = "state.npz"
 SAMPLER = "control+delta"
 
 
 # ---------------------------------------------------------------- training pseudobulk deltas
-def _dense(X) -> np.ndarray:
-    return X.toarray() if sp.issparse(X) else np.asarray(X)
-
-
-def _group_means(X, codes: np.ndarray, n_groups: int) -> np.ndarray:
-    """Row means of X per group code (float64), without densifying a sparse X."""
-    n = X.shape[0]
-    indicator = sp.csr_matrix((np.ones(n), (codes, np.arange(n))), shape=(n_groups, n))
-    sums = _dense(indicator @ X).astype(np.float64)
-    return sums / np.bincount(codes, minlength=n_groups)[:, None]
-
-
 def _factorize_rows(table: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
     """Code of each row's key and the distinct keys, in order of first appearance."""
     codes = table.groupby(list(table.columns), sort=False).ngroup().to_numpy()
     return codes, table.drop_duplicates().reset_index(drop=True)
-
-
-@dataclass
-class TrainingDeltas:
-    """Per training condition: keys (cell_line, drug, canonical dose text) and pseudobulk delta."""
-
-    conditions: pd.DataFrame
-    deltas: np.ndarray
-    control_means: pd.DataFrame  # index cell_line, columns genes
-
-    def train_mean(self) -> np.ndarray:
-        if len(self.conditions) == 0:
-            raise SchemaError("training data: no perturbed cells (every cell is a control)")
-        return self.deltas.mean(axis=0)
-
-
-def training_deltas(train: PerturbData) -> TrainingDeltas:
-    """Pseudobulk delta of every training condition against its own cell line's control mean."""
-    adata = train.adata
-    obs = adata.obs
-    for key in KEY_COLUMNS:
-        if key not in obs.columns:
-            raise SchemaError(f"training data: obs['{key}'] is missing")
-    is_control = train.is_control
-    lines = obs[CELL_LINE].astype(str).to_numpy()
-    if not is_control.any():
-        raise SchemaError(
-            f"training data: obs['{DRUG}'] has no control cells labelled '{train.control}'"
-        )
-    control_lines, control_codes = np.unique(lines[is_control], return_inverse=True)
-    control_means = pd.DataFrame(
-        _group_means(adata.X[np.flatnonzero(is_control)], control_codes, len(control_lines)),
-        index=pd.Index(control_lines, name=CELL_LINE),
-        columns=adata.var_names.astype(str),
-    )
-    perturbed = np.flatnonzero(~is_control)
-    raw_dose = obs[DOSE].astype(str).to_numpy()[perturbed]
-    canonical = {text: schema.format_dose(text) for text in pd.unique(raw_dose)}
-    keys = pd.DataFrame(
-        {
-            CELL_LINE: lines[perturbed],
-            DRUG: obs[DRUG].astype(str).to_numpy()[perturbed],
-            DOSE: [canonical[text] for text in raw_dose],
-        }
-    )
-    codes, conditions = _factorize_rows(keys)
-    missing = sorted(set(conditions[CELL_LINE]) - set(control_lines))
-    if missing:
-        raise SchemaError(
-            f"training data: cell line '{missing[0]}' has perturbed cells but no control cells "
-            f"(obs['{DRUG}'] == '{train.control}')"
-        )
-    means = _group_means(adata.X[perturbed], codes, len(conditions))
-    deltas = means - control_means.loc[conditions[CELL_LINE]].to_numpy()
-    return TrainingDeltas(conditions, deltas, control_means)
 
 
 @dataclass
@@ -160,14 +91,18 @@ class KeyedMeans:
 
     @classmethod
     def of(
-        cls, td: TrainingDeltas, columns: Sequence[str], rows: np.ndarray | None = None
+        cls, td: pairing.ConditionDeltas, columns: Sequence[str], rows: np.ndarray | None = None
     ) -> KeyedMeans:
         """Mean of ``td.deltas`` per distinct ``columns`` key (over ``rows`` only, if given)."""
         rows = np.arange(len(td.conditions)) if rows is None else rows
         table = td.conditions.iloc[rows][list(columns)]
         codes, uniques = _factorize_rows(table)
         keys = uniques.to_numpy(dtype=str).reshape(len(uniques), len(columns))
-        values = _group_means(td.deltas[rows], codes, len(uniques)) if len(rows) else td.deltas[:0]
+        values = (
+            pairing.group_means(td.deltas[rows], codes, len(uniques))
+            if len(rows)
+            else td.deltas[:0]
+        )
         return cls(keys, values)
 
     def get(self, key: tuple[str, ...]) -> np.ndarray | None:
@@ -183,36 +118,15 @@ class KeyedMeans:
 
 
 # ---------------------------------------------------------------- the shared predict path
-def _conditions_table(conditions: pd.DataFrame) -> pd.DataFrame:
-    """Conditions to predict with canonical dose text and a ``condition`` key."""
-    for column in CONDITION_COLUMNS:
-        if column not in conditions.columns:
-            raise SchemaError(
-                f"conditions: column '{column}' is missing "
-                f"(required: {', '.join(CONDITION_COLUMNS)})"
-            )
-    table = pd.DataFrame(
-        {
-            CELL_LINE: conditions[CELL_LINE].astype(str).to_numpy(),
-            DRUG: conditions[DRUG].astype(str).to_numpy(),
-            DOSE: [
-                schema.format_dose(x if isinstance(x, str) else float(x)) for x in conditions[DOSE]
-            ],
-            "n_cells": conditions["n_cells"].astype(int).to_numpy(),
-        }
-    )
-    table[CONDITION] = schema.add_condition(table).to_numpy()
-    return table
-
-
 class DeltaBaseline(Method):
-    """A baseline = a rule for the pseudobulk delta + the shared control-plus-delta realisation."""
+    """A baseline = a rule for the pseudobulk delta + the shared control-plus-delta realisation
+    (:mod:`scpert.data.pairing`)."""
 
     def fit(self, train: PerturbData, device: str = "cpu") -> None:
         self.genes = [str(g) for g in train.adata.var_names]
-        self._fit_deltas(training_deltas(train), train, device)
+        self._fit_deltas(pairing.condition_deltas(train.adata, train.control), train, device)
 
-    def _fit_deltas(self, td: TrainingDeltas, train: PerturbData, device: str) -> None:
+    def _fit_deltas(self, td: pairing.ConditionDeltas, train: PerturbData, device: str) -> None:
         """Learn the delta rule from the training deltas (default: nothing to learn)."""
 
     @abstractmethod
@@ -233,85 +147,35 @@ class DeltaBaseline(Method):
             self._set_state({k: arrays[k] for k in arrays.files})
 
     # -- prediction
-    def _control_cells(self, controls: ad.AnnData) -> tuple[np.ndarray | sp.spmatrix, pd.DataFrame]:
-        """Expression (in training gene order, materialised once) and obs of the control cells."""
-        genes = [str(g) for g in controls.var_names]
-        if genes == self.genes:
-            return controls.X, controls.obs
-        missing = [g for g in self.genes if g not in set(genes)]
-        if missing:
-            raise SchemaError(
-                f"controls: var_names lack {len(missing)} training genes, e.g. {missing[:3]}"
-            )
-        return controls[:, self.genes].X, controls.obs
-
-    @staticmethod
-    def _control_pools(obs: pd.DataFrame, table: pd.DataFrame) -> dict[str, np.ndarray]:
-        """Row indices of each needed line's control cells."""
-        if CELL_LINE not in obs.columns:
-            raise SchemaError(f"controls: obs['{CELL_LINE}'] is missing")
-        lines = obs[CELL_LINE].astype(str).to_numpy()
-        pools = {}
-        for line, condition in zip(table[CELL_LINE], table[CONDITION]):
-            if line not in pools:
-                pools[line] = np.flatnonzero(lines == line)
-                if pools[line].size == 0:
-                    raise SchemaError(
-                        f"controls: no control cells of cell line '{line}' (obs['{CELL_LINE}']), "
-                        f"needed for condition '{condition}'"
-                    )
-        return pools
-
-    def _predicted_deltas(self, X, pools: dict[str, np.ndarray], table: pd.DataFrame) -> np.ndarray:
-        if not pools:
+    def _predicted_deltas(self, controls: pairing.ControlCells, table: pd.DataFrame) -> np.ndarray:
+        """Deltas of the table's rows, from the control means of their cell lines."""
+        lines = list(dict.fromkeys(table[CELL_LINE]))
+        if not lines:
             return np.zeros((0, len(self.genes)))
-        rows = np.concatenate(list(pools.values()))
-        codes = np.repeat(np.arange(len(pools)), [pool.size for pool in pools.values()])
+        first = dict(zip(table[CELL_LINE], table[CONDITION]))
         means = pd.DataFrame(
-            _group_means(X[rows], codes, len(pools)),
-            index=pd.Index(list(pools), name=CELL_LINE),
+            np.stack(
+                [controls.index.mean(line, None, f"condition '{first[line]}'") for line in lines]
+            ),
+            index=pd.Index(lines, name=CELL_LINE),
             columns=self.genes,
         )
         return np.asarray(self._deltas(table, means), dtype=np.float64)
 
     def predict_deltas(self, controls: ad.AnnData, conditions: pd.DataFrame) -> pd.DataFrame:
-        """Pseudobulk delta per condition (index ``condition``, columns genes)."""
-        X, obs = self._control_cells(controls)
-        table = _conditions_table(conditions)
-        deltas = self._predicted_deltas(X, self._control_pools(obs, table), table)
+        """Pseudobulk delta per condition row (index ``condition``, columns genes)."""
+        table = pairing.prediction_table(conditions)
+        deltas = self._predicted_deltas(pairing.ControlCells(controls, self.genes), table)
         return pd.DataFrame(
             deltas, index=pd.Index(table[CONDITION], name=CONDITION), columns=self.genes
         )
 
     def predict(self, controls: ad.AnnData, conditions: pd.DataFrame, seed: int = 0) -> ad.AnnData:
-        X_ctrl, obs_ctrl = self._control_cells(controls)
-        table = _conditions_table(conditions)
-        pools = self._control_pools(obs_ctrl, table)
-        deltas = self._predicted_deltas(X_ctrl, pools, table)
-        plates = (
-            obs_ctrl[PLATE].astype(str).to_numpy()
-            if PLATE in obs_ctrl.columns
-            else np.full(len(obs_ctrl), "predicted", dtype=object)
-        )
-        X = np.empty((int(table["n_cells"].sum()), len(self.genes)), dtype=np.float32)
-        picked, start = [], 0
-        for i, row in enumerate(table.itertuples(index=False)):
-            pool = pools[row.cell_line]
-            rng = np.random.default_rng([int(seed), zlib.crc32(row.condition.encode())])
-            pick = pool[rng.choice(pool.size, size=row.n_cells, replace=row.n_cells > pool.size)]
-            X[start : start + row.n_cells] = np.maximum(_dense(X_ctrl[pick]) + deltas[i], 0)
-            picked.append(pick)
-            start += row.n_cells
-        rows = np.repeat(np.arange(len(table)), table["n_cells"].to_numpy())
-        obs = table.iloc[rows][[CELL_LINE, DRUG, DOSE, CONDITION]].reset_index(drop=True)
-        obs[PLATE] = plates[np.concatenate(picked)] if picked else np.array([], dtype=object)
-        obs.index = [f"{c}#{j}" for c, j in zip(obs[CONDITION], obs.groupby(CONDITION).cumcount())]
-        return ad.AnnData(
-            X=X,
-            obs=obs[[CELL_LINE, DRUG, DOSE, PLATE, CONDITION]],
-            var=pd.DataFrame(index=pd.Index(self.genes)),
-            uns={"method": self.name, "seed": int(seed), "sampler": SAMPLER},
-        )
+        cells = pairing.ControlCells(controls, self.genes)
+        table = pairing.prediction_table(conditions)
+        deltas = self._predicted_deltas(cells, table)
+        uns = {"method": self.name, "seed": int(seed), "sampler": SAMPLER}
+        return pairing.realise_cells(cells, table, deltas, seed, uns)
 
 
 # ---------------------------------------------------------------- mean baselines
@@ -332,7 +196,7 @@ class TrainMean(DeltaBaseline):
     name = "train_mean"
 
     def _fit_deltas(self, td, train, device):
-        self.train_mean = td.train_mean()
+        self.train_mean = td.deltas.mean(axis=0)
 
     def _deltas(self, conditions, control_means):
         return np.tile(self.train_mean, (len(conditions), 1))
@@ -475,7 +339,13 @@ class ConditionFeatures:
 
     @classmethod
     def fit(
-        cls, train: PerturbData, td: TrainingDeltas, *, radius: int, n_bits: int, n_context_pcs: int
+        cls,
+        train: PerturbData,
+        td: pairing.ConditionDeltas,
+        *,
+        radius: int,
+        n_bits: int,
+        n_context_pcs: int,
     ) -> ConditionFeatures:
         source = train.drugs.attrs.get("source", "drug table")
         if SMILES_FIELD not in train.drugs.columns:
