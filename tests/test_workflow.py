@@ -54,12 +54,15 @@ def test_dry_run_default_lists_expected_jobs(tmp_path):
         "select_hvg": n_splits,
         "train": n_pairs,
         "sample": n_pairs,
-        "evaluate": n_pairs,
         "aggregate": 1,
         "heatmap": 1,
         "all": 1,
-        "total": 5 + 2 * n_splits + 3 * n_pairs,
+        "total": 5 + 3 * n_splits + 2 * n_pairs,
     }
+    # one evaluate job (a rule per split) scores every method of the split
+    expected.update(
+        {f"evaluate_synthetic_{split}": 1 for split in cfg["datasets"]["synthetic"]["splits"]}
+    )
     if cfg.get("priors", {}).get("enabled"):  # one graph prior, MDT + evaluation per split
         expected.update(pretrain_graph=1, pretrain_mdt=n_splits, evaluate_priors=n_splits)
         expected["total"] += 1 + 2 * n_splits
@@ -367,7 +370,10 @@ def test_unknown_key_and_bad_value_name_the_key(tmp_path):
         _with(tmp_path, lambda c: c["methods"]["base_reg"].update(preset="huge")),
         check=False,
     )
-    assert proc.returncode != 0 and "methods.base_reg.preset: unknown preset 'huge'" in proc.stdout + proc.stderr
+    assert (
+        proc.returncode != 0
+        and "methods.base_reg.preset: unknown preset 'huge'" in proc.stdout + proc.stderr
+    )
 
 
 @pytest.mark.skipif(shutil.which("dot") is None, reason="graphviz not installed")
