@@ -18,10 +18,14 @@ launches) is reported as ``(snakemake head)``. Snakemake's own ``benchmark:`` fi
 0.5 s and then every 30 s, so they miss the tail of every job; they are not used here.
 
 Printed: wall time; per rule the number of jobs, the summed and the mean CPU seconds, the largest
-job's peak RSS; the total CPU seconds and the wall time they imply on the given cores when the
-cores are kept busy (``total / cores``); the peak of the summed RSS of all processes of the run
-(sampled every 0.25 s). ``--reference`` compares the run's ``results/tables/metrics_long.tsv``
-with an earlier one (same rows, max |difference| of the values); ``--json`` writes the numbers.
+job's peak RSS; the total CPU seconds and the wall time they imply on the given cores: the bound
+``total / cores``, and a schedule of the measured jobs (each job's CPU seconds as its duration on
+``threads`` cores, dependencies from the dry run, the longest remaining path first, the Snakemake
+head's measured share of a core added), which is what the run takes on idle cores when the
+machine is shared and the wall time is inflated; the peak of the summed RSS of all processes of
+the run (sampled every 0.25 s). ``--reference`` compares the run's
+``results/tables/metrics_long.tsv`` with an earlier one (same rows, max |difference| of the
+values); ``--json`` writes the numbers.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import shutil
 import subprocess
@@ -64,6 +69,11 @@ def _scpert_account():
         "max_rss_mb": max(me.ru_maxrss, kids.ru_maxrss) / 1024,
         "wall": time.time() - _START,
     }}
+    job = getattr(sys.modules.get("__main__"), "snakemake", None)  # a rule's script
+    if job is not None:
+        record["rule"] = str(job.rule)
+        record["output"] = [str(path) for path in job.output]
+        record["threads"] = int(job.threads)
     with open(path, "a") as out:
         out.write(json.dumps(record) + "\\n")
 
@@ -108,6 +118,67 @@ def _tree_rss_mb(root: int) -> float:
     return sum(rss.get(pid, 0) for pid in members) * page_mb
 
 
+def dry_run_jobs(cmd: list[str], env: dict) -> dict[int, dict]:
+    """jobid -> {rule, input, output, threads} of every job of the dry run of ``cmd``."""
+    proc = subprocess.run(cmd + ["--dry-run"], capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-3000:])
+        raise SystemExit("the dry run failed")
+    jobs = {}
+    for rule, body in re.findall(r"^(?:local)?rule (\S+):\n((?:    .*\n?)+)", proc.stdout, re.M):
+        fields = dict(re.findall(r"^    (\w+): (.*)$", body, re.M))
+        paths = {
+            key: [p for p in fields.get(key, "").split(", ") if p] for key in ("input", "output")
+        }
+        jobs[int(fields["jobid"])] = {
+            "rule": rule,
+            **paths,
+            "threads": int(fields.get("threads", 1)),
+        }
+    return jobs
+
+
+def schedule(jobs: dict[int, dict], durations: dict[int, float], cores: int) -> float:
+    """Makespan of the jobs on ``cores`` idle cores: a job starts once the jobs making its inputs
+    are done and ``threads`` cores are free; among ready jobs the one with the longest remaining
+    path (its duration plus its longest chain of dependents) goes first."""
+    producer = {path: jid for jid, job in jobs.items() for path in job["output"]}
+    needs = {jid: {producer[p] for p in job["input"] if p in producer} for jid, job in jobs.items()}
+    dependents = defaultdict(set)
+    for jid, parents in needs.items():
+        for parent in parents:
+            dependents[parent].add(jid)
+    remaining: dict[int, float] = {}
+
+    def path(jid: int) -> float:
+        if jid not in remaining:
+            remaining[jid] = durations.get(jid, 0.0) + max(
+                (path(c) for c in dependents[jid]), default=0.0
+            )
+        return remaining[jid]
+
+    sys.setrecursionlimit(max(1000, 4 * len(jobs)))
+    waiting = {jid: set(parents) for jid, parents in needs.items()}
+    running: list[tuple[float, int]] = []
+    now, free = 0.0, cores
+    while waiting or running:
+        ready = sorted((j for j, parents in waiting.items() if not parents), key=lambda j: -path(j))
+        for jid in ready:
+            threads = min(jobs[jid]["threads"], cores)
+            if threads <= free:
+                free -= threads
+                running.append((now + durations.get(jid, 0.0), jid))
+                del waiting[jid]
+        if not running:
+            raise RuntimeError("the dry-run DAG has a cycle or an unknown input")
+        running.sort()
+        now, done = running.pop(0)
+        free += min(jobs[done]["threads"], cores)
+        for child in dependents[done]:
+            waiting[child].discard(done)
+    return now
+
+
 def run_workflow(workdir: Path, cores: int, configfiles: list[str]) -> dict:
     accounting = workdir / ".accounting.jsonl"
     custom = workdir / ".sitecustomize"
@@ -129,6 +200,7 @@ def run_workflow(workdir: Path, cores: int, configfiles: list[str]) -> dict:
     ]
     if configfiles:
         cmd += ["--configfile", *configfiles]
+    jobs = dry_run_jobs(cmd, env)
     log_path = workdir / ".snakemake_run.log"
     peak = {"rss": 0.0}
     start = time.perf_counter()
@@ -152,12 +224,22 @@ def run_workflow(workdir: Path, cores: int, configfiles: list[str]) -> dict:
         raise SystemExit(f"snakemake failed with exit status {returncode} (log: {log_path})")
     records = [json.loads(line) for line in accounting.read_text().splitlines()]
     total_cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    by_output = {job["output"][0]: jid for jid, job in jobs.items() if job["output"]}
+    durations = {}
+    for record in records:
+        if record.get("output"):
+            durations[by_output[record["output"][0]]] = record["cpu_self"] + record["cpu_children"]
+    head_cpu = sum(r["cpu_self"] for r in records if rule_of(r["argv"]) == HEAD)
+    makespan = schedule(jobs, durations, cores)
     return {
         "wall_s": wall,
         "total_cpu_s": total_cpu,
         "peak_tree_rss_mb": peak["rss"],
         "records": records,
         "cores": cores,
+        "dry_run_jobs": len(jobs),
+        # the head takes this share of one core for as long as the run lasts
+        "scheduled_s": makespan / (1.0 - head_cpu / (wall * cores)),
     }
 
 
@@ -214,6 +296,8 @@ def report(result: dict) -> str:
         f"CPU, all processes   {result['total_cpu_s']:8.1f} s  (user + sys, getrusage of the run)",
         f"  -> on {result['cores']} busy cores {result['total_cpu_s'] / result['cores']:8.1f} s "
         f"({result['total_cpu_s'] / result['cores'] / 60:.2f} min)",
+        f"  -> scheduled      {result['scheduled_s']:8.1f} s ({result['scheduled_s'] / 60:.2f} min)"
+        " (the jobs' CPU seconds over the DAG on idle cores)",
         f"peak RSS, all procs  {result['peak_tree_rss_mb']:8.0f} MB (summed, sampled every 0.25 s)",
         "",
         f"{'rule':22s} {'jobs':>5s} {'CPU s':>9s} {'CPU s/job':>10s} {'max RSS MB':>11s}",

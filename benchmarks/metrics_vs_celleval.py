@@ -5,10 +5,12 @@ Usage: ``.venv/bin/python benchmarks/metrics_vs_celleval.py [--threads 1] [--cas
 Cases: ``small`` = 50 perturbations x 200 cells x 2,000 genes, ``large`` = 200 x 200 x 5,000, each
 with 200 control cells and log1p(Poisson) expression (ties, zero-variance genes). Each tool runs in
 its own subprocess with the same thread count (numpy/BLAS, numba, polars), first on a small
-warm-up input (imports, numba compilation), then once on the case, timed. Memory is the peak
-resident set size during the timed run minus the resident size just before it (inputs and warm-up
-already loaded, freed heap memory returned to the OS first). Prints both times, the ratio and, per metric, the largest absolute
-difference over the perturbations where both give a value.
+warm-up input (imports, numba compilation), then once on the case, timed: CPU seconds (user +
+system of the process, all threads; the speed-up is their ratio, robust to other load on the
+machine) and wall seconds. Memory is the peak resident set size during the timed run minus the
+resident size just before it (inputs and warm-up already loaded, freed heap memory returned to the
+OS first). Prints both times, the ratios and, per metric, the largest absolute difference over
+the perturbations where both give a value.
 """
 
 from __future__ import annotations

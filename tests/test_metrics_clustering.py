@@ -20,7 +20,7 @@ def centroid_sets():
     duplicates than neighbours included), all rows identical, and tiny sets."""
     rng = np.random.default_rng(0)
     sets = []
-    for i in range(60):
+    for i in range(30):
         n = int(rng.integers(3, 70))
         g = int(rng.choice([5, 50, 800]))
         kind = i % 5
@@ -32,7 +32,7 @@ def centroid_sets():
         elif kind == 3:
             base = np.log1p(rng.poisson(rng.gamma(0.6, 1.5, g), (n, g))).mean(0)
             x = base + 0.05 * rng.normal(size=(n, g))
-        elif kind == 4 and i % 10 == 4:
+        elif kind == 4 and i % 10 == 4:  # i = 4, 14, 24
             x[:] = x[0]
         sets.append(x)
     return sets
@@ -122,7 +122,7 @@ def test_smooth_knn_dist_and_strengths_equal_umaps(graphs):
         _, _, values, _ = compute_membership_strengths(indices, d32, sigma_ref, rho_ref, False)
         ours = clustering.membership_strengths(indices, distances, sigma, rho)
         np.testing.assert_array_equal(ours.ravel(), values)
-    assert rows_checked > 1000
+    assert rows_checked > 500
 
 
 def test_smooth_knn_dist_by_hand():

@@ -301,6 +301,20 @@ def test_one_ground_truth_scores_many_predictions_as_separate_runs():
     assert ground.across_shared["celleval"]  # the true clusters were kept
 
 
+def test_scoring_logs_progress(monkeypatch, caplog):
+    from scpert.metrics import evaluate
+
+    monkeypatch.setattr(evaluate, "PROGRESS_SECONDS", 0.0)
+    truth, pred, conditions = _dataset(seed=3, lines=("L1",), n_conditions=3)
+    with caplog.at_level("INFO", logger="scpert.metrics.evaluate"):
+        evaluate_predictions(truth, pred, conditions, "control", protocols=("scppdm",))
+    lines = [r.getMessage() for r in caplog.records if r.name == "scpert.metrics.evaluate"]
+    assert [line.split(" (")[0] for line in lines] == [
+        "scored 1/3 conditions",
+        "scored 2/3 conditions",
+    ]
+
+
 def test_training_perturbation_reference_by_hand(tmp_path):
     # training conditions A (cells (1, 0), (3, 0)) and B (cell (0, 4)): centroids (2, 0), (0, 4);
     # the reference is their mean (1, 2), not the cell-weighted mean; controls and test cells are out

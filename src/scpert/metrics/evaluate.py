@@ -24,6 +24,8 @@ label :func:`across_label` (``"<cell_line>|*"``).
 from __future__ import annotations
 
 import importlib
+import logging
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -47,6 +49,9 @@ PROTOCOL_MODULES = (
     "scpert.metrics.systema",
 )
 RESULT_COLUMNS = ("condition", "protocol", "metric", "deg_set", "value")
+#: seconds between progress lines while one prediction is scored
+PROGRESS_SECONDS = 10.0
+log = logging.getLogger(__name__)
 
 MetricRow = tuple[str, str, float]  # (metric, deg_set, value)
 ConditionRow = tuple[str, str, str, float]  # (condition, metric, deg_set, value)
@@ -288,6 +293,28 @@ class _TruthCondition:
     shared: dict[str, Any] = field(default_factory=dict)
 
 
+class _Progress:
+    """A log line at most every ``PROGRESS_SECONDS`` of scoring: conditions done, rate, ETA."""
+
+    def __init__(self, total: int):
+        self.total, self.done = total, 0
+        self.start = self.last = time.monotonic()
+
+    def step(self) -> None:
+        now = time.monotonic()
+        if now - self.last >= PROGRESS_SECONDS and self.done:
+            rate = self.done / (now - self.start)
+            log.info(
+                "scored %d/%d conditions (%.1f/s, about %.0f s left)",
+                self.done,
+                self.total,
+                rate,
+                (self.total - self.done) / rate,
+            )
+            self.last = now
+        self.done += 1
+
+
 class GroundTruth:
     """The ground truth of a set of test conditions, prepared once to score many predictions.
 
@@ -377,7 +404,9 @@ class GroundTruth:
                 )
         rows: list[tuple[str, str, str, str, float]] = []
         summaries: dict[str, dict[str, Any]] = {p.name: {} for p in chosen}
+        progress = _Progress(len(self.conditions))
         for condition, truth_condition in self.conditions.items():
+            progress.step()
             ctrl = self.controls[truth_condition.cell_line]
             ctx = ConditionContext(
                 condition=condition,
