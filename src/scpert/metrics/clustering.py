@@ -13,11 +13,11 @@ the installed sources). The same computation, step by step, with the same librar
 2. :func:`fuzzy_connectivities`: umap's ``fuzzy_simplicial_set`` (umap-learn 0.5) as scanpy calls it
    (``local_connectivity=1``, ``set_op_mix_ratio=1``): ``smooth_knn_dist`` (per point, the binary
    search for ``sigma`` with ``sum_j exp(-(d_j - rho) / sigma) = log2(k)``) and
-   ``compute_membership_strengths`` re-implemented in numpy with numba's float32 arithmetic in
-   the same order (sequential float32 sums, float32 ``exp`` correctly rounded as glibc's
-   ``expf``), then umap's own scipy fuzzy union ``A + A^T - A o A^T``. umap compiles these two
-   functions with numba (no ``cache=True``) in every process, several seconds per evaluate job;
-   here they take milliseconds.
+   ``compute_membership_strengths`` re-implemented in numpy with the arithmetic numba compiles
+   them to (see :func:`smooth_knn_dist`: float64 search, float32 strengths, the C library's
+   ``exp``/``expf``, sums in loop order), then umap's own scipy fuzzy union
+   ``A + A^T - A o A^T``. umap compiles these two functions with numba (``parallel=True``, no
+   ``cache=True``) in every process that calls them; this module needs no compilation.
 3. :func:`leiden_labels`: igraph's ``community_leiden(objective_function="modularity",
    weights, resolution, n_iterations=2)`` on the graph scanpy builds (every stored entry of the
    connectivities as one edge, so each undirected edge twice) under scanpy's igraph random
@@ -105,7 +105,15 @@ def _seq_sum32(x: np.ndarray, axis: int) -> np.ndarray:
 
 
 def smooth_knn_dist(distances: np.ndarray, k: float) -> tuple[np.ndarray, np.ndarray]:
-    """umap ``smooth_knn_dist(distances, k, local_connectivity=1.0)``: ``(sigma, rho)`` per row."""
+    """umap ``smooth_knn_dist(distances, k, local_connectivity=1.0)``: ``(sigma, rho)`` per row.
+
+    ``rho`` = the first positive distance of the row (0 if none); ``sigma`` = the binary search
+    (64 steps at most, tolerance 1e-5) for ``sum_{j >= 1} exp(-max(d_j - rho, 0) / sigma) =
+    log2(k)``, floored at ``1e-3`` times the row's mean distance (the mean of all distances when
+    ``rho = 0``). Arithmetic as numba compiles umap's parallel loop (checked bit for bit in the
+    tests): the search in float64, ``d_j - rho`` in float32, the means as float32 sums divided in
+    float64.
+    """
     d = np.ascontiguousarray(distances, dtype=_F32)
     n = d.shape[0]
     target = np.log2(k)

@@ -108,7 +108,7 @@ class EnergyReference:
                 f"x must be a non-empty cells x {self.y.shape[1]} genes matrix, got shape {x.shape}"
             )
         dtype = self.dtype if x.dtype == self.dtype else np.float64
-        x = x.astype(dtype) - self.centre.astype(dtype)
+        x = np.subtract(x, self.centre.astype(dtype), dtype=dtype)  # one pass, in dtype
         y = self.y.astype(dtype, copy=False)
         sq_x = np.einsum("ij,ij->i", x, x, dtype=np.float64)
         within, between = 0.0, 0.0
