@@ -55,19 +55,20 @@ CALL_NEEDS = {"to_parquet": "pyarrow", "read_parquet": "pyarrow", "highly_variab
 
 # -- rules ---------------------------------------------------------------------------------------
 
-RULE_HEADER = re.compile(r"^(?:rule (\w+)|use rule (\w+) as (\w+)(?: with)?):", re.M)
+RULE_HEADER = re.compile(r"^(?:rule (\w+)|use rule (\w+) as (\w+)(?: with)?|(    )rule):", re.M)
 RUNS_CODE = re.compile(r"^    (?:shell|script|wrapper|notebook|cwl):", re.M)
 
 
 def _directive(block: str, name: str) -> str | None:
-    match = re.search(rf"^    {name}:\s*\"([^\"]+)\"", block, re.M)
+    match = re.search(rf"^ +{name}:\s*\"([^\"]+)\"", block, re.M)
     return match.group(1) if match else None
 
 
 def workflow_rules() -> dict[str, dict]:
     """Rule name -> {"conda": env file, "script": script file, "runs_code": bool, "gpu": bool}
     (paths resolved against the rule file, None where the rule has none; gpu: its resources
-    declare ``gpu``). ``use rule`` inherits from its base."""
+    declare ``gpu``). ``use rule`` inherits from its base. A rule defined in a loop (``rule:`` with
+    a computed ``name:``, e.g. one evaluate rule per split) is named after its script."""
     rules: dict[str, dict] = {}
     for smk in [REPO / "Snakefile", *sorted(RULES_DIR.glob("*.smk"))]:
         text = smk.read_text()
@@ -86,8 +87,9 @@ def workflow_rules() -> dict[str, dict]:
                 if value:
                     entry[key] = (smk.parent / value).resolve()
             entry["runs_code"] = entry["runs_code"] or bool(RUNS_CODE.search(block))
-            entry["gpu"] = entry["gpu"] or bool(re.search(r"^        gpu=", block, re.M))
-            rules[header.group(1) or header.group(3)] = entry
+            entry["gpu"] = entry["gpu"] or bool(re.search(r"^ +gpu=", block, re.M))
+            name = header.group(1) or header.group(3) or Path(_directive(block, "script")).stem
+            rules[name] = entry
     return rules
 
 

@@ -137,6 +137,28 @@ def test_mannwhitney_key_sort_and_argsort_paths_match_scipy(kind):
     np.testing.assert_allclose(p, ref.pvalue, rtol=0, atol=1e-12)
 
 
+def test_one_reference_serves_many_groups_on_every_path():
+    """MannWhitneyReference is prepared once (the controls) and tests many groups; each result
+    equals scipy's, on the uint32 path (non-negative float32, signed zeros tie), the int64 path
+    (negative values) and the argsort path (float64 values that are not float32)."""
+    xg, xr = _groups(seed=9, n_group=19, n_ref=33, n_genes=40)
+    xr[:5, 7], xg[:3, 7] = -0.0, 0.0
+    reference = de.MannWhitneyReference(xr)
+    assert reference.tagged_uint32 is not None
+    negative = xg.copy()
+    negative[:4, 5] = -1.25
+    off_grid = xg.astype(np.float64) + 1e-9
+    for group in (xg, negative, off_grid, xg[:1], xg):
+        u, p = reference.test(group)
+        ref = stats.mannwhitneyu(
+            np.asarray(group, np.float64), np.asarray(xr, np.float64), method="asymptotic", axis=0
+        )
+        np.testing.assert_allclose(u, ref.statistic, rtol=0, atol=1e-10)
+        np.testing.assert_allclose(p, ref.pvalue, rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="gene counts differ"):
+        reference.test(xg[:, :5])
+
+
 def test_bh_by_hand_and_statsmodels():
     # sorted 0.01, 0.03, 0.04, 0.2 -> p*m/i = 0.04, 0.06, 0.0533, 0.2 -> running min from the end
     q = de.bh_fdr([0.01, 0.04, 0.03, 0.2])

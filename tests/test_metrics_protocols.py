@@ -184,6 +184,10 @@ def test_correlation_helpers_match_scipy_and_sklearn():
     )
     assert math.isnan(correlation.auroc(np.ones(5, bool), np.arange(5.0)))
     assert math.isnan(correlation.average_precision(np.zeros(5, bool), np.arange(5.0)))
+    for values in (a, b, scores, np.array([2.0]), np.array([])):
+        np.testing.assert_array_equal(correlation.rankdata(values), stats.rankdata(values))
+    np.testing.assert_array_equal(correlation.rankdata([3.0, 1.0, 3.0, 2.0]), [3.5, 1.0, 3.5, 2.0])
+    assert np.isnan(correlation.rankdata([1.0, np.nan])).all()  # scipy's nan_policy="propagate"
 
 
 def test_r2_score_by_hand():
@@ -269,6 +273,46 @@ def test_evaluation_is_deterministic_and_order_free():
     shuffled = pred[np.random.default_rng(0).permutation(pred.n_obs)].copy()
     second = evaluate_predictions(truth, shuffled, list(reversed(conditions)), "control", **kwargs)
     pd.testing.assert_frame_equal(first, second, rtol=1e-9)
+
+
+def test_one_ground_truth_scores_many_predictions_as_separate_runs():
+    """The workflow scores every method of a split against one GroundTruth; its truth-side caches
+    (truth DE, the true centroids' clusters) must give each prediction exactly the table of a
+    fresh evaluation, whatever the order."""
+    from scpert.metrics.evaluate import GroundTruth
+
+    truth, pred, conditions = _dataset(seed=2)
+    rng = np.random.default_rng(5)
+    noisy = pred.copy()
+    noisy.X = np.log1p(rng.poisson(np.expm1(pred.X) + 0.5)).astype(np.float32)
+    constant = pred.copy()  # one profile for every condition of a cell line
+    for line in ("L1", "L2"):
+        rows = (constant.obs["cell_line"] == line).to_numpy()
+        constant.X[rows] = constant.X[rows][0]
+    kwargs = dict(train_reference=np.full(truth.n_vars, 0.3))
+    protocols = ("scperturbench", "celleval", "scppdm", "systema")
+    ground = GroundTruth(truth, conditions, "control", **kwargs)
+    for prediction in (pred, noisy, constant, pred):
+        shared = ground.evaluate(prediction, protocols)
+        alone = evaluate_predictions(
+            truth, prediction, conditions, "control", protocols=protocols, **kwargs
+        )
+        pd.testing.assert_frame_equal(shared, alone, check_exact=True)
+    assert ground.across_shared["celleval"]  # the true clusters were kept
+
+
+def test_scoring_logs_progress(monkeypatch, caplog):
+    from scpert.metrics import evaluate
+
+    monkeypatch.setattr(evaluate, "PROGRESS_SECONDS", 0.0)
+    truth, pred, conditions = _dataset(seed=3, lines=("L1",), n_conditions=3)
+    with caplog.at_level("INFO", logger="scpert.metrics.evaluate"):
+        evaluate_predictions(truth, pred, conditions, "control", protocols=("scppdm",))
+    lines = [r.getMessage() for r in caplog.records if r.name == "scpert.metrics.evaluate"]
+    assert [line.split(" (")[0] for line in lines] == [
+        "scored 1/3 conditions",
+        "scored 2/3 conditions",
+    ]
 
 
 def test_training_perturbation_reference_by_hand(tmp_path):

@@ -44,6 +44,28 @@ def test_sym_kl_by_hand():
     assert distances.sym_kl_gaussian(x, y) == pytest.approx(0.5 / (1 + 1e-8) ** 2, rel=1e-12)
 
 
+def test_logsumexp_equals_scipys():
+    """The Sinkhorn loop's logsumexp is scipy's computation, value for value."""
+    from scipy.special import logsumexp
+
+    rng = np.random.default_rng(0)
+    for trial in range(60):
+        a = rng.normal(size=(int(rng.integers(1, 40)), int(rng.integers(1, 40))))
+        a *= float(rng.choice([0.01, 1.0, 300.0]))
+        if trial % 3 == 0:
+            a[:, 0] = a.max()  # several maxima
+        if trial % 4 == 0:
+            a[0] = -np.inf  # a row of -inf: its logsumexp along axis 1 is -inf
+        for axis in (0, 1):
+            np.testing.assert_array_equal(distances.logsumexp(a, axis), logsumexp(a, axis=axis))
+    # by hand: log(e^0 + e^0) = log 2 (two maxima), log(e^1 + e^0) = 1 + log1p(e^-1)
+    np.testing.assert_allclose(
+        distances.logsumexp(np.array([[0.0, 0.0], [1.0, 0.0]]), 1),
+        [np.log(2.0), 1.0 + np.log1p(np.exp(-1.0))],
+        rtol=1e-15,
+    )
+
+
 def test_sinkhorn_single_points_is_squared_distance():
     # one point each: the only coupling is P = 1 = a b^T, so reg_ot_cost = C = |x - y|^2
     assert distances.sinkhorn_ot_cost([[0.0, 1.0]], [[2.0, 2.0]]) == pytest.approx(5.0, rel=1e-12)
@@ -285,7 +307,7 @@ def test_schema_errors():
 def test_registered_protocol_with_cross_condition_hook(monkeypatch):
     monkeypatch.setattr(evaluate, "_REGISTRY", dict(evaluate._REGISTRY))
 
-    def across(summaries):
+    def across(summaries, shared):
         # rank of each condition's number of predicted cells among all conditions
         order = sorted(summaries, key=summaries.get)
         return [(c, "n_pred_rank", "all", order.index(c)) for c in summaries]

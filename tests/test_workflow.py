@@ -54,12 +54,15 @@ def test_dry_run_default_lists_expected_jobs(tmp_path):
         "select_hvg": n_splits,
         "train": n_pairs,
         "sample": n_pairs,
-        "evaluate": n_pairs,
         "aggregate": 1,
         "heatmap": 1,
         "all": 1,
-        "total": 5 + 2 * n_splits + 3 * n_pairs,
+        "total": 5 + 3 * n_splits + 2 * n_pairs,
     }
+    # one evaluate job (a rule per split) scores every method of the split
+    expected.update(
+        {f"evaluate_synthetic_{split}": 1 for split in cfg["datasets"]["synthetic"]["splits"]}
+    )
     if cfg.get("priors", {}).get("enabled"):  # one graph prior, MDT + evaluation per split
         expected.update(pretrain_graph=1, pretrain_mdt=n_splits, evaluate_priors=n_splits)
         expected["total"] += 1 + 2 * n_splits

@@ -132,6 +132,25 @@ def metric_files():
     ]
 
 
+def evaluations():
+    """(dataset, split) -> the methods evaluated on it, in config order (one evaluate job each)."""
+    found = {}
+    for ds, split, method in RUN.jobs:
+        found.setdefault((ds, split), []).append(method)
+    return found
+
+
+def evaluate_rule(dataset, split):
+    """Name of the evaluate rule of (dataset, split) (evaluate.smk defines one per split)."""
+    names = {(ds, sp): f"evaluate_{ds}_{sp}" for ds, sp in evaluations()}
+    if list(names.values()).count(names[dataset, split]) > 1:
+        raise WorkflowError(
+            f"config: datasets/splits {sorted(k for k, v in names.items() if v == names[dataset, split])} "
+            f"give the same rule name {names[dataset, split]}; rename one"
+        )
+    return names[dataset, split]
+
+
 def split_types():
     """Split name -> split type of the splits that some job evaluates."""
     return {split: config["splits"][split]["type"] for _, split, _ in RUN.jobs}

@@ -1,30 +1,41 @@
 # Metrics per test condition (all configured protocols in one pass), then tidy tables.
 
 
-# Score one method's predictions on one split against the held-out ground truth.
-rule evaluate:
-    input:
-        pred="results/{dataset}/{split}/{method}/pred.h5ad",
-        h5ad="results/{dataset}/processed.h5ad",
-        split="results/{dataset}/splits/{split}.tsv",
-        genes="results/{dataset}/{split}/genes.tsv",
-    output:
-        tsv="results/{dataset}/{split}/{method}/metrics.tsv",
-    log:
-        "results/logs/evaluate/{dataset}/{split}/{method}.log",
-    benchmark:
-        "results/benchmarks/evaluate/{dataset}/{split}/{method}.tsv"
-    conda:
-        "../../envs/scpert.yaml"
-    threads: 1
-    resources:
-        mem_mb=RES["mem_mb"],
-        runtime=RES["runtime"],
-    params:
-        control=CONTROL,
-        evaluation=config["evaluation"],
-    script:
-        "../scripts/evaluate.py"
+# Score every method's predictions on one split against the held-out ground truth. One job per
+# (dataset, split): the truth is read and its statistics (DE tests, clusters of its centroids) are
+# computed once for all of the split's methods, and the imports once per job instead of once per
+# method; each method still gets its own metrics file. The rule is defined per split because its
+# outputs (one per method of the split) depend on the config.
+for (dataset, split), methods in evaluations().items():
+
+    rule:
+        name:
+            evaluate_rule(dataset, split)
+        input:
+            h5ad=f"results/{dataset}/processed.h5ad",
+            split=f"results/{dataset}/splits/{split}.tsv",
+            genes=f"results/{dataset}/{split}/genes.tsv",
+            preds=[f"results/{dataset}/{split}/{m}/pred.h5ad" for m in methods],
+        output:
+            tsv=[f"results/{dataset}/{split}/{m}/metrics.tsv" for m in methods],
+        log:
+            f"results/logs/evaluate/{dataset}/{split}.log",
+        benchmark:
+            f"results/benchmarks/evaluate/{dataset}/{split}.tsv"
+        conda:
+            "../../envs/scpert.yaml"
+        threads: 1
+        resources:
+            mem_mb=RES["mem_mb"],
+            runtime=RES["runtime"] * len(methods),
+        params:
+            dataset=dataset,
+            split=split,
+            methods=methods,
+            control=CONTROL,
+            evaluation=config["evaluation"],
+        script:
+            "../scripts/evaluate.py"
 
 
 # Long table of every metric, per-method summaries, and the paper-layout tables.

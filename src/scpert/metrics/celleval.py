@@ -53,7 +53,9 @@ Across the test conditions of a cell line (in sorted order, as cell-eval's pertu
 - ``clustering_agreement`` (all; ``"<cell_line>|*"``): Leiden clusters (``scanpy`` neighbors with
   ``min(15, N - 1)`` neighbours, ``leiden(flavor="igraph", n_iterations=2)``) of the true condition
   centroids at resolution 1 against those of the predicted centroids at resolutions 0.2-2; the best
-  adjusted mutual information, floored at 0. Needs at least 3 conditions.
+  adjusted mutual information, floored at 0. Needs at least 3 conditions. Computed by
+  :mod:`scpert.metrics.clustering`, scanpy's and umap's computation without their numba
+  compilation (same connectivities and clusters).
 
 Choices where the reference is ambiguous or has known issues:
 - A metric cell-eval reports as NaN or leaves out for a condition (no significant true genes,
@@ -79,7 +81,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial.distance import cdist
 
-from scpert.metrics import de
+from scpert.metrics import clustering, de
 from scpert.metrics.correlation import auroc, average_precision, pearson, spearman
 from scpert.metrics.evaluate import (
     ConditionContext,
@@ -96,10 +98,6 @@ FDR_THRESHOLD = 0.05
 TOP_K = (("N", None), ("50", 50), ("100", 100), ("200", 200), ("500", 500))
 AUC_FDR_FLOOR = 1e-10
 PDS_METRICS = ("l1", "l2", "cosine")
-#: cell-eval ClusteringAgreement defaults
-CLUSTER_NEIGHBORS = 15
-CLUSTER_TRUE_RESOLUTION = 1.0
-CLUSTER_PRED_RESOLUTIONS = (0.2, 0.4, 0.6, 0.8, 1.0, 1.5, 2.0)
 MIN_CLUSTER_CONDITIONS = 3
 
 
@@ -168,10 +166,13 @@ def _side(x: np.ndarray, mean64: np.ndarray, control: ControlCells, pvalues: np.
 
 
 def _state(ctx: ConditionContext) -> dict:
-    """Both sides of one condition, computed once for the metrics and the summary."""
+    """Both sides of one condition, computed once for the metrics and the summary (the truth's
+    once for all predictions)."""
     if PROTOCOL not in ctx.scratch:
         ctx.scratch[PROTOCOL] = {
-            "truth": _side(ctx.truth, ctx.truth_mean, ctx.control, ctx.truth_mwu_p),
+            "truth": ctx.truth_side(
+                PROTOCOL, lambda: _side(ctx.truth, ctx.truth_mean, ctx.control, ctx.truth_mwu_p)
+            ),
             "pred": _side(ctx.pred, ctx.pred_mean, ctx.control, ctx.pred_mwu_p),
         }
     return ctx.scratch[PROTOCOL]
@@ -192,7 +193,9 @@ def _summarize(ctx: ConditionContext) -> Summary:
         delta_pred=pred["delta"],
         n_sig_truth=int(truth["de"].sig.sum()),
         n_sig_pred=int(pred["de"].sig.sum()),
-        edistance_truth=reference.distance(ctx.truth),
+        edistance_truth=ctx.truth_side(
+            f"{PROTOCOL}_edistance", lambda: reference.distance(ctx.truth)
+        ),
         edistance_pred=reference.distance(ctx.pred),
         centroid_truth=ctx.truth_mean,
         centroid_pred=ctx.pred_mean,
@@ -223,38 +226,9 @@ def discrimination_scores(
     return 1.0 - rank / n
 
 
-def clustering_agreement(centroids_truth: np.ndarray, centroids_pred: np.ndarray) -> float:
-    """cell-eval ``ClusteringAgreement`` (AMI) with its default settings, via scanpy."""
-    import anndata as ad
-    import scanpy as sc
-    from sklearn.metrics import adjusted_mutual_info_score
-
-    n_neighbors = min(CLUSTER_NEIGHBORS, centroids_truth.shape[0] - 1)
-
-    def leiden_labels(centroids: np.ndarray, resolutions) -> list[np.ndarray]:
-        adata = ad.AnnData(np.asarray(centroids, dtype=np.float64))
-        sc.pp.neighbors(adata, n_neighbors=n_neighbors, use_rep="X")
-        labels = []
-        for i, resolution in enumerate(resolutions):
-            sc.tl.leiden(
-                adata,
-                resolution=resolution,
-                key_added=f"leiden_{i}",
-                flavor="igraph",
-                n_iterations=2,
-            )
-            labels.append(adata.obs[f"leiden_{i}"].to_numpy())
-        return labels
-
-    (truth_labels,) = leiden_labels(centroids_truth, (CLUSTER_TRUE_RESOLUTION,))
-    scores = [
-        adjusted_mutual_info_score(truth_labels, labels)
-        for labels in leiden_labels(centroids_pred, CLUSTER_PRED_RESOLUTIONS)
-    ]
-    return float(max(0.0, *scores))
-
-
-def _across(summaries: dict[str, Summary]) -> list[ConditionRow]:
+def _across(summaries: dict[str, Summary], shared: dict) -> list[ConditionRow]:
+    """Cross-condition metrics per cell line; ``shared`` keeps the true centroids' clusters for
+    the next prediction scored against the same truth."""
     by_line: dict[str, list[str]] = defaultdict(list)
     for condition, summary in summaries.items():
         by_line[summary.cell_line].append(condition)
@@ -283,9 +257,13 @@ def _across(summaries: dict[str, Summary]) -> list[ConditionRow]:
             (label, "pearson_edistance", "all", edist_r),
         ]
         if len(group) >= MIN_CLUSTER_CONDITIONS:
-            ami = clustering_agreement(
-                np.vstack([s.centroid_truth for s in group]),
-                np.vstack([s.centroid_pred for s in group]),
+            key = ("true_clusters", line, tuple(conditions))
+            if key not in shared:
+                (shared[key],) = clustering.cluster_centroids(
+                    np.vstack([s.centroid_truth for s in group]), (clustering.TRUE_RESOLUTION,)
+                )
+            ami = clustering.clustering_agreement(
+                None, np.vstack([s.centroid_pred for s in group]), truth_labels=shared[key]
             )
             rows.append((label, "clustering_agreement", "all", ami))
     return [row for row in rows if not np.isnan(row[3])]

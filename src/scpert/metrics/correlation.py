@@ -1,5 +1,7 @@
 """Correlation and ranking helpers shared by the metric protocols.
 
+- :func:`rankdata`: average ranks (1-based, ties share their mean rank), the values of
+  ``scipy.stats.rankdata(x)`` (NaN anywhere: all NaN), without importing scipy.stats.
 - :func:`pearson`: Pearson r in float64, ``NaN`` when either vector is constant (scipy ``pearsonr``
   warns and returns ``NaN`` there).
 - :func:`spearman`: Pearson r of average ranks (ties share their mean rank), as
@@ -15,7 +17,20 @@ Both AUC functions return ``NaN`` unless both classes are present (cell-eval's r
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import rankdata
+
+
+def rankdata(x) -> np.ndarray:
+    """Average ranks of the values of ``x`` (flattened), as ``scipy.stats.rankdata``."""
+    x = np.asarray(x, dtype=np.float64).ravel()
+    if np.isnan(x).any():
+        return np.full(x.shape, np.nan)
+    order = np.argsort(x, kind="stable")
+    ordered = x[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    counts = np.diff(np.r_[starts, x.size])
+    ranks = np.empty(x.size)
+    ranks[order] = np.repeat(starts + 1 + (counts - 1) / 2.0, counts)
+    return ranks
 
 
 def pearson(a, b) -> float:

@@ -16,7 +16,8 @@ All tests run on all genes at once (vectorised numpy/scipy; genes are only chunk
   approximation, as ``scipy.stats.mannwhitneyu(x, y, method="asymptotic")`` (cell-eval / pdex).
   Values that are exactly float32 (log-normalised data) are ranked by sorting integer keys that
   carry the group membership in their lowest bit (a plain SIMD sort, no argsort); other data fall
-  back to a stable argsort. Both give the same average ranks.
+  back to a stable argsort. Both give the same average ranks. :class:`MannWhitneyReference`
+  prepares one reference group (a cell line's controls) for many tests.
 - :func:`bh_fdr`: Benjamini-Hochberg, as ``statsmodels.stats.multitest.multipletests(p,
   method="fdr_bh")``.
 - :func:`log2fc_expm1_means` (cell-eval / pdex) and :func:`log2fc_pseudocount` (scPPDM App. C.2).
@@ -110,26 +111,46 @@ def _float32_keys(values: np.ndarray) -> np.ndarray | None:
     return bits
 
 
-def _rank_sums_sorted_keys(
-    keys_group: np.ndarray, keys_ref: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per row (gene) of genes x cells int32 keys: rank sum of the group and sum over ties of t^3 - t.
+#: uint32 view of -0.0; larger uint32 views of float32 are negative numbers
+_NEGATIVE_ZERO_BITS = np.uint32(0x80000000)
 
-    Keys are shifted left by one bit and the group's get a 1 in the freed bit (uint32 when no key is
-    negative, i.e. no value is negative, else int64), so one sort per row orders the values and
-    puts, within a run of equal values, the reference's cells before the group's. The sorted matrix
-    splits into sub-runs of equal (value, group) pairs; consecutive sub-runs of one value form a
-    run of ties. A run starting at 0-based position ``a`` with length ``t`` gives each member the
-    average rank ``a + (t + 1) / 2``.
+
+def _tag_float32(x: np.ndarray, group: bool, out: np.ndarray) -> bool:
+    """Write the tagged uint32 keys of the float32 cells x genes values ``x`` into ``out`` (genes x
+    cells): the bit pattern shifted left by one (so ``-0.0`` and ``+0.0`` both become 0) plus 1
+    for the group. Non-negative float32 values order like these integers. Returns False
+    (``out`` unusable) when some value is negative."""
+    bits = x.view(np.uint32)
+    if bits.size and bits.max() > _NEGATIVE_ZERO_BITS:
+        return False
+    np.left_shift(bits.T, 1, out=out)  # the ufunc reads the transpose, no separate copy
+    if group:
+        out |= 1
+    return True
+
+
+def _tag(keys: np.ndarray, dtype, group: bool, out: np.ndarray | None = None) -> np.ndarray:
+    """``keys << 1`` (:func:`_float32_keys`), plus 1 for the group, in ``dtype`` (int64 when some
+    key is negative)."""
+    if out is None:
+        out = np.empty(keys.shape, dtype=dtype)
+    np.copyto(out, keys, casting="unsafe")
+    out <<= 1
+    if group:
+        out |= 1
+    return out
+
+
+def _rank_sums_tagged(tagged: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row (gene) of genes x cells tagged keys (:func:`_tag`): rank sum of the group and sum
+    over ties of t^3 - t.
+
+    One sort per row orders the values and puts, within a run of equal values, the reference's
+    cells before the group's (tag 0 before 1). The sorted matrix splits into sub-runs of equal
+    (value, group) pairs; consecutive sub-runs of one value form a run of ties. A run starting at
+    0-based position ``a`` with length ``t`` gives each member the average rank ``a + (t + 1) / 2``.
     """
-    n_genes, n1 = keys_group.shape
-    n = n1 + keys_ref.shape[1]
-    dtype = np.uint32 if min(keys_group.min(), keys_ref.min()) >= 0 else np.int64
-    tagged = np.empty((n_genes, n), dtype=dtype)
-    tagged[:, :n1] = keys_group
-    tagged[:, n1:] = keys_ref
-    tagged <<= 1
-    tagged[:, :n1] |= 1
+    n_genes, n = tagged.shape
     tagged.sort(axis=1)
     flat = tagged.ravel()
     change = np.empty(flat.size, dtype=bool)
@@ -173,43 +194,76 @@ def _rank_sums_argsort(xy: np.ndarray, n1: int) -> tuple[np.ndarray, np.ndarray]
     return rank_sum, tie_term
 
 
+class MannWhitneyReference:
+    """A reference group (cells x genes, dense or CSR) prepared for two-sided Mann-Whitney U tests
+    of many groups against it (every condition against the controls of its cell line): its
+    genes x cells layout and tagged integer keys are made once, not per test."""
+
+    def __init__(self, x_ref):
+        self.x = _as_dense(x_ref)
+        self.n, self.n_genes = self.x.shape
+        if self.n == 0:
+            raise ValueError("mannwhitney_u: both groups need at least one cell")
+        self.keys = _float32_keys(np.ascontiguousarray(self.x.T))
+        self.tagged_uint32 = None  # the fast path: non-negative float32 values
+        if self.keys is not None:
+            tagged = np.empty((self.n_genes, self.n), dtype=np.uint32)
+            if _tag_float32(self.x.astype(np.float32), group=False, out=tagged):
+                self.tagged_uint32 = tagged
+
+    def _rank_sums(self, xg: np.ndarray, chunk: slice) -> tuple[np.ndarray, np.ndarray]:
+        n1 = xg.shape[0]
+        block = xg[:, chunk]
+        n_genes = block.shape[1]
+        if self.tagged_uint32 is not None and block.dtype == np.float32:
+            tagged = np.empty((n_genes, n1 + self.n), dtype=np.uint32)
+            if _tag_float32(block, group=True, out=tagged[:, :n1]):
+                tagged[:, n1:] = self.tagged_uint32[chunk]
+                return _rank_sums_tagged(tagged)
+        keys_group = None if self.keys is None else _float32_keys(np.ascontiguousarray(block.T))
+        if keys_group is not None:
+            tagged = np.empty((n_genes, n1 + self.n), dtype=np.int64)
+            _tag(keys_group, np.int64, group=True, out=tagged[:, :n1])
+            _tag(self.keys[chunk], np.int64, group=False, out=tagged[:, n1:])
+            return _rank_sums_tagged(tagged)
+        block = np.concatenate([xg[:, chunk], self.x[:, chunk]], axis=0)
+        return _rank_sums_argsort(block, n1)
+
+    def test(self, x_group) -> tuple[np.ndarray, np.ndarray]:
+        """``(U1, p)`` per gene of ``x_group`` against the reference (see :func:`mannwhitney_u`)."""
+        xg = _as_dense(x_group)
+        n1, n2 = xg.shape[0], self.n
+        if n1 == 0:
+            raise ValueError("mannwhitney_u: both groups need at least one cell")
+        if xg.shape[1] != self.n_genes:
+            raise ValueError(f"mannwhitney_u: gene counts differ ({xg.shape[1]} vs {self.n_genes})")
+        n = n1 + n2
+        rank_sum = np.empty(self.n_genes)
+        tie_term = np.empty(self.n_genes)
+        step = max(1, _MWU_CHUNK_ENTRIES // n)
+        for lo in range(0, self.n_genes, step):
+            chunk = slice(lo, lo + step)
+            rank_sum[chunk], tie_term[chunk] = self._rank_sums(xg, chunk)
+        u1 = rank_sum - n1 * (n1 + 1) / 2
+        u = np.maximum(u1, n1 * n2 - u1)
+        mu = n1 * n2 / 2
+        with np.errstate(divide="ignore", invalid="ignore"):
+            sigma = np.sqrt(n1 * n2 / 12 * ((n + 1) - tie_term / (n * (n - 1))))
+            z = (u - mu - 0.5) / sigma
+        p = np.clip(2.0 * special.ndtr(-z), 0.0, 1.0)
+        return u1, p
+
+
 def mannwhitney_u(x_group, x_ref) -> tuple[np.ndarray, np.ndarray]:
     """Two-sided Mann-Whitney U test per gene (columns), normal approximation.
 
     Returns ``(U, p)`` with ``U`` the statistic of ``x_group`` (``R1 - n1(n1+1)/2``) as scipy
     reports it. Tie-corrected sigma, continuity correction 0.5, ``p = 2 * sf(z)`` clipped to
     [0, 1], ``z`` from ``max(U1, U2)``. A gene constant across both groups has sigma 0; then
-    ``z = -inf`` and ``p = 1`` (scipy gives the same through its clip). Ranks are computed once per
-    gene over the concatenated samples (average ranks for ties).
+    ``z = -inf`` and ``p = 1`` (scipy gives the same through its clip). Many groups against one
+    reference: :class:`MannWhitneyReference`.
     """
-    xg, xr = _as_dense(x_group), _as_dense(x_ref)
-    n1, n2 = xg.shape[0], xr.shape[0]
-    if n1 == 0 or n2 == 0:
-        raise ValueError("mannwhitney_u: both groups need at least one cell")
-    if xg.shape[1] != xr.shape[1]:
-        raise ValueError(f"mannwhitney_u: gene counts differ ({xg.shape[1]} vs {xr.shape[1]})")
-    n = n1 + n2
-    n_genes = xg.shape[1]
-    rank_sum = np.empty(n_genes)
-    tie_term = np.empty(n_genes)
-    step = max(1, _MWU_CHUNK_ENTRIES // n)
-    for lo in range(0, n_genes, step):
-        chunk = slice(lo, lo + step)
-        keys_group = _float32_keys(np.ascontiguousarray(xg[:, chunk].T))
-        keys_ref = _float32_keys(np.ascontiguousarray(xr[:, chunk].T))
-        if keys_group is not None and keys_ref is not None:
-            rank_sum[chunk], tie_term[chunk] = _rank_sums_sorted_keys(keys_group, keys_ref)
-        else:
-            block = np.concatenate([xg[:, chunk], xr[:, chunk]], axis=0)
-            rank_sum[chunk], tie_term[chunk] = _rank_sums_argsort(block, n1)
-    u1 = rank_sum - n1 * (n1 + 1) / 2
-    u = np.maximum(u1, n1 * n2 - u1)
-    mu = n1 * n2 / 2
-    with np.errstate(divide="ignore", invalid="ignore"):
-        sigma = np.sqrt(n1 * n2 / 12 * ((n + 1) - tie_term / (n * (n - 1))))
-        z = (u - mu - 0.5) / sigma
-    p = np.clip(2.0 * special.ndtr(-z), 0.0, 1.0)
-    return u1, p
+    return MannWhitneyReference(x_ref).test(x_group)
 
 
 def bh_fdr(p) -> np.ndarray:

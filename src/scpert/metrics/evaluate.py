@@ -1,24 +1,31 @@
 """One pass over the test conditions, shared DE, and the metric-protocol registry (DESIGN §9).
 
-:func:`evaluate_predictions` slices, per test condition, the ground-truth cells (``obs["condition"]``),
-the predicted cells of the same condition and the true control cells of the same ``cell_line``
-(``obs["drug"] == control``), builds one :class:`ConditionContext` and hands it to every requested
-protocol. The context computes shared quantities lazily and at most once (scanpy-style means and
-variances, t-test scores and Mann-Whitney p-values of truth and prediction against the control,
-|score| rankings, the cell subsample; per cell line the control statistics and the control cloud
-for E-distances), so protocols reuse them instead of recomputing.
+:class:`GroundTruth` holds, per test condition, the ground-truth cells (``obs["condition"]``) and
+the true control cells of the same ``cell_line`` (``obs["drug"] == control``); it is prepared once
+and scores any number of predictions (:meth:`GroundTruth.evaluate`), so the workflow scores every
+method of a split in one process and computes the truth side once. :func:`evaluate_predictions` is
+the one-prediction shorthand. Per condition and prediction one :class:`ConditionContext` goes to
+every requested protocol. The context computes shared quantities lazily and at most once: those
+of the prediction (scanpy-style means and variances, t-test scores and Mann-Whitney p-values
+against the control, |score| rankings, the cell subsample) per prediction, those of the truth and
+of the controls (the same statistics of the truth; per cell line the control statistics and the
+control cloud for E-distances) once for all predictions.
 
 A protocol registers with :func:`register_protocol`: a function ``ctx -> [(metric, deg_set,
 value), ...]``; optionally ``summarize(ctx) -> summary`` (kept per condition) and ``across({condition:
-summary}) -> [(condition, metric, deg_set, value), ...]`` for metrics that compare conditions with
-each other (discrimination scores, across-perturbation correlations). Conditions are compared only
-with conditions of the same cell line (as cell-eval run per cell type); a value that summarises all
-test conditions of a cell line gets the condition label :func:`across_label` (``"<cell_line>|*"``).
+summary}, shared) -> [(condition, metric, deg_set, value), ...]`` for metrics that compare conditions
+with each other (discrimination scores, across-perturbation correlations); ``shared`` is a dict the
+protocol keeps across the predictions scored against one :class:`GroundTruth` (e.g. clusters of the
+true centroids). Conditions are compared only with conditions of the same cell line (as cell-eval
+run per cell type); a value that summarises all test conditions of a cell line gets the condition
+label :func:`across_label` (``"<cell_line>|*"``).
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -42,6 +49,9 @@ PROTOCOL_MODULES = (
     "scpert.metrics.systema",
 )
 RESULT_COLUMNS = ("condition", "protocol", "metric", "deg_set", "value")
+#: seconds between progress lines while one prediction is scored
+PROGRESS_SECONDS = 10.0
+log = logging.getLogger(__name__)
 
 MetricRow = tuple[str, str, float]  # (metric, deg_set, value)
 ConditionRow = tuple[str, str, str, float]  # (condition, metric, deg_set, value)
@@ -52,7 +62,7 @@ class Protocol:
     name: str
     per_condition: Callable[[ConditionContext], Iterable[MetricRow]]
     summarize: Callable[[ConditionContext], Any] | None = None
-    across: Callable[[dict[str, Any]], Iterable[ConditionRow]] | None = None
+    across: Callable[[dict[str, Any], dict[Any, Any]], Iterable[ConditionRow]] | None = None
 
 
 _REGISTRY: dict[str, Protocol] = {}
@@ -70,7 +80,7 @@ def register_protocol(
     name: str,
     *,
     summarize: Callable[[ConditionContext], Any] | None = None,
-    across: Callable[[dict[str, Any]], Iterable[ConditionRow]] | None = None,
+    across: Callable[[dict[str, Any], dict[Any, Any]], Iterable[ConditionRow]] | None = None,
 ):
     """Decorator registering ``fn(ctx) -> [(metric, deg_set, value)]`` as protocol ``name``."""
 
@@ -127,6 +137,11 @@ class ControlCells:
         return self.x.mean(axis=0)
 
     @cached_property
+    def mannwhitney(self) -> de.MannWhitneyReference:
+        """The control cells prepared for Mann-Whitney tests of many groups against them."""
+        return de.MannWhitneyReference(self.x)
+
+    @cached_property
     def energy_reference(self) -> EnergyReference:
         """The control cloud prepared for E-distances of many conditions to it."""
         return EnergyReference(self.x)
@@ -140,6 +155,10 @@ class ConditionContext:
     by the control mean). control: the true controls of the condition's cell line.
     train_reference: optional per-gene reference (Systema: mean of training-perturbation
     centroids), passed through from :func:`evaluate_predictions`.
+    truth_shared: results that depend on the truth and the control only, kept across the
+    predictions scored against the same truth (:class:`GroundTruth`); protocols keep theirs
+    under their name. scratch: per-protocol results of this prediction, so a protocol's
+    per-condition function and its ``summarize`` share intermediate results.
     """
 
     condition: str
@@ -151,14 +170,19 @@ class ConditionContext:
     seed: int = 42
     max_cells: int = 2000
     train_reference: np.ndarray | None = None
-    #: per-protocol scratch space, so a protocol's per-condition function and its ``summarize``
-    #: share intermediate results
+    truth_shared: dict[str, Any] = field(default_factory=dict, repr=False)
     scratch: dict[str, Any] = field(default_factory=dict, repr=False)
     _subsamples: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
 
-    @cached_property
+    def truth_side(self, key: str, compute: Callable[[], Any]) -> Any:
+        """``truth_shared[key]``, computed by ``compute()`` the first time."""
+        if key not in self.truth_shared:
+            self.truth_shared[key] = compute()
+        return self.truth_shared[key]
+
+    @property
     def truth_stats(self) -> tuple[np.ndarray, np.ndarray]:
-        return de.mean_var(self.truth)
+        return self.truth_side("stats", lambda: de.mean_var(self.truth))
 
     @cached_property
     def pred_stats(self) -> tuple[np.ndarray, np.ndarray]:
@@ -176,11 +200,14 @@ class ConditionContext:
     def control_mean(self) -> np.ndarray:
         return self.control.mean
 
-    @cached_property
+    @property
     def truth_scores(self) -> np.ndarray:
         """scanpy t-test scores, truth vs control."""
-        return de.welch_t(
-            *self.truth_stats, self.truth.shape[0], *self.control.stats, self.control.n
+        return self.truth_side(
+            "scores",
+            lambda: de.welch_t(
+                *self.truth_stats, self.truth.shape[0], *self.control.stats, self.control.n
+            ),
         )
 
     @cached_property
@@ -188,20 +215,20 @@ class ConditionContext:
         """scanpy t-test scores, prediction vs the true control."""
         return de.welch_t(*self.pred_stats, self.pred.shape[0], *self.control.stats, self.control.n)
 
-    @cached_property
+    @property
     def truth_mwu_p(self) -> np.ndarray:
         """Two-sided Mann-Whitney U p-values, truth vs control, per gene."""
-        return de.mannwhitney_u(self.truth, self.control.x)[1]
+        return self.truth_side("mwu_p", lambda: self.control.mannwhitney.test(self.truth)[1])
 
     @cached_property
     def pred_mwu_p(self) -> np.ndarray:
         """Two-sided Mann-Whitney U p-values, prediction vs the true control, per gene."""
-        return de.mannwhitney_u(self.pred, self.control.x)[1]
+        return self.control.mannwhitney.test(self.pred)[1]
 
-    @cached_property
+    @property
     def truth_ranking(self) -> np.ndarray:
         """All gene indices by |truth score| descending (ties in gene order)."""
-        return de.top_by_abs(self.truth_scores)
+        return self.truth_side("ranking", lambda: de.top_by_abs(self.truth_scores))
 
     @cached_property
     def pred_ranking(self) -> np.ndarray:
@@ -259,6 +286,160 @@ def _replace_nan_rows(pred: np.ndarray, control_mean: np.ndarray) -> np.ndarray:
     return pred
 
 
+@dataclass(eq=False)
+class _TruthCondition:
+    cell_line: str
+    rows: np.ndarray
+    shared: dict[str, Any] = field(default_factory=dict)
+
+
+class _Progress:
+    """A log line at most every ``PROGRESS_SECONDS`` of scoring: conditions done, rate, ETA."""
+
+    def __init__(self, total: int):
+        self.total, self.done = total, 0
+        self.start = self.last = time.monotonic()
+
+    def step(self) -> None:
+        now = time.monotonic()
+        if now - self.last >= PROGRESS_SECONDS and self.done:
+            rate = self.done / (now - self.start)
+            log.info(
+                "scored %d/%d conditions (%.1f/s, about %.0f s left)",
+                self.done,
+                self.total,
+                rate,
+                (self.total - self.done) / rate,
+            )
+            self.last = now
+        self.done += 1
+
+
+class GroundTruth:
+    """The ground truth of a set of test conditions, prepared once to score many predictions.
+
+    truth: log-normalised ground truth holding the test conditions and the control cells
+        (``obs``: condition, cell_line, drug). conditions: the test conditions (duplicates
+        ignored). max_cells: per-group subsample for cell-level distances (scPerturBench: 2000,
+        seed 42). train_reference: Systema's per-gene reference (see :mod:`.systema`).
+    Errors in the truth (a condition without cells, spanning several cell lines, a cell line
+    without controls) are raised here, naming the field.
+    """
+
+    def __init__(
+        self,
+        truth: ad.AnnData,
+        conditions: Sequence[str],
+        control: str,
+        seed: int = 42,
+        max_cells: int = 2000,
+        train_reference: np.ndarray | None = None,
+    ):
+        for key in (schema.CONDITION, schema.CELL_LINE, schema.DRUG):
+            if key not in truth.obs.columns:
+                raise SchemaError(f"ground truth: obs['{key}'] is missing")
+        if train_reference is not None:
+            train_reference = np.asarray(train_reference, dtype=np.float64)
+            if train_reference.shape != (truth.n_vars,):
+                raise ValueError(
+                    f"train_reference must have shape ({truth.n_vars},), "
+                    f"got {train_reference.shape}"
+                )
+        self.truth = truth
+        self.control_label = control
+        self.seed = seed
+        self.max_cells = max_cells
+        self.train_reference = train_reference
+        obs = truth.obs
+        groups = obs.groupby(obs[schema.CONDITION].astype(str), observed=True).indices
+        is_control = (obs[schema.DRUG].astype(str) == control).to_numpy()
+        lines = obs[schema.CELL_LINE].astype(str).to_numpy()
+        self.conditions: dict[str, _TruthCondition] = {}
+        self.controls: dict[str, ControlCells] = {}
+        for condition in dict.fromkeys(str(c) for c in conditions):
+            if condition not in groups:
+                raise SchemaError(
+                    f"ground truth: no cells with obs['{schema.CONDITION}'] == '{condition}'"
+                )
+            rows = groups[condition]
+            line_values = np.unique(lines[rows])
+            if line_values.size != 1:
+                raise SchemaError(
+                    f"ground truth: condition '{condition}' spans several "
+                    f"obs['{schema.CELL_LINE}'] values: {line_values.tolist()}"
+                )
+            line = str(line_values[0])
+            if line not in self.controls:
+                control_rows = np.flatnonzero(is_control & (lines == line))
+                if control_rows.size == 0:
+                    raise SchemaError(
+                        f"ground truth: no control cells (obs['{schema.DRUG}'] == '{control}') "
+                        f"for obs['{schema.CELL_LINE}'] == '{line}'"
+                    )
+                self.controls[line] = ControlCells(_dense_rows(truth.X, control_rows))
+            self.conditions[condition] = _TruthCondition(line, rows)
+        #: per protocol, what its ``across`` keeps between predictions
+        self.across_shared: dict[str, dict[Any, Any]] = {}
+
+    def evaluate(
+        self, pred: ad.AnnData, protocols: Sequence[str] = ("scperturbench",)
+    ) -> pd.DataFrame:
+        """Metrics of ``pred`` for every test condition, one tidy row per value.
+
+        pred: predicted cells, the truth's var_names in the same order, ``obs["condition"]``.
+        Prediction rows containing NaN are replaced by the mean of the true controls of the
+        condition's cell line (on a copy). Returns columns ``condition, protocol, metric,
+        deg_set, value`` sorted by the first four.
+        """
+        _check_inputs(self.truth, pred)
+        chosen = [get_protocol(name) for name in protocols]
+        pred_obs = pred.obs
+        pred_groups = pred_obs.groupby(
+            pred_obs[schema.CONDITION].astype(str), observed=True
+        ).indices
+        for condition in self.conditions:
+            if condition not in pred_groups:
+                raise SchemaError(
+                    f"prediction: no cells for condition '{condition}' (obs['{schema.CONDITION}'])"
+                )
+        rows: list[tuple[str, str, str, str, float]] = []
+        summaries: dict[str, dict[str, Any]] = {p.name: {} for p in chosen}
+        progress = _Progress(len(self.conditions))
+        for condition, truth_condition in self.conditions.items():
+            progress.step()
+            ctrl = self.controls[truth_condition.cell_line]
+            ctx = ConditionContext(
+                condition=condition,
+                cell_line=truth_condition.cell_line,
+                genes=self.truth.var_names,
+                truth=_dense_rows(self.truth.X, truth_condition.rows),
+                pred=_replace_nan_rows(_dense_rows(pred.X, pred_groups[condition]), ctrl.mean),
+                control=ctrl,
+                seed=self.seed,
+                max_cells=self.max_cells,
+                train_reference=self.train_reference,
+                truth_shared=truth_condition.shared,
+            )
+            for protocol in chosen:
+                rows += [
+                    (condition, protocol.name, metric, deg_set, float(value))
+                    for metric, deg_set, value in protocol.per_condition(ctx)
+                ]
+                if protocol.summarize is not None:
+                    summaries[protocol.name][condition] = protocol.summarize(ctx)
+        for protocol in chosen:
+            if protocol.across is not None:
+                shared = self.across_shared.setdefault(protocol.name, {})
+                rows += [
+                    (condition, protocol.name, metric, deg_set, float(value))
+                    for condition, metric, deg_set, value in protocol.across(
+                        summaries[protocol.name], shared
+                    )
+                ]
+        table = pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
+        return table.sort_values(list(RESULT_COLUMNS[:4]), kind="stable").reset_index(drop=True)
+
+
 def evaluate_predictions(
     truth: ad.AnnData,
     pred: ad.AnnData,
@@ -269,81 +450,10 @@ def evaluate_predictions(
     train_reference: np.ndarray | None = None,
     max_cells: int = 2000,
 ) -> pd.DataFrame:
-    """Metrics of ``pred`` against ``truth`` for each test condition, one tidy row per value.
+    """Metrics of one prediction: ``GroundTruth(truth, conditions, ...).evaluate(pred, protocols)``.
 
-    truth: log-normalised ground truth holding the test conditions and the control cells
-        (``obs``: condition, cell_line, drug). pred: predicted cells, same var_names in the same
-        order, ``obs["condition"]``. max_cells: per-group subsample for cell-level distances
-        (scPerturBench: 2000, seed 42). Prediction rows containing NaN are replaced by the mean of the
-        true controls of the condition's cell line (on a copy).
-    Returns columns ``condition, protocol, metric, deg_set, value`` sorted by the first four.
+    The var_names check comes first, then the truth, then the prediction's conditions.
     """
     _check_inputs(truth, pred)
-    chosen = [get_protocol(name) for name in protocols]
-    if train_reference is not None:
-        train_reference = np.asarray(train_reference, dtype=np.float64)
-        if train_reference.shape != (truth.n_vars,):
-            raise ValueError(
-                f"train_reference must have shape ({truth.n_vars},), got {train_reference.shape}"
-            )
-    truth_obs, pred_obs = truth.obs, pred.obs
-    truth_groups = truth_obs.groupby(truth_obs[schema.CONDITION].astype(str), observed=True).indices
-    pred_groups = pred_obs.groupby(pred_obs[schema.CONDITION].astype(str), observed=True).indices
-    is_control = (truth_obs[schema.DRUG].astype(str) == control).to_numpy()
-    lines = truth_obs[schema.CELL_LINE].astype(str).to_numpy()
-    controls: dict[str, ControlCells] = {}
-
-    rows: list[tuple[str, str, str, str, float]] = []
-    summaries: dict[str, dict[str, Any]] = {p.name: {} for p in chosen}
-    for condition in dict.fromkeys(str(c) for c in conditions):
-        if condition not in truth_groups:
-            raise SchemaError(
-                f"ground truth: no cells with obs['{schema.CONDITION}'] == '{condition}'"
-            )
-        if condition not in pred_groups:
-            raise SchemaError(
-                f"prediction: no cells for condition '{condition}' (obs['{schema.CONDITION}'])"
-            )
-        truth_rows = truth_groups[condition]
-        line_values = np.unique(lines[truth_rows])
-        if line_values.size != 1:
-            raise SchemaError(
-                f"ground truth: condition '{condition}' spans several obs['{schema.CELL_LINE}'] "
-                f"values: {line_values.tolist()}"
-            )
-        line = str(line_values[0])
-        if line not in controls:
-            control_rows = np.flatnonzero(is_control & (lines == line))
-            if control_rows.size == 0:
-                raise SchemaError(
-                    f"ground truth: no control cells (obs['{schema.DRUG}'] == '{control}') "
-                    f"for obs['{schema.CELL_LINE}'] == '{line}'"
-                )
-            controls[line] = ControlCells(_dense_rows(truth.X, control_rows))
-        ctrl = controls[line]
-        ctx = ConditionContext(
-            condition=condition,
-            cell_line=line,
-            genes=truth.var_names,
-            truth=_dense_rows(truth.X, truth_rows),
-            pred=_replace_nan_rows(_dense_rows(pred.X, pred_groups[condition]), ctrl.mean),
-            control=ctrl,
-            seed=seed,
-            max_cells=max_cells,
-            train_reference=train_reference,
-        )
-        for protocol in chosen:
-            rows += [
-                (condition, protocol.name, metric, deg_set, float(value))
-                for metric, deg_set, value in protocol.per_condition(ctx)
-            ]
-            if protocol.summarize is not None:
-                summaries[protocol.name][condition] = protocol.summarize(ctx)
-    for protocol in chosen:
-        if protocol.across is not None:
-            rows += [
-                (condition, protocol.name, metric, deg_set, float(value))
-                for condition, metric, deg_set, value in protocol.across(summaries[protocol.name])
-            ]
-    table = pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
-    return table.sort_values(list(RESULT_COLUMNS[:4]), kind="stable").reset_index(drop=True)
+    reference = GroundTruth(truth, conditions, control, seed, max_cells, train_reference)
+    return reference.evaluate(pred, protocols)

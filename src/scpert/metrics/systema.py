@@ -77,7 +77,7 @@ def discrimination_score(pred_means: np.ndarray, truth_means: np.ndarray) -> np.
     return 1.0 - (dist < own).sum(axis=1) / (n - 1)
 
 
-def _across(summaries: dict[str, Summary]) -> list[ConditionRow]:
+def _across(summaries: dict[str, Summary], shared: dict) -> list[ConditionRow]:
     by_line: dict[str, list[str]] = defaultdict(list)
     for condition, summary in summaries.items():
         by_line[summary.cell_line].append(condition)

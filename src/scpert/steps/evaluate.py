@@ -1,4 +1,5 @@
-"""Rule steps of the evaluation family: evaluate (all protocols, one pass) and aggregate."""
+"""Rule steps of the evaluation family: evaluate (all protocols and methods of a split, one pass)
+and aggregate."""
 
 from __future__ import annotations
 
@@ -14,8 +15,6 @@ from scpert import runtime
 from scpert.data import io, schema
 
 log = logging.getLogger(__name__)
-
-META_COLUMNS = ("dataset", "split", "method")
 
 
 def training_perturbation_reference(
@@ -45,8 +44,26 @@ def training_perturbation_reference(
     return centroids.mean(axis=0)
 
 
-def evaluate(inputs: dict, out_path, evaluation: dict, control: str, meta: dict) -> None:
-    from scpert.metrics import evaluate_predictions
+def evaluate(
+    inputs: dict,
+    predictions: dict[str, str | Path],
+    outputs: dict[str, str | Path],
+    evaluation: dict,
+    control: str,
+    meta: dict,
+) -> None:
+    """Rule evaluate: score each method's predictions of one split (``predictions``: method ->
+    pred.h5ad) and write its metrics table (``outputs``: method -> metrics.tsv).
+
+    The ground truth (the split's test conditions and the controls, restricted to the split's
+    genes) and the Systema reference are read and prepared once
+    (:class:`scpert.metrics.evaluate.GroundTruth`); truth-side statistics are computed on the
+    first method and reused by the others. meta: ``dataset`` and ``split``, the first columns of
+    every table (then ``method``).
+    """
+    import time
+
+    from scpert.metrics.evaluate import GroundTruth
 
     adata = io.read_processed(inputs["h5ad"], control)
     genes = io.read_genes(inputs["genes"])
@@ -63,27 +80,46 @@ def evaluate(inputs: dict, out_path, evaluation: dict, control: str, meta: dict)
         if "systema" in protocols
         else None
     )
-    pred = ad.read_h5ad(inputs["pred"])
-    schema.validate(
-        pred,
-        inputs["pred"],
-        kind="prediction",
-        required_obs=(schema.CELL_LINE, schema.DRUG, schema.DOSE),
-    )
-    table = evaluate_predictions(
+    del adata
+    ground = GroundTruth(
         truth,
-        pred,
         test,
-        control=control,
-        protocols=protocols,
+        control,
         seed=evaluation["seed"],
         max_cells=evaluation["max_cells"],
         train_reference=reference,
     )
-    for i, key in enumerate(META_COLUMNS):
-        table.insert(i, key, meta[key])
-    runtime.write_tsv(table, out_path, float_format="%.10g")
-    log.info("%d metric values for %d conditions", len(table), len(test))
+    log.info(
+        "ground truth: %d test conditions, %d genes; %d methods to score (%s)",
+        len(ground.conditions),
+        truth.n_vars,
+        len(predictions),
+        ", ".join(protocols),
+    )
+    for i, (method, pred_path) in enumerate(predictions.items(), 1):
+        start = time.process_time()
+        pred = ad.read_h5ad(pred_path)
+        schema.validate(
+            pred,
+            pred_path,
+            kind="prediction",
+            required_obs=(schema.CELL_LINE, schema.DRUG, schema.DOSE),
+        )
+        try:
+            table = ground.evaluate(pred, protocols)
+        except schema.SchemaError as err:
+            raise schema.SchemaError(f"{pred_path}: {err}") from None
+        for j, (key, value) in enumerate({**meta, "method": method}.items()):
+            table.insert(j, key, value)
+        runtime.write_tsv(table, outputs[method], float_format="%.10g")
+        log.info(
+            "%d/%d %s: %d metric values, %.1f CPU s",
+            i,
+            len(predictions),
+            method,
+            len(table),
+            time.process_time() - start,
+        )
 
 
 def aggregate(
