@@ -45,7 +45,7 @@ import numpy as np
 import pandas as pd
 
 from scpert import runtime
-from scpert.data import schema
+from scpert.data import io, schema
 from scpert.metrics.evaluate import ALL_CONDITIONS
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,12 @@ class Table:
 
 
 def read_long(paths: list[str | Path]) -> pd.DataFrame:
-    frames = [pd.read_csv(p, sep="\t", dtype={"condition": str, "deg_set": str}) for p in paths]
+    """The metric tables of ``evaluate`` as one long table (each file validated when read)."""
+    dtype = {"condition": str, "deg_set": str}
+    frames = [
+        io.read_tsv(p, "metric table", LONG_COLUMNS, dtype=dtype, nonempty=LONG_COLUMNS[:-1])
+        for p in paths
+    ]
     long = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=LONG_COLUMNS)
     missing = [c for c in LONG_COLUMNS if c not in long.columns]
     if missing:

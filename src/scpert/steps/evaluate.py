@@ -49,8 +49,8 @@ def evaluate(inputs: dict, out_path, evaluation: dict, control: str, meta: dict)
     from scpert.metrics import evaluate_predictions
 
     adata = io.read_processed(inputs["h5ad"], control)
-    genes = io.read_genes(inputs["genes"])
-    split = io.read_split(inputs["split"])
+    genes = io.read_genes(inputs["genes"], adata.var_names, inputs["h5ad"])
+    split = io.read_split(inputs["split"], adata.obs[schema.CONDITION], inputs["h5ad"])
     test = split.loc[split["split"] == "test", "condition"].tolist()
     keep = (
         adata.obs[schema.CONDITION].isin(test).to_numpy()
@@ -63,13 +63,7 @@ def evaluate(inputs: dict, out_path, evaluation: dict, control: str, meta: dict)
         if "systema" in protocols
         else None
     )
-    pred = ad.read_h5ad(inputs["pred"])
-    schema.validate(
-        pred,
-        inputs["pred"],
-        kind="prediction",
-        required_obs=(schema.CELL_LINE, schema.DRUG, schema.DOSE),
-    )
+    pred = io.read_prediction(inputs["pred"], genes, test)
     table = evaluate_predictions(
         truth,
         pred,

@@ -19,12 +19,14 @@ def training_data(processed_path, split_path, genes_path, drugs_path, control: s
     from scpert.methods import PerturbData
 
     adata = io.read_processed(processed_path, control)
-    split = io.read_split(split_path)
-    genes = io.read_genes(genes_path)
+    split = io.read_split(split_path, adata.obs[schema.CONDITION], processed_path)
+    genes = io.read_genes(genes_path, adata.var_names, processed_path)
     train = io.restrict_genes(
         adata[train_cells_mask(adata.obs, split, control)], genes, processed_path
     )
-    return PerturbData(adata=train.copy(), drugs=io.read_drug_table(drugs_path), control=control)
+    # rows of every perturbation of the data (held-out ones too), and only those
+    drugs = io.read_drug_table(drugs_path, adata.obs[schema.DRUG].unique(), processed_path, control)
+    return PerturbData(adata=train.copy(), drugs=drugs, control=control)
 
 
 def train(inputs: dict, model_dir, entry: dict, control: str, seed: int, device: str) -> None:
@@ -68,10 +70,17 @@ def sample(
     dev = runtime.pick_device(device) if method_cls.spec().uses_gpu else "cpu"
     method = method_cls.load(inputs["model"], device=dev)
     adata = io.read_processed(inputs["h5ad"], control)
+    split = io.read_split(inputs["split"], adata.obs[schema.CONDITION], inputs["h5ad"])
+    genes = io.read_genes(inputs["genes"], adata.var_names, inputs["h5ad"])
+    if list(method.genes) != genes:
+        raise schema.SchemaError(
+            f"{inputs['model']}: the model's genes differ from {inputs['genes']} "
+            f"({len(method.genes)} vs {len(genes)} genes); retrain it"
+        )
     controls = io.restrict_genes(
         adata[(adata.obs[schema.DRUG] == control).to_numpy()], method.genes, inputs["h5ad"]
     ).copy()
-    conditions = conditions_to_predict(io.read_split(inputs["split"]), max_cells)
+    conditions = conditions_to_predict(split, max_cells)
     pred = method.predict(controls, conditions, seed=seed)
     pred.uns["method"] = method_name
     pred.uns["base_method"] = method.name
