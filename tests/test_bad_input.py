@@ -83,7 +83,7 @@ class World:
     def inputs(cls, root: Path) -> World:
         """A fresh folder with the user's raw counts, drug table and config."""
         (root / "data").mkdir(parents=True, exist_ok=True)
-        write_counts(root / COUNTS, make_raw())
+        make_raw().write_h5ad(root / COUNTS)
         drug_table().to_csv(root / DRUGS, sep="\t", index=False)
         (root / "config.yaml").write_text(yaml.safe_dump(CONFIG))
         return cls(root)
@@ -121,10 +121,6 @@ class World:
         return [p for p in results.rglob(".*") if p.name != ".snakemake_timestamp"]
 
 
-def write_counts(path: Path, raw: ad.AnnData) -> None:
-    raw.write_h5ad(path)
-
-
 def drug_table() -> pd.DataFrame:
     smiles = pd.read_csv(REPO / "resources/drugs/drug_panel.tsv", sep="\t")["smiles"].tolist()
     return pd.DataFrame(
@@ -148,8 +144,7 @@ def config_edit(edit: Callable[[dict], None]) -> Callable[[World], None]:
 def counts_edit(edit: Callable[[ad.AnnData], ad.AnnData | None]) -> Callable[[World], None]:
     def apply(world: World) -> None:
         raw = make_raw()
-        raw = edit(raw) or raw
-        write_counts(world / COUNTS, raw)
+        (edit(raw) or raw).write_h5ad(world / COUNTS)
 
     return apply
 
@@ -241,8 +236,9 @@ def add_line(rel: str, line: str) -> Callable[[World], None]:
 
 # ------------------------------------------------------------------------- custom case drivers
 def kill_train_job(signum: int):
-    """Run the workflow and send ``signum`` to base_reg's train job once it runs (its rule log
-    exists), as ``kill -9``, a node failure (SIGKILL) or a SLURM time limit (SIGTERM) does."""
+    """Run the workflow and send ``signum`` to base_reg's train job once it runs (the first line
+    of its rule log is written), as ``kill -9``, a node failure (SIGKILL) or a SLURM time limit
+    (SIGTERM) does."""
 
     def run(world: World) -> subprocess.CompletedProcess:
         log = world / "results/logs/train/own/drug_ood/base_reg.log"
@@ -255,7 +251,7 @@ def kill_train_job(signum: int):
             sent = False
             deadline = time.monotonic() + 300
             while proc.poll() is None and time.monotonic() < deadline:
-                if not sent and log.exists():
+                if not sent and log.exists() and "CUDA_VISIBLE_DEVICES" in log.read_text():
                     for pid in job_pids(scripts, "train.py"):
                         os.kill(pid, signum)
                         sent = True
@@ -326,8 +322,12 @@ def same_tables(world: World, proc: subprocess.CompletedProcess) -> None:
         assert digest(world / rel) == digest(world.origin / rel), rel
 
 
-def trained(world: World, proc: subprocess.CompletedProcess) -> None:
-    assert (world / f"{REG}/model/method.json").exists()
+def retrained(world: World, proc: subprocess.CompletedProcess) -> None:
+    """base_reg's train job ran (forced) and wrote a new model."""
+    output = proc.stdout + proc.stderr  # a real run logs to stderr
+    assert job_stats(output) == {"train": 1, "total": 1}, output
+    model = f"{REG}/model/method.json"
+    assert (world / model).stat().st_mtime_ns > (world.origin / model).stat().st_mtime_ns
 
 
 def rerun_completes(world: World, proc: subprocess.CompletedProcess) -> None:
@@ -668,7 +668,7 @@ CASES = [
         args=FORCE_REG_TRAIN,
         item=11,
         returncode=0,
-        check=trained,
+        check=retrained,
     ),
     # -- corrupt intermediates (a copy of the finished run) ------------------------------
     Case(
@@ -911,9 +911,9 @@ def test_case(case: Case, tmp_path: Path, request):
             assert expected.fullmatch(last), f"last log line: {last!r}"
             if case.item == 5:
                 assert "Traceback (most recent call last)" in (world / failed[0]["log"]).read_text()
-    assert not world.hidden_temporaries(), world.hidden_temporaries()
-    if case.check:
+    if case.check:  # may rerun (after a SIGKILL, temporaries are left until the next run)
         case.check(world, proc)
+    assert not world.hidden_temporaries(), world.hidden_temporaries()
 
 
 # ------------------------------------------------------------- run_step and the atomic writers

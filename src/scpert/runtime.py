@@ -194,15 +194,16 @@ def run_step(logfile: str | Path | None, step: Callable, *args, **kwargs) -> Non
     The log starts with the GPUs the scheduler gave the job: SLURM sets CUDA_VISIBLE_DEVICES in
     jobs allocated GPUs (its SLURM_* variables do not reach the rule under Snakemake's job step).
     The job ends with exit status 1 after an error and 128 + signal number after SIGTERM/SIGINT;
-    its log's last line says why (see the module docstring). Inside a Snakemake script, the rule's
-    name, inputs and outputs come from the script's ``snakemake`` object.
+    its log's last line says why (see the module docstring); the signals are handled from the
+    log's first line on. Inside a Snakemake script, the rule's name, inputs and outputs come from
+    the script's ``snakemake`` object.
     """
     job = snakemake_job()
+    setup_logging(logfile)
     previous = {}
     if threading.current_thread() is threading.main_thread():  # signal handlers: main thread only
         previous = {sig: signal.signal(sig, _raise_terminated) for sig in STOP_SIGNALS}
     try:
-        setup_logging(logfile)
         for stale in remove_stale_temporaries(job.output if job is not None else ()):
             log.info("removed %s (left by an earlier job that was killed)", stale)
         log.info("CUDA_VISIBLE_DEVICES=%s", os.environ.get("CUDA_VISIBLE_DEVICES", "(unset)"))

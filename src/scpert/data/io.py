@@ -33,8 +33,9 @@ from scpert.data.schema import SchemaError
 from scpert.data.splits import SPLIT_LABELS
 
 DRUG_TABLE_COLUMNS = schema.DRUG_TABLE_COLUMNS
-#: columns of a split table that its readers use (scpert.data.splits writes them)
-SPLIT_COLUMNS = ("condition", "cell_line", "drug", "dose", "n_cells", "split")
+#: columns every reader of a split table uses (scpert.data.splits also writes cell_line, drug,
+#: dose and n_cells)
+SPLIT_COLUMNS = ("condition", "split")
 
 
 # ----------------------------------------------------------------------------------------- h5ad
@@ -117,7 +118,8 @@ def _require_columns(table: pd.DataFrame, path, columns: Sequence[str]) -> None:
 def read_split(
     path: str | Path, conditions: Iterable[str] | None = None, data_path: str | Path | None = None
 ) -> pd.DataFrame:
-    """A split table (``condition, cell_line, drug, dose, n_cells, split``; scpert.data.splits).
+    """A split table (``condition, cell_line, drug, dose, n_cells, split``; scpert.data.splits),
+    with at least ``condition`` and ``split``.
 
     conditions: the ``obs["condition"]`` values of the processed data the split was made from
     (``data_path``); the table must list each of them exactly once and nothing else.
