@@ -293,8 +293,8 @@ def digest(path: Path) -> str:
 
 
 def reruns(world: World, proc: subprocess.CompletedProcess) -> None:
-    """A dry run after the edit lists base_reg's train (params changed), sample and evaluate, and
-    the tables; nothing of base_control or the data rules."""
+    """The dry run lists base_reg's train ("Params have changed since last execution"), sample,
+    evaluate, aggregate and heatmap, and no other job."""
     out = proc.stdout
     assert job_stats(out) == {
         "train": 1,
@@ -313,6 +313,7 @@ def reruns(world: World, proc: subprocess.CompletedProcess) -> None:
 
 
 def nothing_to_do(world: World, proc: subprocess.CompletedProcess) -> None:
+    """The dry run says "Nothing to be done" (no spurious reruns)."""
     assert "Nothing to be done" in proc.stdout + proc.stderr
 
 
@@ -323,7 +324,7 @@ def same_tables(world: World, proc: subprocess.CompletedProcess) -> None:
 
 
 def retrained(world: World, proc: subprocess.CompletedProcess) -> None:
-    """base_reg's train job ran (forced) and wrote a new model."""
+    """base_reg's forced train job ran and wrote a new model (IFNG's row is never featurised)."""
     output = proc.stdout + proc.stderr  # a real run logs to stderr
     assert job_stats(output) == {"train": 1, "total": 1}, output
     model = f"{REG}/model/method.json"
@@ -331,6 +332,7 @@ def retrained(world: World, proc: subprocess.CompletedProcess) -> None:
 
 
 def rerun_completes(world: World, proc: subprocess.CompletedProcess) -> None:
+    """No model is left (SIGKILL leaves no line to log); the rerun completes, no temporaries."""
     assert not (world / f"{REG}/model").exists()
     again = world.snakemake("-j1", f"{REG}/model")
     assert again.returncode == 0, again.stderr[-3000:]
@@ -338,6 +340,7 @@ def rerun_completes(world: World, proc: subprocess.CompletedProcess) -> None:
 
 
 def stale_removed_and_group_readable(world: World, proc: subprocess.CompletedProcess) -> None:
+    """The rerun removes the temporaries (and logs it); folders 0750 and files 0640 (umask 027)."""
     folder = world / "results/own/drug_ood/base_control"
     assert not list(folder.glob(".*")), list(folder.glob(".*"))
     assert (folder / "model").stat().st_mode & 0o777 == 0o750
@@ -997,6 +1000,7 @@ def test_stale_temporaries_and_permissions(tmp_path):
 def test_cases_cover_the_issue():
     """43 cases: each of the 13 items of issue 11 once, and 30 further cases."""
     assert len(CASES) == 43
+    assert all(c.message or (c.check and c.check.__doc__) for c in CASES)
     assert sorted(c.item for c in CASES if c.item) == list(range(1, 14))
     assert len({c.name for c in CASES}) == len(CASES)
 
@@ -1013,11 +1017,19 @@ def case_table() -> str:
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for i, c in enumerate(CASES, 1):
-        message = f"`{c.message}`" if c.message else "(succeeds; see the case's check)"
-        rule = c.rule or ("parse time" if "-n" in c.args else "–")
+        if c.message:
+            message = f"`{c.message}`"
+        else:  # a case without a message is described by its check
+            message = "(" + " ".join(c.check.__doc__.split()) + ")"
+        if c.rule:
+            rule = c.rule
+        elif "-n" in c.args:
+            rule = "parse time" if c.returncode else "dry run"
+        else:
+            rule = "–"
         lines.append(
             f"| {i} | {c.name} | {c.category} | {c.item or ''} | {c.what.replace('|', '/')} | "
-            f"{rule} | {c.returncode} | {message.replace('|', '&#124;')} |"
+            f"{rule} | {c.returncode} | {message.replace('|', chr(92) + '|')} |"
         )
     return "\n".join(lines) + "\n"
 

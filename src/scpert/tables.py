@@ -45,7 +45,7 @@ import numpy as np
 import pandas as pd
 
 from scpert import runtime
-from scpert.data import io, schema
+from scpert.data import schema
 from scpert.metrics.evaluate import ALL_CONDITIONS
 
 log = logging.getLogger(__name__)
@@ -101,6 +101,8 @@ class Table:
 
 def read_long(paths: list[str | Path]) -> pd.DataFrame:
     """The metric tables of ``evaluate`` as one long table (each file validated when read)."""
+    from scpert.data import io  # anndata; the Snakemake head imports this module for table names
+
     dtype = {"condition": str, "deg_set": str}
     frames = [
         io.read_tsv(p, "metric table", LONG_COLUMNS, dtype=dtype, nonempty=LONG_COLUMNS[:-1])
