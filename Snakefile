@@ -1,5 +1,5 @@
 # scpert: from raw data (or the embedded synthetic world) to the papers' metric tables and figures.
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 min_version("9.0")
 
@@ -11,9 +11,7 @@ if not workflow.overwrite_configfiles:
     configfile: workflow.source_path("config/config.yaml")
 
 
-validate(config, "config/schema.yaml")
-
-
+# common.smk validates the config against config/schema.yaml first (one line per error).
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/preprocess.smk"

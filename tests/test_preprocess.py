@@ -92,3 +92,52 @@ def test_hvg_keeps_all_genes_when_asked_for_more(raw_small):
     split = make_split(condition_table(adata.obs, "control"), "combo_seen2")
     genes = select_hvg(adata, split, n_top_genes=5000)
     assert list(genes["gene"]) == list(adata.var_names)
+
+
+def test_qc_that_removes_every_cell_names_the_setting(raw_small):
+    with pytest.raises(schema.SchemaError) as err:
+        preprocess_counts(raw_small, min_genes=1000, source="c.h5ad")
+    n = raw_small.n_obs
+    assert str(err.value) == (
+        f"c.h5ad: QC removed every cell: preprocess.min_genes=1000 removed the last {n} of {n} "
+        f"cells (of {n} cells x 40 genes, min_genes=1000 removed {n} cells and 0 genes)"
+    )
+
+
+def test_qc_that_removes_every_gene_lists_each_step(raw_small):
+    detected = (raw_small.X.toarray() > 0).sum(axis=1)
+    min_genes = int(np.sort(detected)[10])  # removes the 10 cells with the fewest genes
+    n_removed = int((detected < min_genes).sum())
+    with pytest.raises(schema.SchemaError) as err:
+        preprocess_counts(raw_small, min_genes=min_genes, min_cells=10**6, source="c.h5ad")
+    assert str(err.value) == (
+        f"c.h5ad: QC removed every gene: preprocess.min_cells=1000000 removed the last 40 of 40 "
+        f"genes (of {raw_small.n_obs} cells x 40 genes, min_genes={min_genes} removed "
+        f"{n_removed} cells and 0 genes; min_cells=1000000 removed 0 cells and 40 genes)"
+    )
+
+
+def test_qc_that_removes_a_lines_controls(raw_small):
+    """L2's control cells are made shallow (one detected gene) so that min_genes drops them."""
+    raw = raw_small.copy()
+    x = raw.X.toarray()
+    shallow = ((raw.obs["cell_line"] == "L2") & (raw.obs["drug"] == "control")).to_numpy()
+    x[shallow] = 0
+    x[shallow, 0] = 5
+    raw.X = sp.csr_matrix(x)
+    with pytest.raises(schema.SchemaError) as err:
+        preprocess_counts(raw, min_genes=2, source="c.h5ad")
+    assert str(err.value) == (
+        "c.h5ad: after QC, cell line 'L2' (obs['cell_line']) has no control cells "
+        f"(obs['drug'] == 'control') (of {raw.n_obs} cells x 40 genes, min_genes=2 removed "
+        f"{int(shallow.sum())} cells and 0 genes)"
+    )
+
+
+def test_qc_logs_what_each_step_removed(raw_small, caplog):
+    detected_in = (raw_small.X.toarray() > 0).sum(axis=0)
+    with caplog.at_level("INFO", logger="scpert.data.preprocess"):
+        adata = preprocess_counts(raw_small, min_cells=500)
+    removed = int((detected_in < 500).sum())
+    assert removed == raw_small.n_vars - adata.n_vars == 5  # genes seen in 168 ... 475 cells
+    assert "QC preprocess.min_cells=500 removed 0 cells and 5 genes" in caplog.text

@@ -1,9 +1,8 @@
-"""Workflow tests: dry run, lint, formatting, the CI-sized DAG end to end, bad inputs."""
+"""Workflow tests: dry run, lint, formatting, the CI-sized DAG end to end."""
 
 from __future__ import annotations
 
 import hashlib
-import re
 import shutil
 import subprocess
 import sys
@@ -13,7 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from .conftest import REPO, make_raw
+from .conftest import REPO
 
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 
@@ -285,88 +284,7 @@ def test_same_seed_gives_identical_tables(ci_run, tmp_path):
         ), name
 
 
-# -- bad input: one clear message, non-zero exit, no partial outputs -----------------------------
-
-
-def _own_dataset_config(tmp_path: Path, raw) -> Path:
-    counts = tmp_path / "counts.h5ad"
-    raw.write_h5ad(counts)
-    smiles = pd.read_csv(REPO / "resources/drugs/drug_panel.tsv", sep="\t")["smiles"].tolist()
-    drugs = pd.DataFrame(
-        {
-            "drug": [f"d{c}" for c in "ABCDEF"],
-            "smiles": smiles[:6],
-            "moa": ["m1", "m1", "m2", "m2", "m3", "m3"],
-            "targets": "",
-        }
-    )
-    drugs.to_csv(tmp_path / "drugs.tsv", sep="\t", index=False)
-    cfg = yaml.safe_load((REPO / "config/ci.yaml").read_text())
-    cfg["datasets"] = {
-        "own": {
-            "source": "h5ad",
-            "counts": str(counts),
-            "drugs": str(tmp_path / "drugs.tsv"),
-            "splits": ["drug_ood"],
-        }
-    }
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
-
-
-def test_processed_without_drug_fails_clearly(tmp_path):
-    raw = make_raw()
-    del raw.obs["drug"]
-    cfg = _own_dataset_config(tmp_path, raw)
-    proc = snakemake(
-        "results/own/processed.h5ad",
-        "--cores",
-        "1",
-        "-d",
-        tmp_path,
-        "--configfile",
-        cfg,
-        check=False,
-    )
-    assert proc.returncode != 0
-    assert f"{tmp_path / 'counts.h5ad'}: obs['drug'] is missing" in proc.stdout + proc.stderr
-    assert "Traceback" not in (tmp_path / "results/logs/preprocess/own.log").read_text()
-    assert not (tmp_path / "results/own/processed.h5ad").exists()
-    assert not list((tmp_path / "results/own").glob("*.h5ad*"))
-
-
-def test_nan_in_x_fails_clearly(tmp_path):
-    raw = make_raw()
-    raw.X = raw.X.toarray()
-    raw.X[0, 0] = float("nan")
-    cfg = _own_dataset_config(tmp_path, raw)
-    proc = snakemake(
-        "results/own/processed.h5ad",
-        "--cores",
-        "1",
-        "-d",
-        tmp_path,
-        "--configfile",
-        cfg,
-        check=False,
-    )
-    assert proc.returncode != 0
-    assert "counts.h5ad: X has 1 NaN/inf values" in proc.stdout + proc.stderr
-    assert not (tmp_path / "results/own/processed.h5ad").exists()
-
-
-def test_priors_on_own_dataset_need_prior_files(tmp_path):
-    cfg_path = _own_dataset_config(tmp_path, make_raw())
-    cfg = yaml.safe_load(cfg_path.read_text())
-    cfg["priors"] = {"enabled": True}
-    cfg_path.write_text(yaml.safe_dump(cfg))
-    proc = snakemake("-n", "-d", tmp_path, "--configfile", cfg_path, check=False)
-    assert proc.returncode != 0
-    assert re.search(
-        r"config: priors\.files\.(dti|ppi|l1000) is required for dataset 'own'",
-        proc.stdout + proc.stderr,
-    )
+# Bad input and faults (one clear message, non-zero exit, no partial outputs): test_bad_input.py
 
 
 def _with(tmp_path, edit) -> Path:
@@ -375,47 +293,6 @@ def _with(tmp_path, edit) -> Path:
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
-
-
-def test_unknown_method_fails_at_parse_time(tmp_path):
-    cfg = _with(tmp_path, lambda c: c["methods"].update(chemcpa={"preset": "tiny"}))
-    proc = snakemake("-n", "-d", tmp_path, "--configfile", cfg, check=False)
-    assert proc.returncode != 0
-    assert "config: methods.chemcpa: unknown method 'chemcpa'" in proc.stdout + proc.stderr
-    assert not (tmp_path / "results").exists()
-
-
-def test_unknown_key_and_bad_value_name_the_key(tmp_path):
-    proc = snakemake(
-        "-n",
-        "-d",
-        tmp_path,
-        "--configfile",
-        _with(tmp_path, lambda c: c["evaluation"].update(max_cels=5)),
-        check=False,
-    )
-    assert proc.returncode != 0 and "max_cels" in proc.stdout + proc.stderr
-    proc = snakemake(
-        "-n",
-        "-d",
-        tmp_path,
-        "--configfile",
-        _with(tmp_path, lambda c: c["splits"]["drug_ood"].update(type="drug_oodd")),
-        check=False,
-    )
-    assert proc.returncode != 0 and "drug_oodd" in proc.stdout + proc.stderr
-    proc = snakemake(
-        "-n",
-        "-d",
-        tmp_path,
-        "--configfile",
-        _with(tmp_path, lambda c: c["methods"]["base_reg"].update(preset="huge")),
-        check=False,
-    )
-    assert (
-        proc.returncode != 0
-        and "methods.base_reg.preset: unknown preset 'huge'" in proc.stdout + proc.stderr
-    )
 
 
 def test_misspelled_method_param_fails_the_dry_run_with_one_line(tmp_path):

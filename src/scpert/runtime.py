@@ -1,11 +1,33 @@
-"""Run-time plumbing shared by the workflow scripts: logging, atomic writes, device choice."""
+"""Run-time plumbing shared by the workflow scripts: logging, atomic writes, device choice.
+
+Every rule script calls its step through :func:`run_step`, which gives each job the same fault
+behaviour (the cases and their messages: tests/bad_input_cases.md):
+
+- the rule log ends with ONE line saying what went wrong: the message of an
+  :class:`~scpert.errors.InputError` (file and field), or, for an unexpected exception, its type
+  and message with the rule's inputs (its traceback is logged just above that line);
+- SIGTERM (a SLURM time limit, ``scancel``, Snakemake stopping its jobs) and SIGINT end the job
+  through Python's exception machinery, so atomic writes remove their temporary files and the log
+  says which signal stopped it;
+- outputs appear only complete: writers go to a hidden temporary beside the output
+  (``.<name>.XXXX``) and rename it; hidden temporaries that a killed job (SIGKILL, node failure)
+  left beside the job's outputs are removed when the job runs again;
+- files and folders get the permissions the umask gives (``mkstemp``/``mkdtemp`` create 0600/0700,
+  which would keep a cluster group from reading models and tables).
+"""
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
+import re
+import shutil
+import signal
 import sys
 import tempfile
+import threading
+import traceback
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,7 +61,7 @@ def atomic_path(path: str | Path):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=path.suffix or ".tmp", dir=path.parent
+        prefix=temp_prefix(path), suffix=path.suffix or ".tmp", dir=path.parent
     )
     os.close(fd)
     try:
@@ -54,11 +76,9 @@ def atomic_path(path: str | Path):
 @contextmanager
 def atomic_dir(path: str | Path):
     """Yield a temporary folder beside ``path``; on success it replaces ``path`` (renamed)."""
-    import shutil
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(path), dir=path.parent))
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp creates 0700; give the usual permissions
@@ -67,6 +87,42 @@ def atomic_dir(path: str | Path):
         tmp.rename(path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def temp_prefix(path: Path) -> str:
+    """Name prefix of the hidden temporaries of ``path``: ``.<name>.`` in the same folder."""
+    return f".{path.name}."
+
+
+def is_temporary_of(candidate: Path, path: Path) -> bool:
+    """Whether ``candidate`` is named like a temporary of ``path`` made by :func:`atomic_path`
+    (``.<name>.XXXXXXXX<suffix>``) or :func:`atomic_dir` (``.<name>.XXXXXXXX``), with tempfile's
+    eight random characters, so that outputs sharing a name prefix never match."""
+    pattern = rf"{re.escape(temp_prefix(path))}[a-z0-9_]{{8}}({re.escape(path.suffix or '.tmp')})?"
+    return candidate.parent == path.parent and re.fullmatch(pattern, candidate.name) is not None
+
+
+def remove_stale_temporaries(outputs) -> list[Path]:
+    """Remove hidden temporaries beside each output (:func:`is_temporary_of`) that a killed job
+    left.
+
+    Snakemake runs one job per output at a time (it locks the working directory), so every
+    temporary of an output that is about to be written belongs to an earlier, dead job.
+    Returns the removed paths.
+    """
+    removed = []
+    for output in map(Path, outputs):
+        if not output.parent.is_dir():
+            continue
+        for stale in output.parent.glob(f"{glob.escape(temp_prefix(output))}*"):
+            if not is_temporary_of(stale, output):
+                continue
+            if stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
+            removed.append(stale)
+    return removed
 
 
 def _umask() -> int:
@@ -118,18 +174,87 @@ def torch_setup(device: str = "auto", threads: int | None = None, seed: int | No
     return pick_device(device)
 
 
-def run_step(logfile: str | Path | None, step: Callable, *args, **kwargs) -> None:
-    """Run a workflow step with logging to the rule's log file.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
-    Input errors (the data contract, splits, config) end the job with ONE message naming the file
-    and field, written to the log and stderr, and exit status 1; anything else keeps its traceback.
+
+class Terminated(BaseException):
+    """The job received SIGTERM or SIGINT (a BaseException, so no ``except Exception`` in library
+    code swallows it and every ``finally`` of the atomic writers runs)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated(signum)
+
+
+def run_step(logfile: str | Path | None, step: Callable, *args, **kwargs) -> None:
+    """Run a workflow step with logging to the rule's log file and one-line errors.
+
     The log starts with the GPUs the scheduler gave the job: SLURM sets CUDA_VISIBLE_DEVICES in
     jobs allocated GPUs (its SLURM_* variables do not reach the rule under Snakemake's job step).
+    The job ends with exit status 1 after an error and 128 + signal number after SIGTERM/SIGINT;
+    its log's last line says why (see the module docstring); the signals are handled from the
+    log's first line on. Inside a Snakemake script, the rule's name, inputs and outputs come from
+    the script's ``snakemake`` object.
     """
+    job = snakemake_job()
     setup_logging(logfile)
-    log.info("CUDA_VISIBLE_DEVICES=%s", os.environ.get("CUDA_VISIBLE_DEVICES", "(unset)"))
+    previous = {}
+    if threading.current_thread() is threading.main_thread():  # signal handlers: main thread only
+        previous = {sig: signal.signal(sig, _raise_terminated) for sig in STOP_SIGNALS}
     try:
+        for stale in remove_stale_temporaries(job.output if job is not None else ()):
+            log.info("removed %s (left by an earlier job that was killed)", stale)
+        log.info("CUDA_VISIBLE_DEVICES=%s", os.environ.get("CUDA_VISIBLE_DEVICES", "(unset)"))
         step(*args, **kwargs)
     except InputError as err:
-        log.error("%s", err)
+        log.error("%s", one_line(str(err)))
         raise SystemExit(1) from None
+    except Terminated as stop:
+        name = signal.Signals(stop.signum).name
+        log.error("%s: stopped by %s; no output was written", _rule_name(job, step), name)
+        raise SystemExit(128 + stop.signum) from None
+    except Exception as err:
+        log.error("traceback of the error below:\n%s", traceback.format_exc().rstrip())
+        log.error("%s", unexpected_error_message(err, _rule_name(job, step), _inputs(job, args)))
+        raise SystemExit(1) from None
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def one_line(text: str, limit: int | None = None) -> str:
+    """``text`` on one line (whitespace runs collapsed), cut to ``limit`` characters if given."""
+    flat = " ".join(text.split())
+    return flat if limit is None or len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def unexpected_error_message(err: BaseException, rule: str, inputs: list[str]) -> str:
+    """The last log line of a job that failed with an exception that is not an InputError."""
+    detail = one_line(f"{type(err).__name__}: {err}", 300) if str(err) else type(err).__name__
+    shown = ", ".join(inputs[:6]) + (f" and {len(inputs) - 6} more" if len(inputs) > 6 else "")
+    return f"{rule}: unexpected {detail} (inputs: {shown or 'none'}; traceback above)"
+
+
+def snakemake_job():
+    """The ``snakemake`` object of the running Snakemake script, or None outside one.
+
+    Snakemake runs a rule's ``script:`` as the main module with a global ``snakemake`` (input,
+    output, log, rule, wildcards, ...).
+    """
+    main = sys.modules.get("__main__")
+    job = getattr(main, "snakemake", None)
+    return job if hasattr(job, "output") and hasattr(job, "rule") else None
+
+
+def _rule_name(job, step: Callable) -> str:
+    return f"rule {job.rule}" if job is not None else getattr(step, "__name__", "step")
+
+
+def _inputs(job, args) -> list[str]:
+    if job is not None:
+        return [str(p) for p in job.input]
+    return [str(a) for a in args if isinstance(a, (str, Path)) and Path(a).exists()]

@@ -105,7 +105,14 @@ class Table:
 
 
 def read_long(paths: list[str | Path]) -> pd.DataFrame:
-    frames = [pd.read_csv(p, sep="\t", dtype={"condition": str, "deg_set": str}) for p in paths]
+    """The metric tables of ``evaluate`` as one long table (each file validated when read)."""
+    from scpert.data import io  # anndata; the Snakemake head imports this module for table names
+
+    dtype = {"condition": str, "deg_set": str}
+    frames = [
+        io.read_tsv(p, "metric table", LONG_COLUMNS, dtype=dtype, nonempty=LONG_COLUMNS[:-1])
+        for p in paths
+    ]
     long = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=LONG_COLUMNS)
     missing = [c for c in LONG_COLUMNS if c not in long.columns]
     if missing:

@@ -1,23 +1,27 @@
 """Resolve the validated Snakemake config into the jobs the workflow builds.
 
-JSON-schema validation (``config/schema.yaml``) checks shapes and values; this module checks what
-a schema cannot: cross-references (a dataset's split names, a method's base and preset, a method's
-split restriction), every method parameter against its method's spec (unknown names, types,
-allowed values), the priors a method needs against the priors the workflow builds
-(:data:`scpert.layout.PRIORS`), split names the results layout reserves, and source-specific
-fields. Every error names the offending config key. It runs in the Snakemake head process and
-imports only the light method specs (:mod:`scpert.methods.registry`) and :mod:`scpert.layout`: no
-torch, RDKit or scikit-learn.
+JSON-schema validation (``config/schema.yaml``, run by ``workflow/rules/common.smk`` through
+``snakemake.utils.validate``) checks shapes and values; :func:`schema_error_message` turns its
+failure into one line naming the key (and, for an unknown key, its allowed siblings) instead of a
+dump of the schema and the config. This module then checks what a schema cannot:
+cross-references (a dataset's split names, a method's base and preset, a method's split
+restriction), every method parameter against its method's spec (unknown names, types, allowed
+values), the priors a method needs against the priors the workflow builds
+(:data:`scpert.layout.PRIORS`), split names the results layout reserves, source-specific fields
+and that a user dataset's files exist. Every error names the offending config key. It runs in the
+Snakemake head process and imports only the light method specs (:mod:`scpert.methods.registry`)
+and :mod:`scpert.layout`: no torch, RDKit or scikit-learn.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from scpert.errors import ConfigError
 
-__all__ = ["ConfigError", "MethodEntry", "Run", "resolve_config"]
+__all__ = ["ConfigError", "MethodEntry", "Run", "resolve_config", "schema_error_message"]
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,9 @@ def resolve_config(config: dict) -> Run:
             for key in ("counts", "drugs"):
                 if not ds.get(key):
                     raise ConfigError(f"datasets.{name}.{key} is required when source is 'h5ad'")
+                # relative to the working directory (snakemake -d), as the rules read it
+                if not Path(ds[key]).is_file():
+                    raise ConfigError(f"datasets.{name}.{key}: file not found: {ds[key]}")
         for split in ds["splits"]:
             if split not in config["splits"]:
                 raise ConfigError(
@@ -109,3 +116,74 @@ def resolve_config(config: dict) -> Run:
     if not jobs:
         raise ConfigError("methods: no method applies to any configured split")
     return Run(methods=methods, jobs=jobs)
+
+
+# ------------------------------------------------------------------------- schema error messages
+def schema_error_message(err: BaseException) -> str | None:
+    """One line for a failed ``snakemake.utils.validate`` of the config, or None if ``err`` does
+    not come from a JSON-schema validation (it wraps the jsonschema ``ValidationError``, which is
+    found on the exception's ``__cause__``/``__context__`` chain or its arguments)."""
+    error = _validation_error(err)
+    return None if error is None else describe_validation_error(error)
+
+
+def _validation_error(err: BaseException | None):
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if _is_validation_error(err):
+            return err
+        for arg in getattr(err, "args", ()):
+            if _is_validation_error(arg):
+                return arg
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def _is_validation_error(obj) -> bool:
+    return type(obj).__name__ == "ValidationError" and hasattr(obj, "absolute_path")
+
+
+def describe_validation_error(error) -> str:
+    """``<key>: <what is wrong>`` for a jsonschema ``ValidationError`` of the config."""
+    path = list(error.absolute_path)
+    schema, instance, kind = error.schema, error.instance, error.validator
+    if kind == "additionalProperties" and isinstance(instance, dict):
+        allowed = list(schema.get("properties", {}))
+        unknown = [k for k in instance if k not in allowed]
+        key = _key(path + unknown[:1])
+        return f"{key}: unknown key (allowed{_under(path)}: {', '.join(allowed) or 'none'})"
+    if kind == "required" and isinstance(instance, dict):
+        missing = [k for k in error.validator_value if k not in instance]
+        return f"{_key(path + missing[:1])}: required key is missing"
+    key = _key(path)
+    if kind == "enum":
+        allowed = ", ".join(map(str, error.validator_value))
+        return f"{key}: {_show(instance)} is not allowed (allowed: {allowed})"
+    if kind == "type":
+        wanted = error.validator_value
+        wanted = " or ".join(wanted) if isinstance(wanted, list) else wanted
+        return f"{key}: expected {wanted}, got {type(instance).__name__} {_show(instance)}"
+    if kind == "pattern" and isinstance(instance, str):
+        return f"{key}: {instance!r} does not match the pattern {error.validator_value}"
+    return f"{key}: {_trim(error.message, 300)}"
+
+
+def _key(path: list) -> str:
+    key = ""
+    for part in path:
+        key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else str(part))
+    return key or "(top level)"
+
+
+def _under(path: list) -> str:
+    return f" under {_key(path)}" if path else " at the top level"
+
+
+def _show(value) -> str:
+    return _trim(repr(value), 80)
+
+
+def _trim(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."

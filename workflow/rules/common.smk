@@ -14,7 +14,21 @@ os.environ.update(
 )
 
 from scpert import layout  # noqa: E402
-from scpert.workflow_config import ConfigError, resolve_config  # noqa: E402
+from scpert.workflow_config import (  # noqa: E402
+    ConfigError,
+    resolve_config,
+    schema_error_message,
+)
+from snakemake.utils import validate  # noqa: E402
+
+# the config against config/schema.yaml (fills defaults); a failure is one line naming the key
+try:
+    validate(config, str(REPO / "config/schema.yaml"))
+except WorkflowError as err:
+    message = schema_error_message(err)
+    if message is None:
+        raise
+    raise WorkflowError(f"config: {message}") from None
 
 try:
     RUN = resolve_config(config)
@@ -186,6 +200,15 @@ def prior_file(dataset, key):
             "(only simulated datasets bring their own prior files)"
         )
     return None
+
+
+# a user dataset without the required prior files fails at parse time (in an input function the
+# same error would come with a DAG traceback)
+if PRIORS.get("enabled", False):
+    for _name, _dataset in config["datasets"].items():
+        if _dataset["source"] != "simulate":
+            for _key in PRIOR_REQUIRED_KEYS:
+                prior_file(_name, _key)
 
 
 def prior_inputs(keys):

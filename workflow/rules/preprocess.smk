@@ -1,10 +1,12 @@
 # From raw counts to a processed AnnData, OOD splits, and per-split gene spaces.
 
 
-# QC, normalize_total + log1p, counts layer, condition key; validates the data contract.
+# QC, normalize_total + log1p, counts layer, condition key; validates the data contract and
+# that the drug table has a row for every drug of the counts.
 rule preprocess:
     input:
         counts=raw_counts,
+        drugs=raw_drugs,
     output:
         h5ad="results/{dataset}/processed.h5ad",
     log:

@@ -9,4 +9,5 @@ runtime.run_step(
     snakemake.output.h5ad,
     snakemake.params.preprocess,
     snakemake.params.control,
+    drugs_path=snakemake.input.drugs,
 )

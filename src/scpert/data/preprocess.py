@@ -38,10 +38,16 @@ def preprocess_counts(
     control: str = schema.DEFAULT_CONTROL,
     source: str = "<raw>",
 ) -> ad.AnnData:
-    """QC, normalise and log-transform a raw-count AnnData that follows the data contract."""
+    """QC, normalise and log-transform a raw-count AnnData that follows the data contract.
+
+    Each QC step logs how many cells (genes) it removed. QC that leaves no cell or no gene, or
+    that removes every control cell of a cell line, raises :class:`~scpert.data.schema.SchemaError`
+    naming ``source`` and the setting responsible (``preprocess.<setting>``), with the count of
+    every step.
+    """
+    schema.validate(raw, source, control=control, kind="raw")
     import scanpy as sc
 
-    schema.validate(raw, source, control=control, kind="raw")
     adata = raw.copy()
     adata.X = sp.csr_matrix(adata.X, dtype=np.float32)
     adata.obs[schema.DOSE] = adata.obs[schema.DOSE].map(schema.format_dose).astype(str)
@@ -49,23 +55,38 @@ def preprocess_counts(
     adata.obs[schema.CELL_LINE] = adata.obs[schema.CELL_LINE].astype(str)
     adata.obs[schema.PLATE] = adata.obs[schema.PLATE].astype(str)
     n0 = adata.shape
+    qc = QcLog(source, *n0)
     if max_pct_mito is not None:
         mito = adata.var_names.str.upper().str.startswith("MT-")
         pct = np.asarray(adata.X[:, mito].sum(1)).ravel() / np.maximum(
             np.asarray(adata.X.sum(1)).ravel(), 1
         )
+        before = adata.shape
         adata = adata[pct * 100 < max_pct_mito].copy()
+        qc.step(f"max_pct_mito={max_pct_mito:g}", before, adata.shape)
     if min_genes > 0:
+        before = adata.shape
         sc.pp.filter_cells(adata, min_genes=min_genes)
+        qc.step(f"min_genes={min_genes}", before, adata.shape)
     if min_cells > 0:
+        before = adata.shape
         sc.pp.filter_genes(adata, min_cells=min_cells)
+        qc.step(f"min_cells={min_cells}", before, adata.shape)
     adata.obs[schema.CONDITION] = schema.add_condition(adata.obs)
     sizes = adata.obs[schema.CONDITION].value_counts()
     small = sizes.index[sizes < min_cells_per_condition]
     if len(small):
         log.info("dropping %d conditions with < %d cells", len(small), min_cells_per_condition)
+        before = adata.shape
         adata = adata[~adata.obs[schema.CONDITION].isin(small)].copy()
+        qc.step(f"min_cells_per_condition={min_cells_per_condition}", before, adata.shape)
     log.info("QC: %s -> %s (cells x genes)", n0, adata.shape)
+    without = schema.lines_without_controls(adata.obs, control)
+    if without:
+        raise schema.SchemaError(
+            f"{source}: after QC, {schema.missing_controls_message(without, control)} "
+            f"({qc.summary()})"
+        )
     adata.layers["counts"] = adata.X.copy()
     sc.pp.normalize_total(adata, target_sum=target_sum)
     sc.pp.log1p(adata)
@@ -81,6 +102,35 @@ def preprocess_counts(
     }
     schema.validate(adata, source, control=control, kind="processed")
     return adata
+
+
+class QcLog:
+    """Cells and genes each QC step removed; one SchemaError line when a step leaves none."""
+
+    def __init__(self, source: str, n_cells: int, n_genes: int):
+        self.source = source
+        self.n_cells, self.n_genes = n_cells, n_genes
+        self.steps: list[tuple[str, int, int]] = []  # (setting, cells removed, genes removed)
+
+    def step(self, setting: str, before: tuple[int, int], after: tuple[int, int]) -> None:
+        """Record that ``preprocess.<setting>`` took the data from shape ``before`` to ``after``."""
+        cells, genes = before[0] - after[0], before[1] - after[1]
+        self.steps.append((setting, cells, genes))
+        log.info("QC preprocess.%s removed %d cells and %d genes", setting, cells, genes)
+        for what, left, removed, total in (
+            ("cell", after[0], cells, before[0]),
+            ("gene", after[1], genes, before[1]),
+        ):
+            if left == 0:
+                raise schema.SchemaError(
+                    f"{self.source}: QC removed every {what}: preprocess.{setting} removed the "
+                    f"last {removed} of {total} {what}s ({self.summary()})"
+                )
+
+    def summary(self) -> str:
+        """Per step, of the input's cells x genes: ``<setting> removed C cells and G genes``."""
+        steps = "; ".join(f"{s} removed {c} cells and {g} genes" for s, c, g in self.steps)
+        return f"of {self.n_cells} cells x {self.n_genes} genes, {steps or 'no QC step ran'}"
 
 
 def train_cells_mask(obs: pd.DataFrame, split_table: pd.DataFrame, control: str) -> np.ndarray:

@@ -136,6 +136,12 @@ def validate(
         drugs = adata.obs[DRUG].astype(str)
         if not (drugs == control).any():
             raise SchemaError(f"{where}: obs['{DRUG}'] has no control cells labelled '{control}'")
+        without = lines_without_controls(adata.obs, control)
+        if without:
+            raise SchemaError(
+                f"{where}: {missing_controls_message(without, control)}; every cell line needs "
+                "its own control cells (methods start from them and metrics compare to them)"
+            )
         doses = adata.obs[DOSE].astype(str)
         bad = [x for x in pd.unique(doses) if not _is_dose(x)]
         if bad:
@@ -149,6 +155,22 @@ def validate(
                 f"{where}: obs['{DOSE}'] does not match obs['{DRUG}'] components "
                 f"(cell {adata.obs_names[i]}: drug '{drugs.iloc[i]}', dose '{doses.iloc[i]}')"
             )
+
+
+def lines_without_controls(obs: pd.DataFrame, control: str = DEFAULT_CONTROL) -> list[str]:
+    """Cell lines (``obs["cell_line"]``) with perturbed cells but no control cells."""
+    lines = obs[CELL_LINE].astype(str).to_numpy()
+    is_control = (obs[DRUG].astype(str) == control).to_numpy()
+    return sorted(set(lines[~is_control]) - set(lines[is_control]))
+
+
+def missing_controls_message(lines: list[str], control: str) -> str:
+    """``cell line 'X' (obs['cell_line']) has no control cells (...)`` for the first of ``lines``."""
+    others = f"; neither have {', '.join(lines[1:4])}" + (", ..." if len(lines) > 4 else "")
+    return (
+        f"cell line '{lines[0]}' (obs['{CELL_LINE}']) has no control cells "
+        f"(obs['{DRUG}'] == '{control}')" + (others if len(lines) > 1 else "")
+    )
 
 
 def _is_dose(text: str) -> bool:

@@ -5,10 +5,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import anndata as ad
-
 from scpert import runtime
-from scpert.data import io
+from scpert.data import io, schema
 
 log = logging.getLogger(__name__)
 
@@ -20,12 +18,18 @@ def simulate_world(params: dict, outdir, resources) -> None:
     simulate(params, Path(outdir), Path(resources))
 
 
-def preprocess(counts_path, out_path, params: dict, control: str) -> None:
-    """Rule preprocess: raw counts -> ``processed.h5ad`` (QC, normalise, log1p, counts layer)."""
+def preprocess(counts_path, out_path, params: dict, control: str, drugs_path=None) -> None:
+    """Rule preprocess: raw counts -> ``processed.h5ad`` (QC, normalise, log1p, counts layer).
+
+    drugs_path: the dataset's drug table; it must have a row for every drug of the counts (those
+    left after QC).
+    """
     from scpert.data.preprocess import preprocess_counts
 
-    raw = ad.read_h5ad(counts_path)
+    raw = io.read_h5ad(counts_path)
     adata = preprocess_counts(raw, control=control, source=str(counts_path), **params)
+    if drugs_path is not None:
+        io.read_drug_table(drugs_path, adata.obs[schema.DRUG].unique(), counts_path, control)
     runtime.write_h5ad(adata, out_path)
     log.info("wrote %s: %d cells x %d genes", out_path, adata.n_obs, adata.n_vars)
 
@@ -35,8 +39,8 @@ def make_split(processed_path, drugs_path, out_path, params: dict, control: str)
     from scpert.data.splits import condition_table
     from scpert.data.splits import make_split as split_conditions
 
-    obs = ad.read_h5ad(processed_path, backed="r").obs
-    drugs = io.read_drug_table(drugs_path)
+    obs = io.read_h5ad(processed_path, backed="r").obs
+    drugs = io.read_drug_table(drugs_path, obs[schema.DRUG].unique(), processed_path, control)
     conditions = condition_table(obs, control)
     kwargs = {k: v for k, v in params.items() if k != "type"}
     table = split_conditions(conditions, params["type"], drug_moa=drugs["moa"].to_dict(), **kwargs)
@@ -52,7 +56,8 @@ def select_hvg(
     from scpert.data.preprocess import hvg_ranking, top_genes
 
     adata = io.read_processed(processed_path, control)
-    ranking = hvg_ranking(adata, io.read_split(split_path), control=control, **params)
+    split = io.read_split(split_path, adata.obs[schema.CONDITION], processed_path)
+    ranking = hvg_ranking(adata, split, control=control, **params)
     genes = top_genes(ranking, params["n_top_genes"])
     runtime.write_tsv(genes, out_path)
     if ranking_path is not None:

@@ -66,8 +66,8 @@ def evaluate(
     from scpert.metrics.evaluate import GroundTruth
 
     adata = io.read_processed(inputs["h5ad"], control)
-    genes = io.read_genes(inputs["genes"])
-    split = io.read_split(inputs["split"])
+    genes = io.read_genes(inputs["genes"], adata.var_names, inputs["h5ad"])
+    split = io.read_split(inputs["split"], adata.obs[schema.CONDITION], inputs["h5ad"])
     test = split.loc[split["split"] == "test", "condition"].tolist()
     keep = (
         adata.obs[schema.CONDITION].isin(test).to_numpy()
@@ -98,13 +98,7 @@ def evaluate(
     )
     for i, (method, pred_path) in enumerate(predictions.items(), 1):
         start = time.process_time()
-        pred = ad.read_h5ad(pred_path)
-        schema.validate(
-            pred,
-            pred_path,
-            kind="prediction",
-            required_obs=(schema.CELL_LINE, schema.DRUG, schema.DOSE),
-        )
+        pred = io.read_prediction(pred_path, genes, test)
         try:
             table = ground.evaluate(pred, protocols)
         except schema.SchemaError as err:

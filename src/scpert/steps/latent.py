@@ -36,8 +36,8 @@ def finetune_latent(
 
     params = resolve_params(latent.get("preset", "tiny"), latent.get("params"))
     adata = io.read_processed(inputs["h5ad"], control)
-    split = io.read_split(inputs["split"])
-    genes = io.read_genes(inputs["genes"])
+    split = io.read_split(inputs["split"], adata.obs["condition"], inputs["h5ad"])
+    genes = io.read_genes(inputs["genes"], adata.var_names, inputs["h5ad"])
     cells = io.restrict_genes(
         adata[train_cells_mask(adata.obs, split, control)], genes, inputs["h5ad"]
     )

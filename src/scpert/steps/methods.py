@@ -41,8 +41,8 @@ def training_data(
     from scpert.methods import PerturbData
 
     adata = io.read_processed(processed_path, control)
-    split = io.read_split(split_path)
-    eval_genes = io.read_genes(genes_path)
+    split = io.read_split(split_path, adata.obs[schema.CONDITION], processed_path)
+    eval_genes = io.read_genes(genes_path, adata.var_names, processed_path)
     genes = eval_genes
     if train_genes > len(eval_genes):
         if ranking_path is None:
@@ -58,7 +58,10 @@ def training_data(
     val = io.restrict_genes(adata[is_val], genes, processed_path).copy() if is_val.any() else None
     return PerturbData(
         adata=train.copy(),
-        drugs=io.read_drug_table(drugs_path),
+        # rows of every perturbation of the data (held-out ones too), and only those
+        drugs=io.read_drug_table(
+            drugs_path, adata.obs[schema.DRUG].unique(), processed_path, control
+        ),
         control=control,
         val=val,
         eval_genes=list(eval_genes),
@@ -192,8 +195,20 @@ def conditions_to_predict(obs: pd.DataFrame, split: pd.DataFrame, max_cells: int
     shared among its plates in proportion to their cells (largest remainders, ties by plate).
     Rows are ordered by condition, then plate.
     """
-    test = split.loc[split["split"] == "test", ["condition", "cell_line", "drug", "dose"]]
+    test = split.loc[split["split"] == "test"]
     cells = obs[obs[schema.CONDITION].astype(str).isin(test["condition"])]
+    described = ["cell_line", "drug", "dose"]
+    if not set(described) <= set(test.columns):  # a split table needs only condition and split
+        first = cells.drop_duplicates(schema.CONDITION)
+        test = pd.DataFrame(
+            {
+                "condition": first[schema.CONDITION].astype(str).to_numpy(),
+                "cell_line": first[schema.CELL_LINE].astype(str).to_numpy(),
+                "drug": first[schema.DRUG].astype(str).to_numpy(),
+                "dose": first[schema.DOSE].to_numpy(),
+            }
+        )
+    test = test[["condition", *described]]
     counts = (
         pd.DataFrame(
             {
@@ -257,11 +272,18 @@ def sample(
     dev = setup_torch(spec.uses_gpu, device, threads, seed)
     method = method_cls.load(inputs["model"], device=dev)
     adata = io.read_processed(inputs["h5ad"], control)
-    eval_genes = io.read_genes(inputs["genes"])
+    split = io.read_split(inputs["split"], adata.obs[schema.CONDITION], inputs["h5ad"])
+    eval_genes = io.read_genes(inputs["genes"], adata.var_names, inputs["h5ad"])
+    if not set(eval_genes) <= set(map(str, method.genes)):
+        raise schema.SchemaError(
+            f"{inputs['model']}: the model's genes do not cover {inputs['genes']} "
+            f"({len(set(eval_genes) - set(map(str, method.genes)))} of {len(eval_genes)} "
+            "missing); retrain it"
+        )
     controls = io.restrict_genes(
         adata[(adata.obs[schema.DRUG] == control).to_numpy()], method.genes, inputs["h5ad"]
     ).copy()
-    by_plate = conditions_to_predict(adata.obs, io.read_split(inputs["split"]), max_cells)
+    by_plate = conditions_to_predict(adata.obs, split, max_cells)
     conditions = by_plate if spec.predicts_plates else per_condition(by_plate)
     pred = method.predict(controls, conditions, seed=seed)
     pred.uns["method"] = method_name
