@@ -16,6 +16,7 @@ validate(config, "config/schema.yaml")
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/world.smk"
 include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/priors.smk"
 include: "workflow/rules/latent.smk"

@@ -43,6 +43,7 @@ CPU_RULES = {
     "evaluate",
     "aggregate",
     "heatmap",
+    "world_vs_real",
 }
 METHODS = {"train_mean": "paper", "base_mlp": "tiny"}
 # job sizes of the test config: CPU rules, and train/sample by preset (tiny = the flat keys)

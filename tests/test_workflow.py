@@ -57,8 +57,9 @@ def test_dry_run_default_lists_expected_jobs(tmp_path):
         "evaluate": n_pairs,
         "aggregate": 1,
         "heatmap": 1,
+        "world_vs_real": 1,
         "all": 1,
-        "total": 5 + 2 * n_splits + 3 * n_pairs,
+        "total": 6 + 2 * n_splits + 3 * n_pairs,
     }
     if cfg.get("priors", {}).get("enabled"):  # one graph prior, MDT + evaluation per split
         expected.update(pretrain_graph=1, pretrain_mdt=n_splits, evaluate_priors=n_splits)
@@ -208,6 +209,17 @@ def test_ci_dag_produces_tables_figures_and_report(ci_run):
         )
     for ext in ("pdf", "png"):
         assert (ci_run / f"results/figures/heatmap_scperturbench.{ext}").stat().st_size > 1000
+        assert (ci_run / f"results/figures/world_vs_real_synthetic.{ext}").stat().st_size > 1000
+    realism = pd.read_csv(tables / "world_vs_real_synthetic.tsv", sep="\t")
+    assert list(realism.columns[:6]) == [
+        "statistic",
+        "family",
+        "world",
+        "real",
+        "ratio",
+        "within_tolerance",
+    ]
+    assert len(realism) == 7 and realism["world"].notna().all()
     for rule in ("train", "sample", "evaluate"):
         assert list((ci_run / "results/logs" / rule).rglob("*.log")), rule
     report = ci_run / "results/report.html"
@@ -367,7 +379,10 @@ def test_unknown_key_and_bad_value_name_the_key(tmp_path):
         _with(tmp_path, lambda c: c["methods"]["base_reg"].update(preset="huge")),
         check=False,
     )
-    assert proc.returncode != 0 and "methods.base_reg.preset: unknown preset 'huge'" in proc.stdout + proc.stderr
+    assert (
+        proc.returncode != 0
+        and "methods.base_reg.preset: unknown preset 'huge'" in proc.stdout + proc.stderr
+    )
 
 
 @pytest.mark.skipif(shutil.which("dot") is None, reason="graphviz not installed")
