@@ -269,6 +269,8 @@ def comparison_table(
 
 @dataclass
 class Comparison:
+    """The table and, for the figure, the measures of each side (L1000, counts)."""
+
     table: pd.DataFrame
     world: tuple[L1000Measures, CountMeasures]
     real: tuple[L1000Measures, CountMeasures]
@@ -277,10 +279,8 @@ class Comparison:
 def world_controls(counts_path: str | Path, control: str) -> tuple[sp.csr_matrix, np.ndarray]:
     """Raw counts and cell lines of the control cells of a world's ``counts.h5ad``."""
     adata = ad.read_h5ad(counts_path)
-    schema.validate(adata, counts_path, kind="raw", control=control)
+    schema.validate(adata, counts_path, kind="raw", control=control)  # names missing controls
     keep = (adata.obs[schema.DRUG].astype(str) == control).to_numpy()
-    if not keep.any():
-        raise InputError(f"{counts_path}: no control cells (obs '{schema.DRUG}' == '{control}')")
     return sp.csr_matrix(adata.X[keep]), adata.obs[schema.CELL_LINE].astype(str).to_numpy()[keep]
 
 
@@ -290,7 +290,7 @@ def real_counts(path: str | Path) -> sp.csr_matrix:
     X = adata.layers["counts"] if "counts" in adata.layers else adata.X
     X = sp.csr_matrix(X)
     if X.nnz and (X.data.min() < 0 or not np.allclose(X.data, np.round(X.data))):
-        raise InputError(f"{path}: X must hold raw counts (non-negative integers)")
+        raise InputError(f"{path}: counts must be non-negative integers")
     return X
 
 
