@@ -46,6 +46,7 @@ CPU_RULES = {
     EVALUATE,
     "aggregate",
     "heatmap",
+    "world_vs_real",
 }
 METHODS = {"train_mean": "paper", "base_mlp": "tiny"}
 # job sizes of the test config: CPU rules, and train/sample by preset (tiny = the flat keys)

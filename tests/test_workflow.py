@@ -55,8 +55,9 @@ def test_dry_run_default_lists_expected_jobs(tmp_path):
         "sample": n_pairs,
         "aggregate": 1,
         "heatmap": 1,
+        "world_vs_real": 1,
         "all": 1,
-        "total": 5 + 3 * n_splits + 2 * n_pairs,
+        "total": 6 + 3 * n_splits + 2 * n_pairs,
     }
     # one evaluate job (a rule per split) scores every method of the split
     expected.update(
@@ -252,6 +253,17 @@ def test_ci_dag_produces_tables_figures_and_report(ci_run):
         )
     for ext in ("pdf", "png"):
         assert (ci_run / f"results/figures/heatmap_scperturbench.{ext}").stat().st_size > 1000
+        assert (ci_run / f"results/figures/world_vs_real_synthetic.{ext}").stat().st_size > 1000
+    realism = pd.read_csv(tables / "world_vs_real_synthetic.tsv", sep="\t")
+    assert list(realism.columns[:6]) == [
+        "statistic",
+        "family",
+        "world",
+        "real",
+        "ratio",
+        "within_tolerance",
+    ]
+    assert len(realism) == 7 and realism["world"].notna().all()
     for rule in ("train", "sample", "evaluate"):
         assert list((ci_run / "results/logs" / rule).rglob("*.log")), rule
     report = ci_run / "results/report.html"
@@ -270,8 +282,10 @@ def test_ci_baselines_behave(ci_run):
     assert (
         s["drug_ood", "train_mean", "pcc_delta"] > s["drug_ood", "base_control", "pcc_delta"] + 0.05
     )
-    # structure-aware regression generalises to unseen drugs better than the mean shift
-    assert s["drug_ood", "base_reg", "pcc_delta"] > s["drug_ood", "train_mean", "pcc_delta"] + 0.1
+    # structure-aware regression generalises to unseen drugs better than the mean shift; the
+    # world's shared response (docs/world_vs_real.md) gives the mean shift much of the signal, as
+    # on real data, so the gap is smaller than the shift over base_control
+    assert s["drug_ood", "base_reg", "pcc_delta"] > s["drug_ood", "train_mean", "pcc_delta"] + 0.05
     assert s["combo_seen2", "additive", "mse"] < s["combo_seen2", "train_mean", "mse"]
 
 

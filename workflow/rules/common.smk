@@ -137,6 +137,7 @@ def all_targets():
     targets += paper_table_files()
     targets += expand("results/figures/heatmap_scperturbench.{ext}", ext=["pdf", "png"])
     targets += prior_targets()
+    targets += world_vs_real_targets()
     return targets
 
 
@@ -233,6 +234,21 @@ def prior_targets():
         f"results/{ds}/{split}/priors_eval.tsv"
         for ds, entry in config["datasets"].items()
         for split in entry["splits"]
+    ]
+
+
+# -- the synthetic world against real data (rule in world.smk) ---------------------------------
+def world_vs_real_targets():
+    """Table and figure of rule world_vs_real for every simulated dataset."""
+    return [
+        path
+        for ds, entry in config["datasets"].items()
+        if entry["source"] == "simulate"
+        for path in (
+            f"results/tables/world_vs_real_{ds}.tsv",
+            f"results/figures/world_vs_real_{ds}.pdf",
+            f"results/figures/world_vs_real_{ds}.png",
+        )
     ]
 
 

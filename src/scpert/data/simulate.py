@@ -14,25 +14,47 @@ Cells
     line's program activity (lineage profile + line deviation), ``o_lg`` line-specific gene offsets,
     ``phase_φ`` raises one cell-cycle program per non-first phase (programs 0, 1, ...), ``z_c ~
     N(0, 0.25²)`` per cell and program (co-expression), ``batch_kg ~ N(0, batch_effect_sd²)`` plate
-    shift, ``s_c`` plate library factor × cell size factor, ``L`` the library size calibrated so
-    that the expected fraction of zero counts, ``mean((r / (r + μ))^r)``, equals ``zero_fraction``.
+    shift, ``s_c`` plate library factor × cell size factor (log-normal, sd 0.2 and 0.65), ``L``
+    the library size calibrated so that the expected fraction of zero counts,
+    ``mean((r / (r + μ))^r)``, equals ``zero_fraction``.
 Drug effects
     Each MoA (named after a group of ``resources/drugs/drug_panel.tsv``, whose structures cluster
     by group: the drug's scaffold group) moves 1–2 target programs (not the cell-cycle ones) with
-    a sign. Drugs are drawn from the MoAs' scaffold groups; a fraction ``moa_scaffold_mismatch``
-    of them is given the MoA of another group (scaffold hopping / activity cliffs: structural
-    neighbours with another mechanism), along a random cycle of the MoAs, so every MoA receives
-    drugs of one other group and keeps a majority of its own (:func:`moa_mismatch_counts`). A
+    a sign, and every program a little (``N(0, (0.3 · moa_effect_size)²)``, the same for all its
+    drugs: a mechanism's downstream response is broad). Drugs are drawn from the MoAs' scaffold
+    groups; a fraction ``moa_scaffold_mismatch`` of them is given the MoA of another group
+    (scaffold hopping / activity cliffs: structural neighbours with another mechanism), along a
+    random cycle of the MoAs, so every MoA receives drugs of one other group and keeps a majority
+    of its own (:func:`moa_mismatch_counts`). A
     drug's program effect is its (assigned) MoA's times ``1 + N(0, 0.25²)`` plus one off-target
     program, and it moves a few genes directly (its targets within the MoA programs and ten random
     genes); its DTI targets, L1000 signatures and ``drugs.tsv`` ``moa`` follow the assigned MoA,
     ``drugs.tsv`` ``scaffold`` names its panel group. Dose enters through a Hill curve
-    ``f(d) = d^h / (d^h + EC50^h)`` with per-drug EC50 (log10 ~ N(0, 0.5²) µM) and
+    ``f(d) = d^h / (d^h + EC50^h)`` with per-drug EC50 (log10 ~ N(-0.7, 0.8²) µM) and
     ``h ~ U(0.8, 2)``.
-    ``Δ_g = Σ_i f_i(d_i) [ Σ_p W[g,p] e_ip S_lp M_φp + t_ig exp(mean_p log S_lp) ]`` with
-    line sensitivities ``S_lp`` (lineage + line, log-normal) and phase response multipliers ``M_φp``
-    (1 for the first phase). Combinations add ``f_a f_b Σ_p W[g,p] I_abp S_lp`` with
-    ``I_abp ~ N(0, interaction_sd²)`` on the union of both MoAs' programs.
+    ``Δ_g = Σ_i f_i(d_i) [ Σ_p W[g,p] (e_ip S_lp M_φp + a_i σ_l v_p) + t_ig exp(mean_p log S_lp) ]``
+    with line sensitivities ``S_lp`` (lineage + line, log-normal), phase response multipliers
+    ``M_φp`` (1 for the first phase) and the shared response ``a_i σ_l v_p`` (below).
+    Combinations add ``f_a f_b Σ_p W[g,p] I_abp S_lp`` with ``I_abp ~ N(0, interaction_sd²)`` on
+    the union of both MoAs' programs; their parts' shared responses add up.
+Shared response
+    A common program every drug moves, the systematic part of perturbation responses (in the real
+    A375 L1000 plate of ``resources/realism/`` the mean response of 59 compounds has proliferation
+    genes TOP2A, CCNB2, PCNA, PLK1, CDK1 at the top; Systema's reference corrects for it). Program
+    effect ``v`` (P,): the cell-cycle programs at ``-1.5`` (proliferation goes down), every other
+    program ``N(0, 1)``, scaled to root-mean-square ``shared_response_size`` over the programs.
+    Drug ``i`` moves it with strength ``a_i ~ logN(0, shared_response_drug_sd²)`` times its Hill
+    fraction ``f_i(d)``; cell line ``l`` responds with sensitivity ``σ_l ~ logN(0,
+    shared_response_line_sd²)`` (not with ``S_lp`` or ``M_φp``). Its draws happen whatever its size,
+    so ``shared_response_size: 0`` gives the same world without it. ``ground_truth.h5ad``
+    ``uns["shared_response"]`` holds ``v`` (``program``), ``W v`` (``genes``) and ``σ_l``
+    (``line_sensitivity``); ``uns["drug_potency"]`` ``shared_strength`` holds ``a_i``.
+Calibration against real data
+    The shared response, the MoAs' broad component, the EC50 distribution, the cell size factor
+    and the L1000 measurement (z per log-rate unit, replicate noise) were chosen so that every
+    statistic of rule ``world_vs_real`` (:mod:`scpert.data.realism`) lies within ±25 % of the real
+    references on the default world (docs/world_vs_real.md: the table before and after, and the
+    command that reproduces it).
 Truth
     ``ground_truth.h5ad`` X = ``log1p(1e4 · E[p_g])`` where ``p`` is the softmax of the log-rate and
     the expectation runs over the phase mix, the plates and the cell noise ``z`` (log-normal mean
@@ -41,11 +63,14 @@ Truth
 L1000
     Level-5-like signatures on the world's landmarks in ``l1000_cell_lines`` further lines (same
     lineages, not in the single-cell data) for all world drugs at all ``doses``: replicate z-scores
-    ``4 · Δ_g`` (phase-averaged) ``+ N(0, 1)``, consensus by MODZ (:func:`modz`),
+    ``2.2 · Δ_g`` (phase-averaged) ``+ N(0, 1.1²)``, consensus by MODZ (:func:`modz`),
     ``distil_cc_q75`` = 75th percentile of the replicates' pairwise Spearman correlations,
     ``distil_ss`` = number of landmarks with |consensus z| >= 2 and
     ``tas = sqrt(distil_ss · max(distil_cc_q75, 0) / n_landmarks)`` (CMap transcriptional activity
-    score; CMap divides by its 978 landmarks, here by the landmark rows of the file).
+    score; CMap divides by its 978 landmarks, here by the landmark rows of the file). Each line
+    also has 26 vehicle controls (``pert_iname`` DMSO, ``pert_type`` ctl_vehicle, ``pert_dose``
+    -666 as CMap writes a missing value; consensus of noise-only replicates), as many as the DMSO
+    wells of the real A375 plate: the controls of the DE statistic of ``world_vs_real``.
 Priors
     DTI scores for targets (0.7–1) and a few off-targets (0.05–0.4); STRING-like PPI among
     protein-coding genes (within a program with probability 0.2, score 400–999; otherwise 0.002,
@@ -103,6 +128,9 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "zero_fraction": 0.75,
     "batch_effect_sd": 0.1,
     "interaction_sd": 0.5,
+    "shared_response_size": 0.17,
+    "shared_response_drug_sd": 0.5,
+    "shared_response_line_sd": 0.3,
     "l1000_cell_lines": 6,
     "l1000_replicates": 3,
     "citeseq_cells": 2000,
@@ -127,19 +155,26 @@ LINEAGE_SENSITIVITY_SD = 0.25
 LINE_SENSITIVITY_SD = 0.15
 PHASE_SHIFT = 1.0
 PHASE_RESPONSE_SD = 0.3
+SHARED_CELL_CYCLE = 1.5
 CELL_PROGRAM_SD = 0.25
 MOA_SECONDARY = 0.6
+MOA_BROAD_SD = 0.3
 DRUG_PROGRAM_JITTER = 0.25
 DRUG_OFF_PROGRAM_SD = 0.4
 DRUG_GENES = 10
 DRUG_GENE_SD = 0.5
 TARGET_POOL = 6
 TARGET_EFFECT = 0.5
-EC50_LOG10_SD = 0.5
+EC50_LOG10_MEAN = -0.7
+EC50_LOG10_SD = 0.8
 HILL_RANGE = (0.8, 2.0)
 PLATE_LIBRARY_SD = 0.2
-CELL_LIBRARY_SD = 0.3
-L1000_Z_PER_LOG = 4.0
+CELL_LIBRARY_SD = 0.65
+L1000_Z_PER_LOG = 2.2
+L1000_NOISE_SD = 1.1
+L1000_CONTROLS_PER_LINE = 26  # DMSO wells of the real A375 plate (resources/realism/)
+L1000_CONTROL = "DMSO"
+CMAP_MISSING = -666  # CMap's code for a missing metadata value
 L1000_MIN_WEIGHT = 0.01
 PROTEIN_DISPERSION = 10.0
 PPI_WITHIN, PPI_BETWEEN = 0.2, 0.002
@@ -223,6 +258,8 @@ def resolve_params(params: dict | None) -> dict:
     need(p["dispersion"] > 0, "dispersion", "must be positive")
     need(p["batch_effect_sd"] >= 0, "batch_effect_sd", "must be >= 0")
     need(p["interaction_sd"] >= 0, "interaction_sd", "must be >= 0")
+    for key in ("shared_response_size", "shared_response_drug_sd", "shared_response_line_sd"):
+        need(p[key] >= 0, key, "must be >= 0")
     need(p["n_lineages"] <= p["n_cell_lines"], "n_lineages", "exceeds n_cell_lines")
     rate = p["moa_scaffold_mismatch"]
     need(0 <= rate < 0.5, "moa_scaffold_mismatch", "must lie in [0, 0.5)")
@@ -315,6 +352,7 @@ class Lines:
     in_single_cell: np.ndarray  # (L,) bool
     baseline: np.ndarray  # (L, G) line log-rate offset W a_l + o_l
     log_sensitivity: np.ndarray  # (L, P)
+    shared_sensitivity: np.ndarray  # (L,) sensitivity sigma_l to the shared response
 
 
 @dataclass
@@ -326,6 +364,8 @@ class Drugs:
     hill: np.ndarray  # (D,)
     moa_programs: dict[str, list[int]]
     moa_sign: dict[str, int]
+    shared_program: np.ndarray  # (P,) program effect v of the shared response at strength 1
+    shared_strength: np.ndarray  # (D,) a_i, the drug's strength of the shared response
 
 
 @dataclass
@@ -387,12 +427,14 @@ def _make_lines(p: dict, genes: Genes, rng) -> Lines:
     log_sens = lineage_sens[lineage_idx] + rng.normal(
         0.0, LINE_SENSITIVITY_SD, (len(names), n_prog)
     )
+    shared_sens = np.exp(rng.normal(0.0, p["shared_response_line_sd"], len(names)))
     return Lines(
         names,
         [f"lineage{i + 1}" for i in lineage_idx],
         np.arange(len(names)) < n_sc,
         activity @ genes.loadings.T + offset,
         log_sens,
+        shared_sens,
     )
 
 
@@ -442,6 +484,7 @@ def _make_drugs(p: dict, panel: pd.DataFrame, genes: Genes, rng) -> Drugs:
             * rng.uniform(0.7, 1.3)
             * np.array([1.0, MOA_SECONDARY][: len(progs)])
         )
+        moa_vec += rng.normal(0.0, MOA_BROAD_SD * p["moa_effect_size"], n_prog)
         in_progs = np.flatnonzero(np.isin(genes.program, progs))
         coding = in_progs[genes.protein_coding[in_progs]]
         candidates = coding if len(coding) >= 2 else in_progs
@@ -485,7 +528,7 @@ def _make_drugs(p: dict, panel: pd.DataFrame, genes: Genes, rng) -> Drugs:
     order = np.argsort(~table["in_single_cell"].to_numpy(), kind="stable")
     table = table.iloc[order].reset_index(drop=True)
     n = len(table)
-    ec50 = 10.0 ** rng.normal(0.0, EC50_LOG10_SD, n)
+    ec50 = 10.0 ** rng.normal(EC50_LOG10_MEAN, EC50_LOG10_SD, n)
     hill = rng.uniform(*HILL_RANGE, n)
     return Drugs(
         table,
@@ -495,7 +538,18 @@ def _make_drugs(p: dict, panel: pd.DataFrame, genes: Genes, rng) -> Drugs:
         hill,
         moa_programs,
         moa_sign,
+        _shared_program(p, rng),
+        np.exp(rng.normal(0.0, p["shared_response_drug_sd"], n)),
     )
+
+
+def _shared_program(p: dict, rng) -> np.ndarray:
+    """Program effect ``v`` (P,) of the shared response: the cell-cycle programs go down with
+    weight ``SHARED_CELL_CYCLE``, every other program moves by ``N(0, 1)``; scaled to RMS
+    ``shared_response_size`` over the programs."""
+    u = rng.normal(0.0, 1.0, p["n_programs"])
+    u[: len(p["phases"]) - 1] = -SHARED_CELL_CYCLE
+    return p["shared_response_size"] * u / np.sqrt(np.mean(u**2))
 
 
 def hill_response(dose: float, ec50: float, hill: float) -> float:
@@ -552,13 +606,15 @@ def _program_gene_effects(
     sens = np.exp(lines.log_sensitivity[cond.line])
     prog = np.zeros(phase_response.shape[1])
     gene = np.zeros(drugs.gene_effect.shape[1])
-    fractions = []
+    fractions, shared = [], 0.0
     for d, dose in cond.parts:
         f = hill_response(dose, drugs.ec50[d], drugs.hill[d])
         fractions.append(f)
         prog += f * drugs.program_effect[d]
         gene += f * drugs.gene_effect[d]
+        shared += f * drugs.shared_strength[d]
     per_phase = phase_response * (prog * sens)[None, :]
+    per_phase += (shared * lines.shared_sensitivity[cond.line] * drugs.shared_program)[None, :]
     if cond.interaction is not None:
         per_phase += (np.prod(fractions) * cond.interaction * sens)[None, :]
     return per_phase, gene * math.exp(lines.log_sensitivity[cond.line].mean())
@@ -695,8 +751,18 @@ def _ground_truth(
     truth.uns["moa_programs"] = {m: np.asarray(v) for m, v in drugs.moa_programs.items()}
     truth.uns["moa_direction"] = dict(drugs.moa_sign)
     truth.uns["drug_potency"] = pd.DataFrame(
-        {"drug": drugs.table["drug"], "ec50": drugs.ec50, "hill": drugs.hill}
+        {
+            "drug": drugs.table["drug"],
+            "ec50": drugs.ec50,
+            "hill": drugs.hill,
+            "shared_strength": drugs.shared_strength,
+        }
     )
+    truth.uns["shared_response"] = {
+        "program": drugs.shared_program,
+        "genes": genes.loadings @ drugs.shared_program,
+        "line_sensitivity": dict(zip(lines.names, lines.shared_sensitivity.tolist())),
+    }
     return truth
 
 
@@ -745,24 +811,32 @@ def _l1000(
                 delta = per_phase[0] @ genes.loadings[lm].T + gene[lm]
                 keys.append((names[d], lines.names[line], dose))
                 truth.append(L1000_Z_PER_LOG * delta)
+    for line in lk_lines:  # vehicle controls: signatures of no effect, as a plate's DMSO wells
+        for k in range(L1000_CONTROLS_PER_LINE):
+            keys.append((L1000_CONTROL, lines.names[line], k))
+            truth.append(np.zeros(len(lm)))
     truth = np.asarray(truth)
+    control = np.array([k[0] == L1000_CONTROL for k in keys])
     n_rep = p["l1000_replicates"]
-    reps = truth[:, None, :] + rng.normal(0.0, 1.0, (len(truth), n_rep, len(lm)))
+    reps = truth[:, None, :] + rng.normal(0.0, L1000_NOISE_SD, (len(truth), n_rep, len(lm)))
     consensus, cc_q75 = modz(reps)
     ss = (np.abs(consensus) >= 2).sum(axis=1)
     tas = np.sqrt(ss * np.maximum(cc_q75, 0.0) / len(lm))
+    dose_text = [schema.format_dose(k[2]) for k in keys]
     col = pd.DataFrame(
         {
             "id": [
-                f"SIM001_{line}_24H:{drug}:{schema.format_dose(dose)}" for drug, line, dose in keys
+                f"SIM001_{line}_24H:{drug}:{dose}" for (drug, line, _), dose in zip(keys, dose_text)
             ],
             "pert_id": [k[0] for k in keys],
             "pert_iname": [k[0] for k in keys],
-            "pert_type": "trt_cp",
+            "pert_type": np.where(control, "ctl_vehicle", "trt_cp").astype(object),
             "cell_id": [k[1] for k in keys],
-            "pert_dose": [k[2] for k in keys],
-            "pert_dose_unit": "um",
-            "pert_idose": [f"{schema.format_dose(k[2])} um" for k in keys],
+            "pert_dose": np.where(control, CMAP_MISSING, [float(k[2]) for k in keys]),
+            "pert_dose_unit": np.where(control, str(CMAP_MISSING), "um").astype(object),
+            "pert_idose": np.where(
+                control, str(CMAP_MISSING), [f"{d} um" for d in dose_text]
+            ).astype(object),
             "pert_time": 24,
             "pert_time_unit": "h",
             "pert_itime": "24 h",
@@ -783,14 +857,35 @@ def _l1000(
     return consensus.astype(np.float32), col, row
 
 
-def _write_gctx(path: Path, matrix: np.ndarray, col: pd.DataFrame, row: pd.DataFrame) -> None:
+def write_gctx(
+    path: Path,
+    matrix: np.ndarray,
+    col: pd.DataFrame,
+    row: pd.DataFrame,
+    *,
+    src: str = "l1000.gctx",
+    decimals: int | None = None,
+) -> None:
     """GCTX 1.0 (cmapPy ``write_gctx`` layout): ``/0/DATA/0/matrix`` is (columns, rows) float32,
     ``/0/META/{ROW,COL}`` one dataset per field (strings as fixed-length bytes), root attrs
-    ``version`` and ``src``."""
+    ``version`` and ``src``. ``decimals``: keep that many decimals of the matrix (HDF5
+    scale-offset filter plus gzip, read transparently by any HDF5 reader); None stores it as is."""
+    packed = (
+        {}
+        if decimals is None
+        else {
+            "scaleoffset": decimals,
+            "shuffle": True,
+            "compression": "gzip",
+            "compression_opts": 9,
+        }
+    )
     with h5py.File(path, "w", track_order=False) as f:
         f.attrs["version"] = np.bytes_("GCTX1.0")
-        f.attrs["src"] = np.bytes_("l1000.gctx")
-        f.create_dataset("/0/DATA/0/matrix", data=matrix, dtype=np.float32, track_times=False)
+        f.attrs["src"] = np.bytes_(src)
+        f.create_dataset(
+            "/0/DATA/0/matrix", data=matrix, dtype=np.float32, track_times=False, **packed
+        )
         for node, table in (("/0/META/ROW", row), ("/0/META/COL", col)):
             group = f.create_group(node)
             for field in table.columns:
@@ -969,6 +1064,11 @@ def simulate_world(params: dict, outdir: Path, resources: Path) -> dict:
         zero_fraction (float, 0.75): target fraction of zero counts (library size is calibrated).
         batch_effect_sd (float, 0.1): sd of the per-plate per-gene log-rate shift.
         interaction_sd (float, 0.5): sd of the combination interaction on the MoA programs.
+        shared_response_size (float, 0.17): root-mean-square program effect of the shared
+            response at saturation (module docstring); 0 removes it.
+        shared_response_drug_sd (float, 0.5): sd of the log of a drug's shared-response strength.
+        shared_response_line_sd (float, 0.3): sd of the log of a line's shared-response
+            sensitivity.
         l1000_cell_lines (int, 6): L1000-only lines (``LK01``...).
         l1000_replicates (int, 3): replicates per L1000 signature (>= 2).
         citeseq_cells (int, 2000): cells of the CITE-seq-like dataset.
@@ -1022,7 +1122,7 @@ def simulate_world(params: dict, outdir: Path, resources: Path) -> dict:
             }
         ),
     )
-    write_atomic(outdir / "l1000.gctx", lambda tmp: _write_gctx(tmp, *l1000))
+    write_atomic(outdir / "l1000.gctx", lambda tmp: write_gctx(tmp, *l1000))
     _write_tsv(outdir / "dti.tsv", dti)
     _write_tsv(outdir / "ppi.tsv", ppi)
     _write_tsv(outdir / "complexes.tsv", complexes)

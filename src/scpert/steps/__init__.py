@@ -10,6 +10,7 @@ rule needs (no torch in a preprocessing job, no RDKit in the Snakemake head proc
 rule                      function
 ========================  =====================================
 simulate_world            :func:`scpert.steps.data.simulate_world`
+world_vs_real             :func:`scpert.steps.world.world_vs_real`
 preprocess                :func:`scpert.steps.data.preprocess`
 make_split                :func:`scpert.steps.data.make_split`
 select_hvg                :func:`scpert.steps.data.select_hvg`
@@ -32,6 +33,7 @@ import importlib
 #: rule name -> submodule of scpert.steps holding its function
 RULES = {
     "simulate_world": "data",
+    "world_vs_real": "world",
     "preprocess": "data",
     "make_split": "data",
     "select_hvg": "data",
