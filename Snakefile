@@ -15,7 +15,11 @@ validate(config, "config/schema.yaml")
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/real_data.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/download.smk"
+include: "workflow/rules/sources.smk"
+include: "workflow/rules/out_of_core.smk"
 include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/priors.smk"
 include: "workflow/rules/latent.smk"

@@ -367,7 +367,10 @@ def test_unknown_key_and_bad_value_name_the_key(tmp_path):
         _with(tmp_path, lambda c: c["methods"]["base_reg"].update(preset="huge")),
         check=False,
     )
-    assert proc.returncode != 0 and "methods.base_reg.preset: unknown preset 'huge'" in proc.stdout + proc.stderr
+    assert (
+        proc.returncode != 0
+        and "methods.base_reg.preset: unknown preset 'huge'" in proc.stdout + proc.stderr
+    )
 
 
 @pytest.mark.skipif(shutil.which("dot") is None, reason="graphviz not installed")

@@ -1,0 +1,88 @@
+"""Loaders of the published datasets: each maps one source's files onto the data contract.
+
+A loader returns a :class:`Loaded`: raw counts in the contract (obs ``cell_line, drug, dose,
+plate``; var = gene symbols) and the perturbation table (``drug, smiles, moa, targets, type``; one
+row per single perturbation, ``type`` chemical / genetic / protein). Rule ``import_dataset`` writes
+them to ``resources/raw/{dataset}/counts.h5ad`` and ``drugs.tsv``. Modules are imported on first
+use, so the Snakemake head process can list the sources without pandas or anndata.
+
+==================  ====================================================  ==========================
+source              files (``datasets.<name>.load.files``)                module
+==================  ====================================================  ==========================
+``scperturbench``   ``h5ad`` (scPerturBench release), optional ``drugs``  :mod:`.scperturbench`
+``gears``           ``h5ad`` (GEARS ``perturb_processed.h5ad``)           :mod:`.gears`
+``pertpy``          ``h5ad`` (pertpy / scPerturb example data), ``drugs``  :mod:`.mapped`
+``mapped``          ``h5ad`` with the obs columns named in the options     :mod:`.mapped`
+``tahoe``           ``shards`` (parquet), ``genes``, ``samples``, ...     :mod:`.tahoe`
+==================  ====================================================  ==========================
+
+CITE-seq (:mod:`.citeseq`, RNA + ADT) and LINCS L1000 (:mod:`.lincs`) are loaded by their own
+rules: they are resources of the priors, not perturbation datasets.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+from scpert.errors import ConfigError
+
+#: source name -> ``module:function`` under scpert.data.sources; the function is
+#: ``(files, options, control, where) -> Loaded`` and the module declares ``FILES`` (required
+#: roles) and ``OPTIONAL_FILES``
+SOURCES = {
+    "scperturbench": "scperturbench:load",
+    "gears": "gears:load",
+    "pertpy": "mapped:load_pertpy",
+    "mapped": "mapped:load_mapped",
+    "tahoe": "tahoe:load",
+}
+
+
+@dataclass
+class Loaded:
+    adata: Any  # anndata.AnnData, raw counts in the contract
+    perturbations: Any  # pandas.DataFrame: drug, smiles, moa, targets, type
+
+
+def module(source: str):
+    if source not in SOURCES:
+        raise ConfigError(f"unknown source '{source}' (known: {', '.join(sorted(SOURCES))})")
+    return importlib.import_module(f"scpert.data.sources.{SOURCES[source].split(':')[0]}")
+
+
+def load(source: str, files: dict, options: dict, control: str, where: str) -> Loaded:
+    """Load dataset files with the loader of ``source``; ``where`` names the config entry
+    (``datasets.<name>.load``) in errors about files and options."""
+    mod = module(source)
+    missing = [role for role in mod.FILES if not files.get(role)]
+    if missing:
+        raise ConfigError(f"{where}.files.{missing[0]} is required for source '{source}'")
+    unknown = sorted(set(files) - set(mod.FILES) - set(getattr(mod, "OPTIONAL_FILES", ())))
+    if unknown:
+        raise ConfigError(f"{where}.files.{unknown[0]}: not a file of source '{source}'")
+    return getattr(mod, SOURCES[source].split(":")[1])(files, options or {}, control, where)
+
+
+def check_options(options: dict, known, where: str) -> None:
+    """Unknown option keys are config errors naming the key."""
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ConfigError(
+            f"{where}.options.{unknown[0]}: unknown option (known: {', '.join(sorted(known))})"
+        )
+
+
+#: sources whose shards can be streamed (out-of-core preprocessing): -> module
+SHARDED = {"tahoe": "tahoe"}
+
+
+def shard_reader(source: str, files: dict, options: dict, control: str, where: str):
+    """``path -> batches of cells`` for the shards of an out-of-core dataset."""
+    if source not in SHARDED:
+        raise ConfigError(
+            f"{where}: out_of_core needs a sharded source ({', '.join(SHARDED)}), not '{source}'"
+        )
+    mod = importlib.import_module(f"scpert.data.sources.{SHARDED[source]}")
+    return mod.shard_reader(files, options or {}, control, where)
