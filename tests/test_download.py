@@ -151,3 +151,97 @@ def test_checksum_list_of_geo_sha512sums(server, tmp_path):
 def test_bad_checksum_text(text, message):
     with pytest.raises(DownloadError, match=message):
         Checksum.parse(text, "downloads.x.checksum")
+
+
+# ------------------------------------------------------------------------- config -> download jobs
+def test_plan_expands_shards_and_resolves_checksum_lists():
+    plan = download.plan_downloads(
+        {
+            "shards": {
+                "url": "https://h/x/train-{shard}-of-00003.parquet",
+                "file": "t/train-{shard}.parquet",
+                "shards": 3,
+            },
+            "sums": {"url": "https://geo/GSE1_SHA512SUMS.txt.gz?x=1"},
+            "gctx": {
+                "url": "https://geo/GSE1.gctx.gz",
+                "file": "geo/GSE1.gctx.gz",
+                "checksum_list": "sums",
+            },
+        }
+    )
+    assert [j.file for j in plan["shards"]] == [f"t/train-{i:05d}.parquet" for i in range(3)]
+    assert plan["shards"][2].url == "https://h/x/train-00002-of-00003.parquet"
+    assert plan["sums"][0].file == "GSE1_SHA512SUMS.txt.gz"  # the URL's file name
+    assert plan["gctx"][0].checksum_list == "GSE1_SHA512SUMS.txt.gz"
+    assert plan["gctx"][0].path == "resources/downloads/geo/GSE1.gctx.gz"
+
+
+@pytest.mark.parametrize(
+    "entries, message",
+    [
+        (
+            {"a": {"url": "https://h/{shard}.p", "shards": 2, "file": "a.p"}},
+            "downloads.a: with 'shards', both url and file",
+        ),
+        (
+            {"a": {"url": "https://h/{shard}.p"}},
+            r"downloads.a: '\{shard\}' in url or file needs 'shards: N'",
+        ),
+        (
+            {"a": {"url": "https://h/a", "checksum_list": "b"}},
+            "downloads.a.checksum_list: 'b' is not an entry",
+        ),
+        ({"a": {"url": "https://h/a", "checksum": "md5:12"}}, "a md5 digest has 32 hex digits"),
+        (
+            {"a": {"url": "https://h/a", "file": "../a"}},
+            "downloads.a.file: '../a' must be a relative path",
+        ),
+        (
+            {"a": {"url": "https://h/x/f"}, "b": {"url": "https://g/f"}},
+            "downloads.b.file: 'f' is also the file of downloads.a",
+        ),
+    ],
+)
+def test_plan_errors_name_the_key(entries, message):
+    from scpert.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        download.plan_downloads(entries)
+
+
+# ------------------------------------------------------------------------------ gunzip / extract
+def test_gunzip_and_truncated_gzip(tmp_path):
+    from scpert import steps
+
+    (tmp_path / "a.gz").write_bytes(gzip.compress(DATA))
+    steps.gunzip(tmp_path / "a.gz", tmp_path / "out/a")
+    assert (tmp_path / "out/a").read_bytes() == DATA
+    (tmp_path / "b.gz").write_bytes(gzip.compress(DATA)[:-100])
+    with pytest.raises(DownloadError, match="b.gz: not a complete gzip file"):
+        steps.gunzip(tmp_path / "b.gz", tmp_path / "out/b")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a"]
+
+
+def test_extract_strips_a_single_top_folder_and_refuses_escapes(tmp_path):
+    import io
+    import tarfile
+    import zipfile
+
+    from scpert import steps
+
+    with zipfile.ZipFile(tmp_path / "model.zip", "w") as zf:
+        zf.writestr("model_v1.1/encoder.ckpt", b"enc")
+        zf.writestr("model_v1.1/annotation/labels.tsv", b"x")
+    steps.extract(tmp_path / "model.zip", tmp_path / "out/model")
+    assert (tmp_path / "out/model/encoder.ckpt").read_bytes() == b"enc"
+    assert (tmp_path / "out/model/annotation/labels.tsv").exists()
+    with tarfile.open(tmp_path / "evil.tar", "w") as tar:
+        info = tarfile.TarInfo("../outside.txt")
+        info.size = 3
+        tar.addfile(info, io.BytesIO(b"bad"))
+    with pytest.raises(
+        DownloadError, match="member '../outside.txt' is a link, a device or outside"
+    ):
+        steps.extract(tmp_path / "evil.tar", tmp_path / "out/evil")
+    assert not (tmp_path / "out/evil").exists() and not (tmp_path / "outside.txt").exists()

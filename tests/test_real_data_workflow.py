@@ -271,3 +271,55 @@ def test_wrong_checksum_fails_naming_the_url_and_leaves_nothing(tmp_path):
         in log
     )
     assert list((tmp_path / "resources").rglob("*f.txt*")) == []  # no file, no partial file
+
+
+def test_paper_config_resolves_the_whole_dag_without_data(tmp_path):
+    """config/paper.yaml: download -> loaders / out-of-core shards -> methods -> tables, dry run."""
+    from .test_workflow import job_counts
+
+    out = snakemake("-n", "-d", tmp_path, "--configfile", REPO / "config/paper.yaml").stdout
+    counts = job_counts(out)
+    paper = yaml.safe_load((REPO / "config/paper.yaml").read_text())
+    n_shards = paper["downloads"]["tahoe_shards"]["shards"]
+    assert counts["qc_shard"] == counts["preprocess_shard"] == n_shards
+    assert counts["gather_shards"] == 1 and counts["plan_shards"] == 1
+    in_memory = [n for n, d in paper["datasets"].items() if not d.get("out_of_core")]
+    assert counts["import_dataset"] == counts["preprocess"] == len(in_memory)
+    assert counts["download"] >= n_shards + 4  # the shards, Tahoe's metadata and the releases
+    for rule in ("make_split", "train", "sample", "evaluate", "aggregate", "heatmap"):
+        assert counts[rule] >= 1
+
+
+@pytest.mark.parametrize(
+    "dataset, message",
+    [
+        (
+            {"source": "pertpy", "splits": ["drug_ood"]},
+            "config: datasets.x.load.files.h5ad is required for source 'pertpy'",
+        ),
+        (
+            {
+                "source": "gears",
+                "splits": ["drug_ood"],
+                "load": {"files": {"h5ad": "a.h5ad"}},
+                "out_of_core": {},
+            },
+            "config: datasets.x.out_of_core: source 'gears' has no shards",
+        ),
+        (
+            {
+                "source": "gears",
+                "splits": ["drug_ood"],
+                "load": {"files": {"h5ad": {"download": "nothing", "member": "m"}}},
+            },
+            "config: datasets.x.load.files.h5ad.download: 'nothing' is not an entry of 'downloads'",
+        ),
+    ],
+)
+def test_bad_loader_config_fails_at_parse_time(tmp_path, dataset, message):
+    config = yaml.safe_load((REPO / "config/ci.yaml").read_text())
+    config["datasets"]["x"] = dataset
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    proc = snakemake("-n", "-d", tmp_path, "--configfile", tmp_path / "config.yaml", check=False)
+    assert proc.returncode != 0
+    assert message in proc.stdout + proc.stderr

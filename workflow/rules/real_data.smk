@@ -6,7 +6,7 @@ from dataclasses import asdict  # noqa: E402
 
 from scpert.data.download import DOWNLOAD_DIR, plan_downloads  # noqa: E402
 from scpert.data.out_of_core import Settings as ShardSettings  # noqa: E402
-from scpert.data.sources import SHARDED, SOURCES  # noqa: E402
+from scpert.data.sources import SHARDED, SOURCES, check_files  # noqa: E402
 
 # -- downloads (download.smk) ------------------------------------------------------------------
 validate(config, "../../config/sources.schema.yaml")
@@ -90,6 +90,16 @@ LOADED = [
     for name, ds in config["datasets"].items()
     if ds["source"] in SOURCES and not ds.get("out_of_core")
 ]
+for _name, _ds in config["datasets"].items():
+    if _ds["source"] in SOURCES:
+        try:
+            check_files(
+                _ds["source"],
+                _ds.get("load", {}).get("files", {}),
+                f"datasets.{_name}.load",
+            )
+        except ConfigError as err:
+            raise WorkflowError(f"config: {err}") from None
 NEVER = "(?!x)x"  # a wildcard constraint that matches nothing (no dataset of that kind)
 
 
@@ -97,7 +107,7 @@ def names_regex(names):
     return "|".join(re.escape(n) for n in names) if names else NEVER
 
 
-def load_files(name):
+def resolve_load_files(name):
     """Dataset `name`'s `load.files`: role -> input path(s), role -> archive member."""
     files = config["datasets"][name].get("load", {}).get("files", {})
     paths, members = {}, {}
@@ -107,6 +117,19 @@ def load_files(name):
         if member:
             members[role] = member
     return paths, members
+
+
+# resolved at parse time, so that a bad `load.files` entry fails before any job runs
+LOAD_FILES = {
+    name: resolve_load_files(name)
+    for name, ds in config["datasets"].items()
+    if ds["source"] in SOURCES
+}
+
+
+def load_files(name):
+    """(role -> input path(s), role -> archive member) of loader dataset `name`."""
+    return LOAD_FILES[name]
 
 
 def resource_file(value, key):
@@ -119,6 +142,16 @@ def resource_file(value, key):
             f"config: {key}: archive members are read only by dataset loaders"
         )
     return path
+
+
+# resources resolved at parse time too (a bad entry fails before any job runs)
+for _kind, _keys in (
+    ("citeseq", ("matrices", "annotation")),
+    ("lincs", ("gctx", "sig_info", "gene_info")),
+):
+    for _name, _entry in config.get(_kind, {}).items():
+        for _key in _keys:
+            resource_file(_entry.get(_key), f"{_kind}.{_name}.{_key}")
 
 
 def citeseq_inputs(wildcards):

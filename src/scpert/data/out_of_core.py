@@ -15,13 +15,13 @@ gather A, rule ``plan_shards`` (:func:`plan_shards`)
 pass B, rule ``preprocess_shard`` (:func:`preprocess_shard`)
     per shard, batch by batch: ``normalize_total(target_sum)`` + ``log1p`` over the kept genes
     (the same scanpy calls as in memory, so every cell's values are bit-identical), per-group sums
-    of ``X`` (pseudobulk), of ``expm1(X)`` and of its square (the moments of the HVG flavours),
-    and the raw counts of the subsampled cells.
+    of ``X`` (the pseudobulk) and of its square, of ``expm1(X)`` and of its square (the moments
+    the ``cell_ranger`` and ``seurat`` flavours rank), and the raw counts of the subsampled cells.
 gather B, rule ``gather_shards`` (:func:`gather_shards`)
     the group statistics summed over shards in blocks of groups (``group_stats.h5``: groups x genes
-    float64 ``sum_x``, ``sum_norm``, ``sumsq_norm`` and ``n_cells``), and ``processed.h5ad`` -- the
-    capped cell subsample in the data contract -- written chunk by chunk into an HDF5 file readable
-    with ``anndata.read_h5ad(..., backed="r")``.
+    float64 ``sum_x``, ``sumsq_x``, ``sum_norm``, ``sumsq_norm``; ``n_cells`` and the group
+    table), and ``processed.h5ad`` -- the capped cell subsample in the data contract -- written
+    chunk by chunk into an HDF5 file readable with ``anndata.read_h5ad(..., backed="r")``.
 
 The subsample is independent of how the data are sharded: a group keeps its cells with the
 ``max_cells_per_group`` smallest hashes. HVGs of a split (:func:`select_hvg_from_stats`, rule

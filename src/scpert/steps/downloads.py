@@ -42,16 +42,19 @@ def gunzip(gz_path, out_path) -> None:
 
 def extract(archive, out_dir) -> None:
     """Rule extract: a ``.tar``/``.tar.gz``/``.zip`` download extracted into a folder; members
-    outside the folder, links and devices are refused."""
+    outside the folder, links and devices are refused. An archive whose members all sit in one
+    top folder (``model_v1.1/...``) is extracted without it, like ``tar --strip-components=1``,
+    so that the folder is the release itself (e.g. SCimilarity's ``encoder.ckpt`` at its top)."""
     archive = Path(archive)
     with runtime.atomic_dir(out_dir) as tmp:
-        root = tmp.resolve()
+        root = (tmp / ".scpert-extract").resolve()
+        root.mkdir()
         if zipfile.is_zipfile(archive):
             with zipfile.ZipFile(archive) as zf:
                 names = zf.namelist()
                 for name in names:
                     _check_member(archive, name, root, is_plain=True)
-                zf.extractall(tmp)
+                zf.extractall(root)
         else:
             try:
                 with tarfile.open(archive) as tar:
@@ -61,11 +64,16 @@ def extract(archive, out_dir) -> None:
                         _check_member(archive, m.name, root, is_plain=m.isfile() or m.isdir())
                     # Python >= 3.11.4's extraction filter refuses the same (belt and braces)
                     safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-                    tar.extractall(tmp, members=members, **safe)
+                    tar.extractall(root, members=members, **safe)
             except tarfile.TarError as err:
                 raise dl.DownloadError(
                     f"{archive}: not a readable tar or zip archive ({err})"
                 ) from None
+        entries = list(root.iterdir())
+        top = entries[0] if len(entries) == 1 and entries[0].is_dir() else root
+        for entry in top.iterdir():
+            entry.rename(tmp / entry.name)
+        shutil.rmtree(root)
     log.info("extracted %d members of %s -> %s", len(names), archive, out_dir)
 
 

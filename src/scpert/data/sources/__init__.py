@@ -28,16 +28,34 @@ from typing import Any
 
 from scpert.errors import ConfigError
 
-#: source name -> ``module:function`` under scpert.data.sources; the function is
-#: ``(files, options, control, where) -> Loaded`` and the module declares ``FILES`` (required
-#: roles) and ``OPTIONAL_FILES``
+
+@dataclass(frozen=True)
+class Source:
+    """A loader: ``module:function`` under scpert.data.sources, called as ``(files, options,
+    control, where) -> Loaded``; the file roles it requires and accepts; whether its shards can
+    be streamed (out-of-core preprocessing, the module's ``shard_reader``)."""
+
+    entry: str
+    files: tuple[str, ...]
+    optional: tuple[str, ...] = ()
+    sharded: bool = False
+
+    @property
+    def module(self) -> str:
+        return self.entry.split(":")[0]
+
+
 SOURCES = {
-    "scperturbench": "scperturbench:load",
-    "gears": "gears:load",
-    "pertpy": "mapped:load_pertpy",
-    "mapped": "mapped:load_mapped",
-    "tahoe": "tahoe:load",
+    "scperturbench": Source("scperturbench:load", ("h5ad",), ("drugs",)),
+    "gears": Source("gears:load", ("h5ad",)),
+    "pertpy": Source("mapped:load_pertpy", ("h5ad",), ("drugs",)),
+    "mapped": Source("mapped:load_mapped", ("h5ad",), ("drugs",)),
+    "tahoe": Source(
+        "tahoe:load", ("shards", "genes", "samples"), ("drugs", "cell_lines"), sharded=True
+    ),
 }
+#: the sources whose shards can be streamed
+SHARDED = tuple(name for name, spec in SOURCES.items() if spec.sharded)
 
 
 @dataclass
@@ -46,23 +64,33 @@ class Loaded:
     perturbations: Any  # pandas.DataFrame: drug, smiles, moa, targets, type
 
 
-def module(source: str):
+def spec(source: str) -> Source:
     if source not in SOURCES:
         raise ConfigError(f"unknown source '{source}' (known: {', '.join(sorted(SOURCES))})")
-    return importlib.import_module(f"scpert.data.sources.{SOURCES[source].split(':')[0]}")
+    return SOURCES[source]
+
+
+def module(source: str):
+    return importlib.import_module(f"scpert.data.sources.{spec(source).module}")
+
+
+def check_files(source: str, files: dict, where: str) -> None:
+    """Every required file role given, no unknown one (``where``: ``datasets.<name>.load``)."""
+    entry = spec(source)
+    missing = [role for role in entry.files if not files.get(role)]
+    if missing:
+        raise ConfigError(f"{where}.files.{missing[0]} is required for source '{source}'")
+    unknown = sorted(set(files) - set(entry.files) - set(entry.optional))
+    if unknown:
+        raise ConfigError(f"{where}.files.{unknown[0]}: not a file of source '{source}'")
 
 
 def load(source: str, files: dict, options: dict, control: str, where: str) -> Loaded:
     """Load dataset files with the loader of ``source``; ``where`` names the config entry
     (``datasets.<name>.load``) in errors about files and options."""
-    mod = module(source)
-    missing = [role for role in mod.FILES if not files.get(role)]
-    if missing:
-        raise ConfigError(f"{where}.files.{missing[0]} is required for source '{source}'")
-    unknown = sorted(set(files) - set(mod.FILES) - set(getattr(mod, "OPTIONAL_FILES", ())))
-    if unknown:
-        raise ConfigError(f"{where}.files.{unknown[0]}: not a file of source '{source}'")
-    return getattr(mod, SOURCES[source].split(":")[1])(files, options or {}, control, where)
+    check_files(source, files, where)
+    function = getattr(module(source), SOURCES[source].entry.split(":")[1])
+    return function(files, options or {}, control, where)
 
 
 def check_options(options: dict, known, where: str) -> None:
@@ -74,15 +102,10 @@ def check_options(options: dict, known, where: str) -> None:
         )
 
 
-#: sources whose shards can be streamed (out-of-core preprocessing): -> module
-SHARDED = {"tahoe": "tahoe"}
-
-
 def shard_reader(source: str, files: dict, options: dict, control: str, where: str):
     """``path -> batches of cells`` for the shards of an out-of-core dataset."""
-    if source not in SHARDED:
+    if not spec(source).sharded:
         raise ConfigError(
             f"{where}: out_of_core needs a sharded source ({', '.join(SHARDED)}), not '{source}'"
         )
-    mod = importlib.import_module(f"scpert.data.sources.{SHARDED[source]}")
-    return mod.shard_reader(files, options or {}, control, where)
+    return module(source).shard_reader(files, options or {}, control, where)

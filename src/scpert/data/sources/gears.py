@@ -23,8 +23,6 @@ from scpert.data.sources.obs_map import ObsMap, perturbation_table, to_contract
 
 log = logging.getLogger(__name__)
 
-FILES = ("h5ad",)
-OPTIONAL_FILES = ()
 OPTIONS = ("context", "plate", "layer", "symbols")
 LAYOUT = ObsMap(
     context=("cell_type",),

@@ -8,8 +8,9 @@ name them. GCTX and text GCT 1.2/1.3 are read by :func:`scpert.priors.l1000.read
 
 :func:`compact_l1000` writes the part the priors use -- the 978 landmark rows and the compound
 signatures (``pert_type`` ``trt_cp``) -- as one GCTX with the side tables merged into its
-metadata: 473,647 x 12,328 float32 (23 GB) become ~1.2 GB. The matrix is copied in blocks of
-``block`` signatures, so memory stays at one block. :func:`read_l1000` returns signatures as an
+metadata: 978 of the 12,328 rows of the 473,647 x 12,328 float32 matrix (23 GB as released), and
+only the compound signatures. The matrix is copied in blocks of ``block`` signatures, so memory
+stays at one block. :func:`read_l1000` returns signatures as an
 AnnData (obs = signature metadata, var = landmark genes by symbol).
 """
 

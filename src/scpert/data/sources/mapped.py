@@ -37,8 +37,6 @@ from scpert.data.sources.obs_map import (
 
 log = logging.getLogger(__name__)
 
-FILES = ("h5ad",)
-OPTIONAL_FILES = ("drugs",)
 MAP_KEYS = (
     "context",
     "perturbation",

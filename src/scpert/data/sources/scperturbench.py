@@ -42,8 +42,6 @@ from scpert.data.sources.obs_map import (
 
 log = logging.getLogger(__name__)
 
-FILES = ("h5ad",)
-OPTIONAL_FILES = ("drugs",)
 KEY = "cov_drug_dose_name"
 OPTIONS = ("kind", "type", "plate", "layer", "dose_scale", "default_dose", "smiles", "context")
 LAYOUTS = {

@@ -45,8 +45,6 @@ from scpert.data.sources.obs_map import UNIT_TO_UM, perturbation_table
 
 log = logging.getLogger(__name__)
 
-FILES = ("shards", "genes", "samples")
-OPTIONAL_FILES = ("drugs", "cell_lines")
 OPTIONS = ("control_drug", "cell_line_names", "batch_rows")
 CONTROL_DRUG = "DMSO_TF"
 SHARD_COLUMNS = ("genes", "expressions", "drug", "sample", "cell_line_id", "plate")
