@@ -97,6 +97,17 @@ def test_subsample_is_the_smallest_hashes_of_each_group(streamed, in_memory):
     assert (got == np.minimum(sizes, 4)).all()
 
 
+def test_subsample_with_groups_above_and_below_the_cap(raw, in_memory, tmp_path):
+    settings = ooc.Settings(**QC, max_cells_per_group=10, seed=7)
+    sub, _ = run_pipeline(write_shards(raw, tmp_path / "in", 2), tmp_path, settings)
+    obs = in_memory.obs.copy()
+    obs["hash"] = ooc.cell_hashes(obs.index, 7)
+    sizes = obs.groupby(["condition", "plate"], observed=True).size()
+    assert (sizes > 10).any() and (sizes < 10).any()  # both kinds of group
+    expected = obs.sort_values("hash").groupby(["condition", "plate"], observed=True).head(10)
+    assert set(sub.obs_names) == set(expected.index)
+
+
 def test_group_statistics_are_the_pseudobulk_sums(streamed, in_memory):
     _, stats = streamed
     with h5py.File(stats, "r") as f:
@@ -220,3 +231,23 @@ def test_plan_without_controls_is_refused(raw, tmp_path):
     ooc.qc_shard(ooc.h5ad_shard(str(path)), SETTINGS, tmp_path / "qc.h5")
     with pytest.raises(schema.SchemaError, match="no control cells labelled 'control'"):
         ooc.plan_shards([tmp_path / "qc.h5"], SETTINGS, "control", "datasets.x")
+
+
+def test_large_h5ad_streams_backed_to_the_in_memory_result(tmp_path):
+    """pertpy / mapped h5ads (PBMC, Replogle) stream in row batches, unannotated cells dropped."""
+    path = tmp_path / "srivatsan_2020_sciplex3.h5ad"
+    fx.write_pertpy_sciplex(path)
+    options = {"plate": "replicate", "batch_rows": 7}
+    reader = sources.shard_reader("pertpy", {}, options, "control", "datasets.s.load")
+    qc = {"min_genes": 2, "min_cells": 2, "min_cells_per_condition": 3}
+    sub, stats = run_pipeline(
+        [path], tmp_path, ooc.Settings(**qc, max_cells_per_group=1000), reader=reader
+    )
+    loaded = sources.load("pertpy", {"h5ad": str(path)}, options, "control", "d").adata
+    ref = preprocess_counts(loaded, **qc)
+    assert set(sub.obs_names) == set(ref.obs_names)  # the cap does not bite: every cell
+    assert np.array_equal(sub.X.toarray(), ref[sub.obs_names].X.toarray())
+    table = sources.perturbations("pertpy", ["Belinostat", "control"], "control", {}, options, "d")
+    assert table[["drug", "type"]].values.tolist() == [["Belinostat", "chemical"]]
+    with pytest.raises(ConfigError, match="out_of_core needs a source that streams"):
+        sources.shard_reader("gears", {}, {}, "control", "datasets.g.load")

@@ -65,7 +65,11 @@ def serve_fixtures(folder):
         "datasets": {
             "kang": {
                 "source": "pertpy",
-                "load": {"files": {"h5ad": "kang_h5ad"}, "options": {"preset": "kang_2018"}},
+                "load": {
+                    "files": {"h5ad": "kang_h5ad"},
+                    "options": {"preset": "kang_2018", "batch_rows": 8},
+                },
+                "out_of_core": {"max_cells_per_group": 3},  # an h5ad streamed, a capped subsample
                 "splits": ["kang_cells"],
                 "preprocess": {"min_cells_per_condition": 2},
                 "hvg": {"n_top_genes": 10, "flavor": "seurat"},
@@ -159,6 +163,8 @@ def serve_fixtures(folder):
 
 TARGETS = (
     "results/kang/processed.h5ad",
+    "results/kang/kang_cells/genes.tsv",
+    "resources/raw/kang/drugs.tsv",
     "resources/raw/norman/drugs.tsv",
     "results/tahoe/cell_ood/genes.tsv",
     "resources/raw/tahoe/drugs.tsv",
@@ -203,6 +209,9 @@ def test_loaders_write_the_contract(real_run):
     _, work, _ = real_run
     processed = ad.read_h5ad(work / "results/kang/processed.h5ad")
     assert set(processed.obs["drug"]) == {"control", "stim"} and "counts" in processed.layers
+    assert processed.obs.groupby(["condition", "plate"], observed=True).size().max() == 3
+    kang = pd.read_csv(work / "resources/raw/kang/drugs.tsv", sep="\t")
+    assert kang[["drug", "type"]].values.tolist() == [["stim", "protein"]]
     norman = pd.read_csv(work / "resources/raw/norman/drugs.tsv", sep="\t")
     assert norman["drug"].tolist() == ["CBL", "FOXA1", "KLF1"] and set(norman["type"]) == {
         "genetic"
@@ -304,7 +313,7 @@ def test_paper_config_resolves_the_whole_dag_without_data(tmp_path):
                 "load": {"files": {"h5ad": "a.h5ad"}},
                 "out_of_core": {},
             },
-            "config: datasets.x.out_of_core: source 'gears' has no shards",
+            "config: datasets.x.out_of_core: source 'gears' cannot be streamed",
         ),
         (
             {

@@ -160,11 +160,7 @@ rule select_hvg_streamed:
 # drugs.tsv of an out-of-core dataset: the drugs its plan keeps, with SMILES / MoA / targets.
 rule perturbation_table:
     input:
-        unpack(
-            lambda wc: {
-                k: v for k, v in load_files(wc.dataset)[0].items() if k != "shards"
-            }
-        ),
+        unpack(lambda wc: meta_files(wc.dataset)),
         plan="results/{dataset}/shards/plan.h5",
     output:
         drugs="resources/raw/{dataset}/drugs.tsv",
@@ -180,6 +176,8 @@ rule perturbation_table:
         runtime=RES["runtime"],
     params:
         source=lambda wc: config["datasets"][wc.dataset]["source"],
+        options=shard_options,
         control=CONTROL,
+        where=lambda wc: f"datasets.{wc.dataset}.load",
     script:
         "../scripts/perturbation_table.py"

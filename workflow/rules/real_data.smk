@@ -180,16 +180,19 @@ for _name in OUT_OF_CORE:
     if config["datasets"][_name]["source"] not in SHARDED:
         raise WorkflowError(
             f"config: datasets.{_name}.out_of_core: source "
-            f"'{config['datasets'][_name]['source']}' has no shards (sharded: {', '.join(SHARDED)})"
+            f"'{config['datasets'][_name]['source']}' cannot be streamed (streamed: {', '.join(SHARDED)})"
         )
 OOC_DATASET = names_regex(OUT_OF_CORE)
 
 
+def shard_role(dataset):
+    """The `load.files` role holding the shard files (Tahoe: shards; h5ad sources: h5ad)."""
+    return SOURCES[config["datasets"][dataset]["source"]].shard_role
+
+
 def shard_files(dataset):
-    """The shard files of an out-of-core dataset (`load.files.shards`), in order."""
-    paths = load_files(dataset)[0].get("shards")
-    if not paths:
-        raise WorkflowError(f"config: datasets.{dataset}.load.files.shards is required")
+    """The shard files of an out-of-core dataset, in order."""
+    paths = load_files(dataset)[0][shard_role(dataset)]
     return [paths] if isinstance(paths, str) else list(paths)
 
 
@@ -197,9 +200,15 @@ def shard_ids(dataset):
     return [f"{i:05d}" for i in range(len(shard_files(dataset)))]
 
 
+def meta_files(dataset):
+    """The dataset's load files other than its shards (metadata the reader needs)."""
+    role = shard_role(dataset)
+    return {k: v for k, v in load_files(dataset)[0].items() if k != role}
+
+
 def shard_inputs(wildcards):
-    """One shard plus the dataset's other load files (metadata the reader needs)."""
-    files = {k: v for k, v in load_files(wildcards.dataset)[0].items() if k != "shards"}
+    """One shard plus the dataset's other load files."""
+    files = meta_files(wildcards.dataset)
     return {"shard": shard_files(wildcards.dataset)[int(wildcards.shard)], **files}
 
 

@@ -9,6 +9,8 @@ runtime.run_step(
     snakemake.params.source,
     snakemake.input.plan,
     files,
+    snakemake.params.options,
     snakemake.params.control,
     snakemake.output.drugs,
+    snakemake.params.where,
 )

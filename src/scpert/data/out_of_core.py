@@ -325,8 +325,11 @@ def plan_shards(
         [schema.CONDITION, schema.PLATE]
     )["hash"]
     index = pd.MultiIndex.from_frame(groups[[schema.CONDITION, schema.PLATE]])
-    threshold = kth.reindex(index).to_numpy()
-    groups["threshold"] = np.where(pd.isna(threshold), NO_THRESHOLD, threshold).astype(np.uint64)
+    # uint64 throughout (a float would round the hashes); groups below the cap keep every cell
+    threshold = np.full(len(groups), NO_THRESHOLD, dtype=np.uint64)
+    pos = index.get_indexer(kth.index)
+    threshold[pos[pos >= 0]] = kth.to_numpy(np.uint64)[pos >= 0]
+    groups["threshold"] = threshold
     keep_genes = (
         gene_cells >= settings.min_cells
         if settings.min_cells > 0

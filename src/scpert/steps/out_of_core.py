@@ -71,9 +71,13 @@ def select_hvg_streamed(
     log.info("kept %d genes", len(genes))
 
 
-def perturbation_table(source, plan_path, files: dict, control: str, out_path) -> None:
+def perturbation_table(
+    source, plan_path, files: dict, options: dict, control: str, out_path, where: str
+) -> None:
     """Rule perturbation_table: drugs.tsv of an out-of-core dataset (the drugs its plan keeps)."""
     plan = ooc.Plan.read(plan_path)
-    table = sources.module(source).perturbations(plan.groups["drug"].unique(), control, files)
+    table = sources.perturbations(
+        source, plan.groups["drug"].unique(), control, files, options, where
+    )
     runtime.write_tsv(table, out_path)
     log.info("wrote %d perturbations", len(table))

@@ -32,26 +32,33 @@ from scpert.errors import ConfigError
 @dataclass(frozen=True)
 class Source:
     """A loader: ``module:function`` under scpert.data.sources, called as ``(files, options,
-    control, where) -> Loaded``; the file roles it requires and accepts; whether its shards can
-    be streamed (out-of-core preprocessing, the module's ``shard_reader``)."""
+    control, where) -> Loaded``, and the file roles it requires and accepts. A source that can be
+    streamed (out-of-core preprocessing) names the role of its shard files and, in its module,
+    ``<prefix>shard_reader(files, options, control, where) -> (path -> batches)`` and
+    ``<prefix>perturbations(drugs, control, files, options, where) -> DataFrame``."""
 
     entry: str
     files: tuple[str, ...]
     optional: tuple[str, ...] = ()
-    sharded: bool = False
+    shard_role: str | None = None
+    stream_prefix: str = ""
 
     @property
     def module(self) -> str:
         return self.entry.split(":")[0]
 
+    @property
+    def sharded(self) -> bool:
+        return self.shard_role is not None
+
 
 SOURCES = {
     "scperturbench": Source("scperturbench:load", ("h5ad",), ("drugs",)),
     "gears": Source("gears:load", ("h5ad",)),
-    "pertpy": Source("mapped:load_pertpy", ("h5ad",), ("drugs",)),
-    "mapped": Source("mapped:load_mapped", ("h5ad",), ("drugs",)),
+    "pertpy": Source("mapped:load_pertpy", ("h5ad",), ("drugs",), "h5ad", "pertpy_"),
+    "mapped": Source("mapped:load_mapped", ("h5ad",), ("drugs",), "h5ad", "mapped_"),
     "tahoe": Source(
-        "tahoe:load", ("shards", "genes", "samples"), ("drugs", "cell_lines"), sharded=True
+        "tahoe:load", ("shards", "genes", "samples"), ("drugs", "cell_lines"), "shards"
     ),
 }
 #: the sources whose shards can be streamed
@@ -102,10 +109,24 @@ def check_options(options: dict, known, where: str) -> None:
         )
 
 
-def shard_reader(source: str, files: dict, options: dict, control: str, where: str):
-    """``path -> batches of cells`` for the shards of an out-of-core dataset."""
-    if not spec(source).sharded:
+def _streamed(source: str, where: str) -> Source:
+    entry = spec(source)
+    if not entry.sharded:
         raise ConfigError(
-            f"{where}: out_of_core needs a sharded source ({', '.join(SHARDED)}), not '{source}'"
+            f"{where}: out_of_core needs a source that streams ({', '.join(SHARDED)}), not '{source}'"
         )
-    return module(source).shard_reader(files, options or {}, control, where)
+    return entry
+
+
+def shard_reader(source: str, files: dict, options: dict, control: str, where: str):
+    """``path -> batches of cells`` (raw counts in the contract) for an out-of-core dataset."""
+    entry = _streamed(source, where)
+    function = getattr(module(source), f"{entry.stream_prefix}shard_reader")
+    return function(files, options or {}, control, where)
+
+
+def perturbations(source: str, drugs, control: str, files: dict, options: dict, where: str):
+    """The perturbation table of an out-of-core dataset's ``drugs`` (its loader's conventions)."""
+    entry = _streamed(source, where)
+    function = getattr(module(source), f"{entry.stream_prefix}perturbations")
+    return function(drugs, control, files, options or {}, where)

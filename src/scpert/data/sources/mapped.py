@@ -16,7 +16,9 @@ Options (both sources; ``mapped`` requires ``context``, ``perturbation`` and ``t
 column or a list, joined with ``_``), ``perturbation``, ``controls``, ``combo_sep``,
 ``placeholder``, ``dose``, ``dose_unit``, ``dose_scale``, ``default_dose``, ``plate``,
 ``smiles``, ``type`` (chemical / genetic / protein), ``layer`` (raw counts; default
-``counts``, else ``X``), ``symbols`` (a var column of gene symbols).
+``counts``, else ``X``), ``symbols`` (a var column of gene symbols); ``batch_rows`` (cells read at
+a time when the file is streamed out of core, ``out_of_core:``; SMILES then come from
+``files.drugs`` only).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import logging
 
 import anndata as ad
+import pandas as pd
 
 from scpert.data.schema import SchemaError
 from scpert.data.sources import Loaded, check_options
@@ -52,7 +55,7 @@ MAP_KEYS = (
     "smiles",
     "type",
 )
-OPTIONS = (*MAP_KEYS, "layer", "symbols")
+OPTIONS = (*MAP_KEYS, "layer", "symbols", "batch_rows")
 PERTPY_PRESETS = {
     "scperturb": ObsMap(
         context=("cell_line",),
@@ -72,30 +75,39 @@ PERTPY_PRESETS = {
 }
 
 
-def load_pertpy(files: dict, options: dict, control: str, where: str) -> Loaded:
+def _spec(base: ObsMap, options: dict, where: str) -> ObsMap:
+    return base.with_options(
+        {k: v for k, v in options.items() if k in MAP_KEYS}, f"{where}.options"
+    )
+
+
+def _pertpy_spec(options: dict, where: str) -> ObsMap:
     check_options(options, (*OPTIONS, "preset"), where)
     preset = options.get("preset", "scperturb")
     if preset not in PERTPY_PRESETS:
         raise SchemaError(
             f"{where}.options.preset: '{preset}' is not one of {', '.join(PERTPY_PRESETS)}"
         )
-    rest = {k: v for k, v in options.items() if k != "preset"}
-    return _load(files, PERTPY_PRESETS[preset], rest, control, where)
+    return _spec(PERTPY_PRESETS[preset], options, where)
 
 
-def load_mapped(files: dict, options: dict, control: str, where: str) -> Loaded:
+def _mapped_spec(options: dict, where: str) -> ObsMap:
     check_options(options, OPTIONS, where)
     for key in ("context", "perturbation", "type"):
         if not options.get(key):
             raise SchemaError(f"{where}.options.{key} is required for source 'mapped'")
-    base = ObsMap(context=(), perturbation="", type="")
-    return _load(files, base, options, control, where)
+    return _spec(ObsMap(context=(), perturbation="", type=""), options, where)
 
 
-def _load(files, base: ObsMap, options: dict, control: str, where: str) -> Loaded:
-    spec = base.with_options(
-        {k: v for k, v in options.items() if k in MAP_KEYS}, f"{where}.options"
-    )
+def load_pertpy(files: dict, options: dict, control: str, where: str) -> Loaded:
+    return _load(files, _pertpy_spec(options, where), options, control, where)
+
+
+def load_mapped(files: dict, options: dict, control: str, where: str) -> Loaded:
+    return _load(files, _mapped_spec(options, where), options, control, where)
+
+
+def _load(files, spec: ObsMap, options: dict, control: str, where: str) -> Loaded:
     path = files["h5ad"]
     source = str(path)
     adata = ad.read_h5ad(path)
@@ -125,3 +137,52 @@ def _load(files, base: ObsMap, options: dict, control: str, where: str) -> Loade
         spec.type,
     )
     return Loaded(raw, table)
+
+
+# ------------------------------------------------------------------ streamed (out-of-core) files
+def _reader(spec: ObsMap, options: dict, control: str):
+    rows = int(options.get("batch_rows", 65536))
+
+    def read(path):
+        """A (large) h5ad read backed, ``batch_rows`` cells at a time, mapped onto the contract."""
+        backed = ad.read_h5ad(path, backed="r")
+        try:
+            for lo in range(0, backed.n_obs, rows):
+                part = backed[lo : lo + rows].to_memory()
+                yield to_contract(
+                    part,
+                    spec,
+                    control,
+                    f"{path} (rows {lo}-{lo + part.n_obs})",
+                    layer=options.get("layer", "counts"),
+                    symbols=options.get("symbols"),
+                    batch=True,
+                )
+        finally:
+            backed.file.close()
+
+    return read
+
+
+def _table(spec: ObsMap, drugs, control: str, files: dict, where: str):
+    smiles, moa = {}, {}
+    if files.get("drugs"):
+        side = read_side_table(files["drugs"], f"{where}.files.drugs")
+        smiles, moa = side["smiles"].to_dict(), side["moa"].to_dict()
+    return perturbation_table(pd.Series(drugs), control, spec.type, smiles=smiles, moa=moa)
+
+
+def pertpy_shard_reader(files: dict, options: dict, control: str, where: str):
+    return _reader(_pertpy_spec(options, where), options, control)
+
+
+def mapped_shard_reader(files: dict, options: dict, control: str, where: str):
+    return _reader(_mapped_spec(options, where), options, control)
+
+
+def pertpy_perturbations(drugs, control: str, files: dict, options: dict, where: str):
+    return _table(_pertpy_spec(options, where), drugs, control, files, where)
+
+
+def mapped_perturbations(drugs, control: str, files: dict, options: dict, where: str):
+    return _table(_mapped_spec(options, where), drugs, control, files, where)

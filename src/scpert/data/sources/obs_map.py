@@ -79,9 +79,12 @@ def require_columns(obs: pd.DataFrame, columns, source) -> None:
         raise SchemaError(f"{source}: obs['{missing[0]}'] is missing (obs has: {shown})")
 
 
-def map_obs(obs: pd.DataFrame, spec: ObsMap, control: str, source) -> pd.DataFrame:
+def map_obs(
+    obs: pd.DataFrame, spec: ObsMap, control: str, source, *, batch: bool = False
+) -> pd.DataFrame:
     """The contract's obs (``cell_line, drug, dose, plate``) of the cells that have a context and
-    a perturbation label; the index is kept (so ``adata[result.index]`` selects those cells)."""
+    a perturbation label; the index is kept and ``attrs["rows"]`` holds their positions. A
+    ``batch`` (one part of a streamed file) may lack controls or labelled cells."""
     require_columns(
         obs, [*spec.context, spec.perturbation, spec.dose, spec.dose_unit, spec.plate], source
     )
@@ -97,8 +100,9 @@ def map_obs(obs: pd.DataFrame, spec: ObsMap, control: str, source) -> pd.DataFra
             (~keep).sum(),
             len(obs),
         )
-    obs = obs.loc[keep]
-    if obs.empty:
+    rows = np.flatnonzero(keep)
+    obs = obs.iloc[rows]
+    if obs.empty and not batch:
         raise SchemaError(f"{source}: no cell has a value in obs['{spec.perturbation}']")
     labels = labels[keep]
     context = obs[spec.context[0]].astype(str)
@@ -120,7 +124,8 @@ def map_obs(obs: pd.DataFrame, spec: ObsMap, control: str, source) -> pd.DataFra
         },
         index=obs.index,
     )
-    if not (out[schema.DRUG] == control).any():
+    out.attrs["rows"] = rows
+    if not batch and not (out[schema.DRUG] == control).any():
         raise SchemaError(
             f"{source}: no control cells: obs['{spec.perturbation}'] has none of "
             f"{', '.join(repr(c) for c in spec.controls)} (set load.options.controls)"
@@ -237,11 +242,18 @@ def counts_matrix(adata: ad.AnnData, layer: str | None, source) -> sp.csr_matrix
 
 
 def to_contract(
-    adata: ad.AnnData, spec: ObsMap, control: str, source, *, layer="counts", symbols=None
+    adata: ad.AnnData,
+    spec: ObsMap,
+    control: str,
+    source,
+    *,
+    layer="counts",
+    symbols=None,
+    batch=False,
 ) -> ad.AnnData:
     """A raw-count AnnData in the contract (obs ``cell_line, drug, dose, plate``; var = symbols)."""
-    obs = map_obs(adata.obs, spec, control, source)
-    rows = adata.obs_names.get_indexer(obs.index)
+    obs = map_obs(adata.obs, spec, control, source, batch=batch)
+    rows = obs.attrs.pop("rows")
     counts = counts_matrix(adata, layer, source)[rows]
     var = pd.DataFrame(index=gene_symbols(adata, symbols, source))
     out = ad.AnnData(X=counts, obs=obs, var=var)

@@ -322,7 +322,9 @@ def _targets(value) -> str:
     return ";".join(p.strip() for p in str(value).replace(",", ";").split(";") if p.strip())
 
 
-def perturbations(drugs_in_data, control: str, files: dict) -> pd.DataFrame:
+def perturbations(
+    drugs_in_data, control: str, files: dict, options: dict, where: str
+) -> pd.DataFrame:
     """The perturbation table of the drugs in the data (SMILES, MoA, targets: ``files.drugs``)."""
     return tahoe_perturbations(drugs_in_data, control, files.get("drugs"))
 
