@@ -251,3 +251,13 @@ def test_large_h5ad_streams_backed_to_the_in_memory_result(tmp_path):
     assert table[["drug", "type"]].values.tolist() == [["Belinostat", "chemical"]]
     with pytest.raises(ConfigError, match="out_of_core needs a source that streams"):
         sources.shard_reader("gears", {}, {}, "control", "datasets.g.load")
+
+
+def test_non_ascii_names_survive_the_intermediate_files(raw, tmp_path):
+    data = raw.copy()
+    data.obs["drug"] = data.obs["drug"].astype(str).str.replace("dA", "β-lapachone")
+    data.obs_names = [f"zelle-é{i}" for i in range(data.n_obs)]
+    sub, stats = run_pipeline(write_shards(data, tmp_path / "in", 1), tmp_path)
+    assert "β-lapachone" in set(sub.obs["drug"]) and sub.obs_names[0].startswith("zelle-é")
+    with h5py.File(stats, "r") as f:
+        assert "β-lapachone" in set(ooc._read_table(f["groups"])["drug"])

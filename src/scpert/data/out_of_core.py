@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 
 import anndata as ad
@@ -60,9 +60,6 @@ NO_THRESHOLD = np.iinfo(np.uint64).max
 #: a normal variable's 75% quantile: statsmodels' ``mad`` divides by it (scanpy cell_ranger)
 NORMAL_Q75 = 0.6744897501960817
 CHUNK_ROWS = 1 << 16
-
-#: a shard reader: shard path -> batches of cells (raw-count AnnData in the contract)
-ShardReader = Callable[[str], Iterable[ad.AnnData]]
 
 
 @dataclass(frozen=True)
@@ -135,11 +132,25 @@ def normalise(counts: sp.csr_matrix, target_sum: float) -> sp.csr_matrix:
 
 
 # ---------------------------------------------------------------------------------- HDF5 tables
+UTF8 = h5py.string_dtype("utf-8")
+
+
+def _write_strings(group: h5py.Group, name: str, values) -> None:
+    """Text as variable-length UTF-8 (cell barcodes, drug and gene names may be any text)."""
+    group.create_dataset(
+        name, data=np.asarray(values, dtype=object).astype(str).astype(object), dtype=UTF8
+    )
+
+
+def _read_strings(dataset: h5py.Dataset) -> np.ndarray:
+    return dataset.asstr()[()].astype(object)
+
+
 def _write_table(group: h5py.Group, table: pd.DataFrame) -> None:
     for col in table.columns:
         values = table[col].to_numpy()
         if values.dtype == object:
-            group.create_dataset(col, data=values.astype("S"))
+            _write_strings(group, col, values)
         else:
             group.create_dataset(col, data=values)
 
@@ -147,8 +158,7 @@ def _write_table(group: h5py.Group, table: pd.DataFrame) -> None:
 def _read_table(group: h5py.Group) -> pd.DataFrame:
     data = {}
     for name, ds in group.items():
-        values = ds[()]
-        data[name] = values.astype(str).astype(object) if values.dtype.kind == "S" else values
+        data[name] = _read_strings(ds) if h5py.check_string_dtype(ds.dtype) else ds[()]
     return pd.DataFrame(data)
 
 
@@ -213,7 +223,7 @@ def qc_shard(batches: Iterable[ad.AnnData], settings: Settings, out_path) -> dic
     )
     candidates = cells[rank < settings.max_cells_per_group]
     with h5py.File(out_path, "w") as f:
-        f.create_dataset("genes", data=np.asarray(var_names, dtype=object).astype("S"))
+        _write_strings(f, "genes", var_names)
         f.create_dataset("gene_cells", data=gene_cells)
         _write_table(f.create_group("groups"), table)
         _write_table(
@@ -256,7 +266,7 @@ class Plan:
 
     def write(self, path) -> None:
         with h5py.File(path, "w") as f:
-            f.create_dataset("genes", data=np.asarray(self.genes, dtype=object).astype("S"))
+            _write_strings(f, "genes", self.genes)
             f.create_dataset("keep_genes", data=self.keep_genes)
             _write_table(f.create_group("groups"), self.groups)
             for key, value in asdict(self.settings).items():
@@ -265,7 +275,7 @@ class Plan:
     @classmethod
     def read(cls, path) -> Plan:
         with h5py.File(path, "r") as f:
-            genes = pd.Index(f["genes"][()].astype(str))
+            genes = pd.Index(_read_strings(f["genes"]))
             keep = f["keep_genes"][()].astype(bool)
             groups = _read_table(f["groups"])
             values = {
@@ -287,7 +297,7 @@ def plan_shards(
     genes, gene_cells, tables, candidates = None, None, [], []
     for path in qc_paths:
         with h5py.File(path, "r") as f:
-            names = pd.Index(f["genes"][()].astype(str))
+            names = pd.Index(_read_strings(f["genes"]))
             if genes is None:
                 genes, gene_cells = names, np.zeros(len(names), dtype=np.int64)
             elif not names.equals(genes):
@@ -402,7 +412,7 @@ def preprocess_shard(batches: Iterable[ad.AnnData], plan: Plan, out_path) -> dic
             if picked_counts
             else sp.csr_matrix((0, n_genes), dtype=np.float32),
         )
-        cells.create_dataset("names", data=np.asarray(obs.index, dtype=object).astype("S"))
+        _write_strings(cells, "names", obs.index)
         _write_table(
             cells.create_group("obs"), obs.reset_index(drop=True).astype({"group": np.int64})
         )
@@ -467,7 +477,7 @@ def gather_shards(
             for name in STATS:
                 datasets[name][lo:hi] = block[name]
         out.create_dataset("n_cells", data=n_cells)
-        out.create_dataset("genes", data=np.asarray(genes, dtype=object).astype("S"))
+        _write_strings(out, "genes", genes)
         _write_table(out.create_group("groups"), plan.groups.drop(columns=["threshold"]))
     expected = plan.groups["n_cells"].to_numpy()
     if not np.array_equal(n_cells, expected):
@@ -503,7 +513,7 @@ def _write_subsample(shard_paths, plan: Plan, genes: pd.Index, out_path, control
     for path in shard_paths:
         with h5py.File(path, "r") as f:
             obs_parts.append(_read_table(f["cells/obs"]))
-            names.append(f["cells/names"][()].astype(str))
+            names.append(_read_strings(f["cells/names"]))
     obs = pd.concat(obs_parts, ignore_index=True)
     if obs.empty:
         raise SchemaError(f"{out_path}: the subsample is empty")
@@ -637,7 +647,7 @@ def select_hvg_from_stats(
             f"datasets take {' or '.join(ONE_PASS_FLAVORS)} (seurat: the papers' sc.pp.highly_variable_genes default)"
         )
     with h5py.File(stats_path, "r") as f:
-        genes = pd.Index(f["genes"][()].astype(str))
+        genes = pd.Index(_read_strings(f["genes"]))
         groups = _read_table(f["groups"])
     train = set(split_table.loc[split_table["split"] == "train", "condition"].astype(str))
     rows = (groups[schema.CONDITION].isin(train) | (groups[schema.DRUG] == control)).to_numpy()
