@@ -290,8 +290,11 @@ def test_paper_config_resolves_the_whole_dag_without_data(tmp_path):
     counts = job_counts(out)
     paper = yaml.safe_load((REPO / "config/paper.yaml").read_text())
     n_shards = paper["downloads"]["tahoe_shards"]["shards"]
-    assert counts["qc_shard"] == counts["preprocess_shard"] == n_shards
-    assert counts["gather_shards"] == 1 and counts["plan_shards"] == 1
+    streamed = [n for n, d in paper["datasets"].items() if d.get("out_of_core")]
+    assert "tahoe100m" in streamed and len(streamed) == 3  # Tahoe's shards; PBMC and Replogle
+    # one job per Tahoe shard, one per streamed h5ad (PBMC, Replogle)
+    assert counts["qc_shard"] == counts["preprocess_shard"] == n_shards + len(streamed) - 1
+    assert counts["gather_shards"] == counts["plan_shards"] == len(streamed)
     in_memory = [n for n, d in paper["datasets"].items() if not d.get("out_of_core")]
     assert counts["import_dataset"] == counts["preprocess"] == len(in_memory)
     assert counts["download"] >= n_shards + 4  # the shards, Tahoe's metadata and the releases
