@@ -320,6 +320,15 @@ def test_paper_config_resolves_the_whole_dag_without_data(tmp_path):
         ),
         (
             {
+                "source": "pertpy",
+                "splits": ["drug_ood"],
+                "load": {"files": {"h5ad": "a.h5ad"}},
+                "out_of_core": {},
+            },
+            "config: datasets.x.hvg.flavor: 'seurat_v3' needs a second pass",
+        ),
+        (
+            {
                 "source": "gears",
                 "splits": ["drug_ood"],
                 "load": {"files": {"h5ad": {"download": "nothing", "member": "m"}}},

@@ -5,6 +5,7 @@ import re  # noqa: E402
 from dataclasses import asdict  # noqa: E402
 
 from scpert.data.download import DOWNLOAD_DIR, plan_downloads  # noqa: E402
+from scpert.data.out_of_core import ONE_PASS_FLAVORS  # noqa: E402
 from scpert.data.out_of_core import Settings as ShardSettings  # noqa: E402
 from scpert.data.sources import SHARDED, SOURCES, check_files  # noqa: E402
 
@@ -181,6 +182,12 @@ for _name in OUT_OF_CORE:
         raise WorkflowError(
             f"config: datasets.{_name}.out_of_core: source "
             f"'{config['datasets'][_name]['source']}' cannot be streamed (streamed: {', '.join(SHARDED)})"
+        )
+    _flavor = config["datasets"][_name]["hvg"]["flavor"]
+    if _flavor not in ONE_PASS_FLAVORS:
+        raise WorkflowError(
+            f"config: datasets.{_name}.hvg.flavor: '{_flavor}' needs a second pass over the cells "
+            f"of each split; out-of-core datasets take {' or '.join(ONE_PASS_FLAVORS)}"
         )
 OOC_DATASET = names_regex(OUT_OF_CORE)
 
