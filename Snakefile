@@ -13,8 +13,12 @@ if not workflow.overwrite_configfiles:
 
 # common.smk validates the config against config/schema.yaml first (one line per error).
 include: "workflow/rules/common.smk"
+include: "workflow/rules/real_data.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/world.smk"
+include: "workflow/rules/download.smk"
+include: "workflow/rules/sources.smk"
+include: "workflow/rules/out_of_core.smk"
 include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/priors.smk"
 include: "workflow/rules/latent.smk"

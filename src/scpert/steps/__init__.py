@@ -23,6 +23,18 @@ sample                    :func:`scpert.steps.methods.sample`
 evaluate                  :func:`scpert.steps.evaluate.evaluate`
 aggregate                 :func:`scpert.steps.evaluate.aggregate`
 heatmap                   :func:`scpert.steps.figures.heatmap`
+download                  :func:`scpert.steps.downloads.download`
+gunzip                    :func:`scpert.steps.downloads.gunzip`
+extract                   :func:`scpert.steps.downloads.extract`
+import_dataset            :func:`scpert.steps.sources.import_dataset`
+import_citeseq            :func:`scpert.steps.sources.import_citeseq`
+prepare_l1000             :func:`scpert.steps.sources.prepare_l1000`
+qc_shard                  :func:`scpert.steps.out_of_core.qc_shard`
+plan_shards               :func:`scpert.steps.out_of_core.plan_shards`
+preprocess_shard          :func:`scpert.steps.out_of_core.preprocess_shard`
+gather_shards             :func:`scpert.steps.out_of_core.gather_shards`
+select_hvg_streamed       :func:`scpert.steps.out_of_core.select_hvg_streamed`
+perturbation_table        :func:`scpert.steps.out_of_core.perturbation_table`
 ========================  =====================================
 """
 
@@ -46,6 +58,18 @@ RULES = {
     "evaluate": "evaluate",
     "aggregate": "evaluate",
     "heatmap": "figures",
+    "download": "downloads",
+    "gunzip": "downloads",
+    "extract": "downloads",
+    "import_dataset": "sources",
+    "import_citeseq": "sources",
+    "prepare_l1000": "sources",
+    "qc_shard": "out_of_core",
+    "plan_shards": "out_of_core",
+    "preprocess_shard": "out_of_core",
+    "gather_shards": "out_of_core",
+    "select_hvg_streamed": "out_of_core",
+    "perturbation_table": "out_of_core",
 }
 
 __all__ = sorted(RULES)
