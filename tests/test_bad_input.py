@@ -294,12 +294,12 @@ def digest(path: Path) -> str:
 
 def reruns(world: World, proc: subprocess.CompletedProcess) -> None:
     """The dry run lists base_reg's train ("Params have changed since last execution"), sample,
-    evaluate, aggregate and heatmap, and no other job."""
+    the split's evaluate, aggregate and heatmap, and no other job."""
     out = proc.stdout
     assert job_stats(out) == {
         "train": 1,
         "sample": 1,
-        "evaluate": 1,
+        "evaluate_own_drug_ood": 1,
         "aggregate": 1,
         "heatmap": 1,
         "all": 1,
@@ -308,8 +308,9 @@ def reruns(world: World, proc: subprocess.CompletedProcess) -> None:
     blocks = job_blocks(out)
     train = blocks["train"]
     assert "method=base_reg" in train and "Params have changed since last execution" in train
-    for rule in ("sample", "evaluate"):
-        assert "method=base_reg" in blocks[rule], blocks[rule]
+    assert "method=base_reg" in blocks["sample"], blocks["sample"]
+    # one evaluate job per split scores every method of the split
+    assert "base_reg/pred.h5ad" in blocks["evaluate_own_drug_ood"]
 
 
 def nothing_to_do(world: World, proc: subprocess.CompletedProcess) -> None:
@@ -395,7 +396,8 @@ CASES = [
         "config",
         "a top-level key the schema does not know (`output: x`)",
         "config: output: unknown key (allowed at the top level: seed, control_label, device, "
-        "datasets, splits, methods, evaluation, priors, latent, resources)",
+        "datasets, splits, methods, evaluation, priors, latent, downloads, citeseq, lincs, "
+        "resources)",
         config_edit(lambda c: c.update(output="x")),
         args=DRY,
         item=12,
@@ -729,7 +731,7 @@ CASES = [
         "'L1|dB|0.1' (obs['condition'])",
         drop_test_condition,
         start="finished",
-        rule="evaluate",
+        rule="evaluate_own_drug_ood",
     ),
     Case(
         "metrics-truncated",

@@ -298,8 +298,11 @@ def test_paper_config_resolves_the_whole_dag_without_data(tmp_path):
     in_memory = [n for n, d in paper["datasets"].items() if not d.get("out_of_core")]
     assert counts["import_dataset"] == counts["preprocess"] == len(in_memory)
     assert counts["download"] >= n_shards + 4  # the shards, Tahoe's metadata and the releases
-    for rule in ("make_split", "train", "sample", "evaluate", "aggregate", "heatmap"):
+    for rule in ("make_split", "train", "sample", "aggregate", "heatmap"):
         assert counts[rule] >= 1
+    # one evaluate job (a rule per dataset and split) for every configured split
+    n_splits = sum(len(d["splits"]) for d in paper["datasets"].values())
+    assert sum(n for rule, n in counts.items() if rule.startswith("evaluate_")) == n_splits
 
 
 @pytest.mark.parametrize(

@@ -139,6 +139,7 @@ rule select_hvg_streamed:
         split="results/{dataset}/splits/{split}.tsv",
     output:
         tsv="results/{dataset}/{split}/genes.tsv",
+        ranking="results/{dataset}/{split}/hvg_ranking.tsv",
     log:
         "results/logs/select_hvg_streamed/{dataset}/{split}.log",
     wildcard_constraints:

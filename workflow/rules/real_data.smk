@@ -5,8 +5,8 @@ import re  # noqa: E402
 from dataclasses import asdict  # noqa: E402
 
 from scpert.data.download import DOWNLOAD_DIR, plan_downloads  # noqa: E402
-from scpert.data.out_of_core import ONE_PASS_FLAVORS  # noqa: E402
-from scpert.data.out_of_core import Settings as ShardSettings  # noqa: E402
+from scpert.data.shard_settings import ONE_PASS_FLAVORS  # noqa: E402
+from scpert.data.shard_settings import Settings as ShardSettings  # noqa: E402
 from scpert.data.sources import SHARDED, SOURCES, check_files  # noqa: E402
 
 # -- downloads (download.smk) ------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Rule select_hvg_streamed: a split's HVGs from group statistics (scpert.steps.select_hvg_streamed)."""
+"""Rule select_hvg_streamed: a split's HVGs and gene ranking from group statistics (scpert.steps.select_hvg_streamed)."""
 
 from scpert import runtime, steps
 
@@ -11,4 +11,5 @@ runtime.run_step(
     snakemake.params.hvg,
     snakemake.params.control,
     snakemake.params.key,
+    ranking_path=snakemake.output.ranking,
 )

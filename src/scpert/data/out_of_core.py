@@ -47,6 +47,7 @@ import scipy.sparse as sp
 
 from scpert.data import schema
 from scpert.data.schema import SchemaError
+from scpert.data.shard_settings import ONE_PASS_FLAVORS, Settings  # noqa: F401 (re-exported)
 from scpert.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -55,31 +56,10 @@ GROUP_FIELDS = (schema.CONDITION, schema.CELL_LINE, schema.DRUG, schema.DOSE, sc
 STATS = ("sum_x", "sumsq_x", "sum_norm", "sumsq_norm")
 #: the sums giving the moments each HVG flavour ranks: expm1(X) for seurat, X for cell_ranger
 FLAVOR_SUMS = {"seurat": ("sum_norm", "sumsq_norm"), "cell_ranger": ("sum_x", "sumsq_x")}
-ONE_PASS_FLAVORS = ("seurat", "cell_ranger")
 NO_THRESHOLD = np.iinfo(np.uint64).max
 #: a normal variable's 75% quantile: statsmodels' ``mad`` divides by it (scanpy cell_ranger)
 NORMAL_Q75 = 0.6744897501960817
 CHUNK_ROWS = 1 << 16
-
-
-@dataclass(frozen=True)
-class Settings:
-    """QC and normalisation (``datasets.<name>.preprocess``) and the subsample
-    (``datasets.<name>.out_of_core``)."""
-
-    min_genes: int = 0
-    min_cells: int = 0
-    min_cells_per_condition: int = 1
-    target_sum: float = 1e4
-    max_pct_mito: float | None = None
-    max_cells_per_group: int = 256
-    seed: int = 0
-
-    @classmethod
-    def from_config(cls, preprocess: dict, out_of_core: dict) -> Settings:
-        known = set(cls.__dataclass_fields__)
-        merged = {**preprocess, **{k: v for k, v in out_of_core.items() if k in known}}
-        return cls(**{k: v for k, v in merged.items() if k in known})
 
 
 # --------------------------------------------------------------------------------------- cells
@@ -641,6 +621,23 @@ def select_hvg_from_stats(
 ) -> pd.DataFrame:
     """The split's genes like :func:`scpert.data.preprocess.select_hvg` on the whole data: fitted
     on the training conditions and all controls; ``gene, rank, dispersion`` in gene order."""
+    ranking = hvg_ranking_from_stats(
+        stats_path, split_table, n_top_genes=n_top_genes, flavor=flavor, control=control, key=key
+    )
+    return ranking[ranking["rank"] <= n_top_genes].reset_index(drop=True)
+
+
+def hvg_ranking_from_stats(
+    stats_path,
+    split_table: pd.DataFrame,
+    *,
+    n_top_genes: int,
+    flavor: str = "seurat",
+    control: str = schema.DEFAULT_CONTROL,
+    key: str = "hvg.flavor",
+) -> pd.DataFrame:
+    """Every gene ranked like :func:`scpert.data.preprocess.hvg_ranking` (``hvg_ranking.tsv``),
+    from the group statistics of the training conditions and all controls."""
     if flavor not in ONE_PASS_FLAVORS:
         raise ConfigError(
             f"{key}: '{flavor}' needs a second pass over the cells of each split; out-of-core "
@@ -660,8 +657,7 @@ def select_hvg_from_stats(
         order = np.lexsort((np.arange(len(score)), -np.nan_to_num(score, nan=-np.inf)))
         ranks = np.empty_like(order)
         ranks[order] = np.arange(len(order))
-    keep = ranks < n_top_genes
-    return pd.DataFrame({"gene": genes[keep], "rank": ranks[keep] + 1, "dispersion": score[keep]})
+    return pd.DataFrame({"gene": genes, "rank": ranks + 1, "dispersion": score})
 
 
 # ---------------------------------------------------------------------------------- shard readers

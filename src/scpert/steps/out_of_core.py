@@ -56,10 +56,13 @@ def gather_shards(
 
 
 def select_hvg_streamed(
-    stats_path, split_path, out_path, params: dict, control: str, key: str
+    stats_path, split_path, out_path, params: dict, control: str, key: str, ranking_path=None
 ) -> None:
-    """Rule select_hvg_streamed: the split's HVGs from the group statistics (train + controls)."""
-    genes = ooc.select_hvg_from_stats(
+    """Rule select_hvg_streamed: the split's HVGs (``out_path``) and every gene's variability rank
+    (``ranking_path``) from the group statistics (train + controls)."""
+    from scpert.data.preprocess import top_genes
+
+    ranking = ooc.hvg_ranking_from_stats(
         stats_path,
         io.read_split(split_path),
         n_top_genes=params["n_top_genes"],
@@ -67,8 +70,11 @@ def select_hvg_streamed(
         control=control,
         key=key,
     )
+    genes = top_genes(ranking, params["n_top_genes"])
     runtime.write_tsv(genes, out_path)
-    log.info("kept %d genes", len(genes))
+    if ranking_path is not None:
+        runtime.write_tsv(ranking, ranking_path)
+    log.info("kept %d of %d genes", len(genes), len(ranking))
 
 
 def perturbation_table(
