@@ -326,8 +326,9 @@ def test_load_vmcs_gives_frozen_tokens_of_the_contract(built):
     assert out.shared.shape == (n, model.K_s, model.D_tok)
     assert out.protein.shape == (n, model.K_p, model.D_tok)
     assert out.c_cell.shape == (n, model.D_tok)
-    again = model.tokens(z_c, g_p, q)
-    torch.testing.assert_close(out.c_cell, again.c_cell)  # no masking, no EMA update
+    again = model.train().tokens(z_c, g_p, q)  # training mode too: no masking, no EMA update
+    model.eval()
+    torch.testing.assert_close(out.c_cell, again.c_cell)
     drop = torch.zeros(n, dtype=torch.bool)
     drop[0] = True
     dropped = model.tokens(z_c, g_p, q, drop_protein=drop)

@@ -104,7 +104,8 @@ def method_gpus(wildcards):
 def train_gpus(wildcards):
     """GPUs a train job needs: the preset's ``gpus`` (data-parallel processes launched with
     torchrun inside the job, scpert.generative.distributed; e.g. scPPDM paper: 4) for GPU
-    methods, 0 for baselines. profiles/slurm leaves it to this function (sbatch --gpus=N)."""
+    methods, 0 for baselines. profiles/slurm leaves it to this function (sbatch --gpus=N).
+    """
     entry = RUN.methods[wildcards.method]
     return int(entry.params.get("gpus", 1)) if entry.uses_gpu else 0
 

@@ -264,9 +264,10 @@ class VMCS(nn.Module):
     def beta(self) -> torch.Tensor:
         return self.log_beta.exp()
 
-    def agreement(self, f_r: torch.Tensor, f_p: torch.Tensor) -> torch.Tensor:
-        """rho (D,): EMA of the batch Pearson in training (updates ``rho_ema``), else rho_ema."""
-        if not self.training:
+    def agreement(self, f_r: torch.Tensor, f_p: torch.Tensor, batch: bool) -> torch.Tensor:
+        """rho (D,): with ``batch`` the EMA of the batch Pearson (updates ``rho_ema``), else
+        ``rho_ema``."""
+        if not batch:
             return self.rho_ema
         rho_batch = batch_pearson(f_r, f_p)
         gamma = float(self.params["ema_momentum"])
@@ -279,11 +280,15 @@ class VMCS(nn.Module):
             self.rho_seen.fill_(True)
         return rho
 
-    def decompose(self, z_c: torch.Tensor, g_p: torch.Tensor) -> Decomposition:
+    def decompose(
+        self, z_c: torch.Tensor, g_p: torch.Tensor, batch_stats: bool | None = None
+    ) -> Decomposition:
+        """Eqs. 2-4; ``batch_stats`` (default: training mode) uses and updates the batch rho."""
         R = self.rotation()
         f_r = self.phi_z(z_c) @ R.T  # R phi_z(z_c), rows
         f_p = self.phi_p(g_p) @ R.T
-        rho_hat = (self.agreement(f_r, f_p) + 1.0) / 2.0
+        batch = self.training if batch_stats is None else batch_stats
+        rho_hat = (self.agreement(f_r, f_p, batch) + 1.0) / 2.0
         w = torch.sigmoid((rho_hat - self.tau_s) / self.beta)
         h_s = (w * 0.5 * (f_r + f_p)) @ R  # R^T v, rows
         r_p = ((1.0 - w) * f_p) @ R
@@ -295,7 +300,7 @@ class VMCS(nn.Module):
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
         """``(L_vmcs, {"mcc", "align"}, (m_r, m_p))`` of one batch (training mode)."""
         p = self.params
-        d = self.decompose(z_c, g_p)
+        d = self.decompose(z_c, g_p, batch_stats=True)
         align = mixture_mmd(d.w * d.f_r, d.w * d.f_p, p["mmd_bandwidths"])
         m_r, m_p, _ = complementary_masks(q, d.rho_hat.detach(), p["p_min"], p["p_max"], generator)
         full = 0.5 * (d.f_r + d.f_p)
@@ -317,8 +322,9 @@ class VMCS(nn.Module):
         q: torch.Tensor,
         drop_protein: torch.Tensor | None = None,
     ) -> CellTokens:
-        """The cell condition tokens (module docstring "Interface")."""
-        d = self.decompose(z_c, g_p)
+        """The cell condition tokens (module docstring "Interface"); the agreement is always
+        ``rho_ema`` (frozen after ``train_vmcs``, also when the model is in training mode)."""
+        d = self.decompose(z_c, g_p, batch_stats=False)
         residual = q.to(d.r_p)[:, None] * d.r_p
         if drop_protein is not None:
             residual = residual * (~drop_protein.bool()).to(residual)[:, None]
