@@ -88,7 +88,7 @@ def test_translator_beats_the_mean_protein_baseline_on_held_out_cells(built):
     translator = protein.load_translator(root / "translator")
     meta = json.loads((root / "translator" / protein.TRANSLATOR_JSON).read_text())
     cite = io.read_h5ad(world / "citeseq.h5ad")
-    held = set(pd.read_csv(root / "translator" / "heldout_cells.tsv", sep="\t")["cell"])
+    held = set(pd.read_csv(root / "translator" / protein.HELDOUT_CELLS, sep="\t")["cell"])
     untreated = (cite.obs["drug"].astype(str) == CONTROL).to_numpy()
     is_held = np.array([c in held for c in cite.obs_names])
     assert not (is_held & ~untreated).any() and is_held.sum() == round(0.2 * untreated.sum())
@@ -122,6 +122,30 @@ def test_translator_folder_errors_name_the_field(tmp_path, built):
             tmp_path / "no_protein.h5ad", paths["h5ad"], tmp_path / "out", {}, device="cpu"
         )
     assert not (tmp_path / "out").exists()
+
+
+def test_citeseq_proteins_as_features_of_x(built):
+    """A 10x-style single matrix (ADT features in X, var feature_types) reads like obsm."""
+    import anndata as ad
+    import scipy.sparse as sp
+
+    _, world, _ = built
+    cite = io.read_h5ad(world / "citeseq.h5ad")
+    adt = cite.obsm["protein"]
+    merged = ad.AnnData(
+        sp.hstack([cite.X, sp.csr_matrix(adt.to_numpy(np.float32))]).tocsr(),
+        obs=cite.obs,
+        var=pd.DataFrame(
+            {
+                "feature_types": ["Gene Expression"] * cite.n_vars
+                + ["Antibody Capture"] * adt.shape[1]
+            },
+            index=[*cite.var_names, *[f"{p}_ADT" for p in adt.columns]],
+        ),
+    )
+    rna, values, names = protein.citeseq_tables(merged, "merged.h5ad")
+    assert list(rna.var_names) == list(cite.var_names) and names == [f"{p}_ADT" for p in adt]
+    np.testing.assert_array_equal(values, adt.to_numpy(float))
 
 
 def test_checkpoint_translator_is_checked_and_copied(built, tmp_path):

@@ -32,7 +32,8 @@ Replacing the translator (a scLinguist checkpoint, or any model with the two out
 Folder of the dataset-level prior ``translator`` (rule ``train_translator``)
     ``translator.json`` (kind, params, genes/proteins counts, held-out metrics), ``genes.tsv``,
     ``proteins.tsv``, ``translator.pt`` (state dict), ``history.tsv``, ``heldout.tsv`` (per
-    protein: Pearson of translator and of the mean-protein baseline on held-out CITE-seq cells).
+    protein: Pearson and MSE of translator and of the mean-protein baseline on held-out CITE-seq
+    cells), ``heldout_cells.tsv`` (those cells: rule ``validate_pqm`` scores them).
 
 Folder of the split-level prior ``protein`` (rule ``infer_protein``)
     ``cell_proteins.npz`` read by :func:`read_cell_proteins` -> :class:`CellProteins` for every
@@ -63,6 +64,7 @@ EMBEDDING_DIM = 128  # g_p width (App. A.1.2)
 TRANSLATOR_JSON, TRANSLATOR_STATE = "translator.json", "translator.pt"
 GENES_TSV, PROTEINS_TSV = "genes.tsv", "proteins.tsv"
 HISTORY_TSV, HELDOUT_TSV = "history.tsv", "heldout.tsv"
+HELDOUT_CELLS = "heldout_cells.tsv"  # CITE-seq cells the translator did not train on
 CELL_PROTEINS, PQM_TSV, PQM_JSON = "cell_proteins.npz", "pqm.tsv", "pqm.json"
 
 #: translator presets. ``paper`` keeps scLinguist's interface (g_p 128) with a wider encoder;
@@ -124,23 +126,40 @@ def protein_levels(adt) -> np.ndarray:
     return np.log1p(adt / np.maximum(total, 1.0) * np.median(total)).astype(np.float32)
 
 
-def citeseq_tables(adata, source) -> tuple[np.ndarray, list[str], pd.DataFrame]:
-    """ADT counts, protein names and obs of a CITE-seq AnnData (``obsm["protein"]`` DataFrame or
-    array with ``uns["proteins"]``, or ``layers["protein"]`` is not used: proteins are features of
-    another modality, so an ``obsm`` entry is the contract of :mod:`scpert.data.sources.citeseq`)."""
-    if "protein" not in adata.obsm:
-        raise InputError(f"{source}: CITE-seq data needs obsm['protein'] (ADT counts per cell)")
-    prot = adata.obsm["protein"]
-    if isinstance(prot, pd.DataFrame):
-        names, values = [str(c) for c in prot.columns], prot.to_numpy(dtype=np.float64)
+ADT_FEATURE_TYPE = "Antibody Capture"  # 10x feature type of ADT features
+
+
+def citeseq_tables(adata, source):
+    """``(rna AnnData, ADT counts [n, P], protein names)`` of a CITE-seq AnnData whose proteins
+    are either ``obsm["protein"]`` (a DataFrame, or an array named by ``uns["proteins"]``: the
+    layout of :mod:`scpert.data.sources.citeseq` and of the synthetic world) or features of ``X``
+    with ``var["feature_types"] == "Antibody Capture"`` (10x / muon-style single matrix)."""
+    if "protein" in adata.obsm:
+        prot = adata.obsm["protein"]
+        if isinstance(prot, pd.DataFrame):
+            names, values = [str(c) for c in prot.columns], prot.to_numpy(dtype=np.float64)
+        else:
+            names = [str(c) for c in adata.uns.get("proteins", [])]
+            values = np.asarray(prot, dtype=np.float64)
+            if len(names) != values.shape[1]:
+                raise InputError(
+                    f"{source}: obsm['protein'] is an array without uns['proteins'] names"
+                )
+        rna = adata
+    elif "feature_types" in adata.var and (adata.var["feature_types"] == ADT_FEATURE_TYPE).any():
+        is_adt = (adata.var["feature_types"] == ADT_FEATURE_TYPE).to_numpy()
+        names = [str(c) for c in adata.var_names[is_adt]]
+        block = adata.X[:, is_adt]
+        values = np.asarray(block.toarray() if sp.issparse(block) else block, dtype=np.float64)
+        rna = adata[:, ~is_adt]
     else:
-        names = [str(c) for c in adata.uns.get("proteins", [])]
-        values = np.asarray(prot, dtype=np.float64)
-        if len(names) != values.shape[1]:
-            raise InputError(f"{source}: obsm['protein'] is an array without uns['proteins'] names")
+        raise InputError(
+            f"{source}: CITE-seq data needs obsm['protein'] (ADT counts per cell) or ADT features "
+            f"in X with var['feature_types'] == '{ADT_FEATURE_TYPE}'"
+        )
     if not np.isfinite(values).all() or (values < 0).any():
-        raise InputError(f"{source}: obsm['protein'] must hold finite non-negative ADT counts")
-    return values, names, adata.obs
+        raise InputError(f"{source}: the ADT counts must be finite and non-negative")
+    return rna, values, names
 
 
 # ------------------------------------------------------------------------------------- model

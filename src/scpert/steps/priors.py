@@ -210,13 +210,12 @@ def evaluate_priors(
 
 
 # ------------------------------------------------------------------- cell-state priors (VMCS)
-def _read_citeseq(path, genes_of=None):
-    """CITE-seq AnnData, its ADT counts, protein names and obs (scpert.priors.protein)."""
+def _read_citeseq(path):
+    """CITE-seq RNA AnnData, its ADT counts, protein names and obs (scpert.priors.protein)."""
     from scpert.priors import protein
 
-    cite = io.read_h5ad(path)
-    adt, proteins, obs = protein.citeseq_tables(cite, path)
-    return cite, adt, proteins, obs
+    cite, adt, proteins = protein.citeseq_tables(io.read_h5ad(path), path)
+    return cite, adt, proteins, cite.obs
 
 
 def _untreated(obs: pd.DataFrame, control: str) -> np.ndarray:
@@ -347,7 +346,7 @@ def train_translator(
                 metrics["heldout_pearson_median"],
             )
         runtime.write_tsv(
-            pd.DataFrame({"cell": np.asarray(names)[heldout]}), tmp / "heldout_cells.tsv"
+            pd.DataFrame({"cell": np.asarray(names)[heldout]}), tmp / protein.HELDOUT_CELLS
         )
 
 
@@ -526,21 +525,23 @@ def validate_pqm(
     dev = runtime.torch_setup(device, threads)
     cite, adt, proteins, obs = _read_citeseq(citeseq_path)
     translator = protein.load_translator(translator_dir, dev)
-    held = set(
-        pd.read_csv(Path(translator_dir) / "heldout_cells.tsv", sep="\t")["cell"].astype(str)
-    )
-    mask = np.array([c in held for c in map(str, obs.index)]) & _untreated(obs, control)
+    held_path = Path(translator_dir) / protein.HELDOUT_CELLS
+    held = set(pd.read_csv(held_path, sep="\t")["cell"].astype(str))
+    untreated = _untreated(obs, control)
+    mask = np.array([c in held for c in map(str, obs.index)]) & untreated
     if mask.sum() < 3:
-        raise InputError(
-            f"{translator_dir}/heldout_cells.tsv: fewer than 3 held-out CITE-seq cells"
-        )
+        raise InputError(f"{held_path}: fewer than 3 held-out untreated CITE-seq cells")
+    absent = [p for p in translator.proteins if p not in proteins]
+    if absent:
+        raise InputError(f"{citeseq_path}: obsm['protein'] lacks translator proteins {absent[:3]}")
     rna_all = protein.rna_levels(cite.X[mask])
     var = list(map(str, cite.var_names))
     pos = {g: i for i, g in enumerate(var)}
     x = rna_all[:, [pos[g] for g in translator.genes]]
     p_hat, g_p = translator.translate(x)
     panel = [proteins.index(p) for p in translator.proteins]
-    true = protein.protein_levels(adt[mask])[:, panel]
+    # levels on the translator's training scale: normalised over the untreated cells
+    true = protein.protein_levels(adt[untreated])[mask[untreated]][:, panel]
     if schema.CELL_LINE not in obs:
         raise InputError(f"{citeseq_path}: obs needs '{schema.CELL_LINE}' (the cell type)")
     result = validate(
