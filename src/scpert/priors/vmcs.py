@@ -179,10 +179,12 @@ class Tokenizer(nn.Module):
 
 def cayley(A: torch.Tensor) -> torch.Tensor:
     """Eq. 2: ``R = (I - S)(I + S)^-1`` with ``S = A - A^T`` (orthogonal for any A)."""
-    S = A - A.T
-    eye = torch.eye(A.shape[0], dtype=A.dtype, device=A.device)
-    # X (I + S) = I - S  <=>  (I + S)^T X^T = (I - S)^T
-    return torch.linalg.solve((eye + S).T, (eye - S).T).T
+    with torch.autocast(A.device.type, enabled=False):  # the solve in full precision (bf16 runs)
+        A = A.float() if A.dtype in (torch.float16, torch.bfloat16) else A
+        S = A - A.T
+        eye = torch.eye(A.shape[0], dtype=A.dtype, device=A.device)
+        # X (I + S) = I - S  <=>  (I + S)^T X^T = (I - S)^T
+        return torch.linalg.solve((eye + S).T, (eye - S).T).T
 
 
 def batch_pearson(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
