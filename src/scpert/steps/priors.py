@@ -1,7 +1,10 @@
-"""Rule steps of the drug priors: pretrain_graph, pretrain_mdt, evaluate_priors.
+"""Rule steps of StateXDiff's priors: the drug priors (pretrain_graph, pretrain_mdt,
+evaluate_priors) and the cell-state priors (train_translator, infer_protein, train_vmcs,
+validate_pqm).
 
 Each pretraining step writes one prior folder (:func:`scpert.layout.prior_dir`) atomically; the
-files inside are described in :mod:`scpert.priors.outputs`.
+files inside are described in :mod:`scpert.priors.outputs` (drug priors),
+:mod:`scpert.priors.protein` (translator, protein) and :mod:`scpert.priors.vmcs`.
 """
 
 from __future__ import annotations
