@@ -307,9 +307,10 @@ def complexes_input(wildcards):
 
 def cell_state_targets():
     """The App. A.2.3 validation (validate_pqm) of every dataset on which a configured
-    method needs the "protein" prior."""
+    method needs a cell-state prior (translator, protein or vmcs)."""
+    cell_state = {"translator", "protein", "vmcs"}
     datasets = dict.fromkeys(
-        ds for ds, _, method in RUN.jobs if "protein" in RUN.methods[method].priors
+        ds for ds, _, method in RUN.jobs if cell_state & set(RUN.methods[method].priors)
     )
     return [
         path
