@@ -150,8 +150,55 @@ def build_mdt(paths: dict, out_dir, world) -> None:
     )
 
 
+def _sibling(out_dir, name: str, paths: dict, world):
+    """The folder of prior ``name`` beside ``out_dir``, built first when missing."""
+    folder = out_dir.parent / name
+    if not folder.exists():
+        PRIOR_BUILDERS[name](paths, folder, world)
+    return folder
+
+
+def build_translator(paths: dict, out_dir, world) -> None:
+    steps.train_translator(
+        world / "citeseq.h5ad",
+        paths["h5ad"],
+        out_dir,
+        {"preset": "tiny", "params": {"steps": 30}},
+        CONTROL,
+        device="cpu",
+    )
+
+
+def build_protein(paths: dict, out_dir, world) -> None:
+    inputs = {
+        **paths,
+        "translator": _sibling(out_dir, "translator", paths, world),
+        "latent": _sibling(out_dir, "latent", paths, world),
+        "complexes": world / "complexes.tsv",
+    }
+    steps.infer_protein(inputs, out_dir, {}, CONTROL, device="cpu")
+
+
+def build_vmcs(paths: dict, out_dir, world) -> None:
+    inputs = {
+        **paths,
+        "protein": _sibling(out_dir, "protein", paths, world),
+        "latent": _sibling(out_dir, "latent", paths, world),
+    }
+    steps.train_vmcs(
+        inputs, out_dir, {"preset": "tiny", "params": {"epochs": 2}}, CONTROL, device="cpu"
+    )
+
+
 #: how the contract test builds each prior of the layout (small settings, the rules' own steps)
-PRIOR_BUILDERS = {"latent": build_latent, "graph": build_graph, "mdt": build_mdt}
+PRIOR_BUILDERS = {
+    "latent": build_latent,
+    "graph": build_graph,
+    "mdt": build_mdt,
+    "translator": build_translator,
+    "protein": build_protein,
+    "vmcs": build_vmcs,
+}
 
 
 def test_every_prior_of_the_layout_has_a_builder():

@@ -391,6 +391,7 @@ def test_priors(world, counts):
 
 def test_citeseq_protein_follows_rna(world, counts):
     cite = ad.read_h5ad(world[0] / "citeseq.h5ad")
+    cite = cite[(cite.obs["drug"] == "control").to_numpy()]
     protein = cite.obsm["protein"]
     assert cite.n_obs == 300 and protein.shape == (300, 12)
     assert list(cite.var_names) == list(counts.var_names)
@@ -404,6 +405,32 @@ def test_citeseq_protein_follows_rna(world, counts):
         for g in protein.columns
     ]
     assert np.median(rho) > 0.1
+
+
+def test_citeseq_treated_cells_and_complexes(world, counts):
+    """Treated CITE-seq cells: the single-cell drugs at every dose in the first
+    citeseq_treated_lines lines, 10 cells each; the panel carries whole complexes (>= 3 subunits),
+    and a drug moves the proteins of its line away from the line's untreated cells."""
+    cite = ad.read_h5ad(world[0] / "citeseq.h5ad")
+    obs = cite.obs.astype(str)
+    treated = obs[obs["drug"] != "control"]
+    sc_drugs = set(counts.obs["drug"].astype(str)) - {"control"}
+    assert set(treated["drug"]) == {d for d in sc_drugs if "+" not in d}
+    assert set(treated["dose"]) == {"0.1", "1", "10"}
+    assert len(set(treated["cell_line"])) == 2  # SMALL has two lines, both treated
+    assert treated.groupby(["cell_line", "drug", "dose"]).size().eq(10).all()
+    panel = set(cite.obsm["protein"].columns)
+    complexes = pd.read_csv(world[0] / "complexes.tsv", sep="\t")
+    on_panel = [c.split(";") for c in complexes["genes"] if set(c.split(";")) <= panel]
+    assert on_panel and all(len(c) >= 3 for c in on_panel)
+    protein = np.log1p(cite.obsm["protein"].to_numpy(float))
+    line = treated["cell_line"].iloc[0]
+    ctrl = protein[((obs["cell_line"] == line) & (obs["drug"] == "control")).to_numpy()]
+    high = protein[((obs["cell_line"] == line) & (obs["dose"] == "10")).to_numpy()]
+    low_dose = protein[((obs["cell_line"] == line) & (obs["dose"] == "0.1")).to_numpy()]
+    assert (
+        np.abs(high.mean(0) - ctrl.mean(0)).mean() > np.abs(low_dose.mean(0) - ctrl.mean(0)).mean()
+    )
 
 
 def test_bad_params_are_named(tmp_path):

@@ -114,11 +114,16 @@ def test_every_prior_of_the_layout_is_built_by_a_rule(tmp_path):
         "results/synthetic/priors/graph",
         "results/synthetic/drug_ood/priors/mdt",
         "results/synthetic/drug_ood/priors/latent",
+        "results/synthetic/priors/translator",
+        "results/synthetic/drug_ood/priors/protein",
+        "results/synthetic/drug_ood/priors/vmcs",
     ]
     out = snakemake("-n", "-d", tmp_path, *targets).stdout
     counts = job_counts(out)
     assert counts["pretrain_graph"] == 1 and counts["pretrain_mdt"] == 1
     assert counts["finetune_latent"] == 1 and "train" not in counts
+    assert counts["train_translator"] == 1 and counts["infer_protein"] == 1
+    assert counts["train_vmcs"] == 1
 
 
 def test_configfile_replaces_the_default_config(tmp_path):

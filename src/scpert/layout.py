@@ -17,7 +17,8 @@ Priors
     :data:`PRIORS` names every prior and its level; a method asks for priors by these names
     (:attr:`scpert.methods.registry.MethodSpec.priors`) and receives their folders in
     :attr:`scpert.methods.base.PerturbData.priors`. The files inside a folder are the producing
-    rule's business (:mod:`scpert.priors.outputs`, :mod:`scpert.latent.checkpoint`).
+    rule's business (:mod:`scpert.priors.outputs`, :mod:`scpert.latent.checkpoint`,
+    :mod:`scpert.priors.protein`, :mod:`scpert.priors.vmcs`).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ WORLD_FILES = (
 )
 
 #: world files (by stem) that a simulated dataset uses as the priors' knowledge inputs
-WORLD_PRIOR_INPUTS = ("dti", "ppi", "complexes", "gene_sets", "l1000")
+WORLD_PRIOR_INPUTS = ("dti", "ppi", "complexes", "gene_sets", "l1000", "citeseq")
 
 DATASET, SPLIT = "dataset", "split"
 
@@ -48,6 +49,10 @@ PRIORS = {
     "graph": DATASET,  # drug-gene HeteroSAGE prior z_b (rule pretrain_graph)
     "mdt": SPLIT,  # L1000 mechanism-aware drug templates, test drugs excluded (pretrain_mdt)
     "latent": SPLIT,  # SCimilarity-layout encoder/decoder on training cells (finetune_latent)
+    # StateXDiff's cell-state priors (scpert.priors.protein, .pqm, .vmcs; arXiv:2605.16104 §3.2)
+    "translator": DATASET,  # RNA -> protein translator on CITE-seq cells (train_translator)
+    "protein": SPLIT,  # p_hat, g_p, PQM q of every untreated cell (infer_protein)
+    "vmcs": SPLIT,  # virtual multimodal cell state on untreated training cells (train_vmcs)
 }
 
 #: split names that would collide with the layout (``results/{dataset}/priors/``, ``splits/``)

@@ -138,6 +138,7 @@ def all_targets():
     targets += paper_table_files()
     targets += expand("results/figures/heatmap_scperturbench.{ext}", ext=["pdf", "png"])
     targets += prior_targets()
+    targets += cell_state_targets()
     targets += world_vs_real_targets()
     return targets
 
@@ -278,3 +279,45 @@ def latent_inputs(wildcards):
     if LATENT.get("checkpoint"):
         inputs["checkpoint"] = LATENT["checkpoint"]
     return inputs
+
+
+# -- cell-state priors of StateXDiff (rules in cell_state.smk) ----------------------------------
+def translator_inputs(wildcards):
+    """CITE-seq cells of train_translator / validate_pqm: config priors.files.citeseq, else the
+    simulated world's citeseq.h5ad; plus priors.translator.checkpoint when set."""
+    path = prior_file(wildcards.dataset, "citeseq")
+    if path is None:
+        raise WorkflowError(
+            f"config: priors.files.citeseq is required for dataset '{wildcards.dataset}' (paired "
+            "RNA + protein cells for the translator, e.g. resources/raw/citeseq/<name>/citeseq.h5ad "
+            "written by import_citeseq)"
+        )
+    inputs = {"citeseq": path}
+    folder = PRIORS.get("translator", {}).get("checkpoint")
+    if folder:
+        inputs["checkpoint"] = folder
+    return inputs
+
+
+def complexes_input(wildcards):
+    """Protein complexes for PQM's s_cx (priors.files.complexes or the world's), when any."""
+    path = prior_file(wildcards.dataset, "complexes")
+    return {"complexes": path} if path else {}
+
+
+def cell_state_targets():
+    """The App. A.2.3 validation (validate_pqm) of every dataset on which a configured
+    method needs a cell-state prior (translator, protein or vmcs)."""
+    cell_state = {"translator", "protein", "vmcs"}
+    datasets = dict.fromkeys(
+        ds for ds, _, method in RUN.jobs if cell_state & set(RUN.methods[method].priors)
+    )
+    return [
+        path
+        for ds in datasets
+        for path in (
+            f"results/tables/pqm_validation_{ds}.tsv",
+            f"results/figures/pqm_validation_{ds}.pdf",
+            f"results/figures/pqm_validation_{ds}.png",
+        )
+    ]

@@ -77,9 +77,14 @@ Priors
     150–499; complex members 700–999); 1–2 CORUM-like complexes of 3–6 coding genes per program;
     GMT with one set per program plus mixed sets.
 CITE-seq
-    Untreated cells of the single-cell lines in their own batch; ADT counts for ``n_proteins``
-    coding genes ``NB(10, a_c (bg + amp · sigmoid(k · x + c)))`` with ``x`` the standardised latent
-    RNA log-rate of the protein's gene (saturating, noisy).
+    Untreated cells of the single-cell lines in their own batch, plus treated cells (every
+    single-cell drug at every dose, the drug effect of the single-cell data) in the first
+    ``citeseq_treated_lines`` lines (obs ``drug``, ``dose``; controls ``control``, ``0``); ADT
+    counts for ``n_proteins`` coding genes ``NB(10, a_c (bg + amp · sigmoid(k · x + c)))`` with
+    ``x`` the latent RNA log-rate of the protein's gene standardised over the untreated cells
+    (saturating, noisy). The panel holds whole complexes of ``complexes.tsv`` (at most 40 % of
+    it), whose subunits share their amplitude ``amp`` (x ``logN(0, 0.1²)``), so that complex
+    coherence (StateXDiff App. A.2.1 s_cx) has complexes with >= 3 subunits on the panel.
 """
 
 from __future__ import annotations
@@ -135,6 +140,8 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "l1000_replicates": 3,
     "citeseq_cells": 2000,
     "n_proteins": 50,
+    "citeseq_treated_lines": 2,
+    "citeseq_cells_per_condition": 10,
 }
 
 
@@ -177,6 +184,7 @@ L1000_CONTROL = "DMSO"
 CMAP_MISSING = -666  # CMap's code for a missing metadata value
 L1000_MIN_WEIGHT = 0.01
 PROTEIN_DISPERSION = 10.0
+CITESEQ_COMPLEX_SHARE = 0.4  # at most this share of the protein panel are whole complexes
 PPI_WITHIN, PPI_BETWEEN = 0.2, 0.002
 TARGET_SUM = 1e4
 
@@ -214,9 +222,10 @@ def resolve_params(params: dict | None) -> dict:
         "l1000_replicates",
         "citeseq_cells",
         "n_proteins",
+        "citeseq_cells_per_condition",
     ):
         need(isinstance(p[key], int) and p[key] >= 1, key, "must be an integer >= 1")
-    for key in ("n_l1000_only_drugs", "n_combos", "seed"):
+    for key in ("n_l1000_only_drugs", "n_combos", "seed", "citeseq_treated_lines"):
         need(isinstance(p[key], int) and p[key] >= 0, key, "must be an integer >= 0")
     need(p["l1000_replicates"] >= 2, "l1000_replicates", "must be >= 2 (replicate correlation)")
     need(0 < p["zero_fraction"] < 1, "zero_fraction", "must lie in (0, 1)")
@@ -972,8 +981,36 @@ def _gene_sets(p: dict, genes: Genes, rng) -> list[tuple[str, str, list[str]]]:
 
 
 # -------------------------------------------------------------------------------------- CITE-seq
+def _protein_panel(p: dict, genes: Genes, complexes: pd.DataFrame, rng) -> tuple[np.ndarray, list]:
+    """Panel gene indices (sorted) and the complexes whose subunits all are on it: whole complexes
+    first (up to ``CITESEQ_COMPLEX_SHARE`` of the panel), the rest from expressed coding genes."""
+    pos = {g: i for i, g in enumerate(genes.symbols)}
+    chosen: list[int] = []
+    on_panel = []
+    for k in rng.permutation(len(complexes)):
+        members = [pos[g] for g in complexes["genes"].iloc[k].split(";")]
+        if len(chosen) + len(members) > CITESEQ_COMPLEX_SHARE * p["n_proteins"]:
+            continue
+        chosen += [m for m in members if m not in chosen]
+        on_panel.append(members)
+    coding = np.flatnonzero(genes.protein_coding & (genes.base > np.median(genes.base)))
+    rest = np.setdiff1d(coding, chosen)
+    if len(rest) < p["n_proteins"] - len(chosen):
+        rest = np.setdiff1d(np.flatnonzero(genes.protein_coding), chosen)
+    fill = rng.choice(rest, p["n_proteins"] - len(chosen), replace=False)
+    return np.sort(np.concatenate([np.asarray(chosen, dtype=int), fill])), on_panel
+
+
 def _citeseq(
-    p: dict, genes: Genes, lines: Lines, phase_shift: np.ndarray, library: float, rng
+    p: dict,
+    genes: Genes,
+    lines: Lines,
+    drugs: Drugs,
+    complexes: pd.DataFrame,
+    phase_shift: np.ndarray,
+    phase_response: np.ndarray,
+    library: float,
+    rng,
 ) -> ad.AnnData:
     sc_lines = np.flatnonzero(lines.in_single_cell)
     n = p["citeseq_cells"]
@@ -990,31 +1027,82 @@ def _citeseq(
     )
     size = np.exp(rng.normal(0.0, CELL_LIBRARY_SD, n))
     rna = _sample_counts(softmax(log_rate, axis=1) * size[:, None], library, p["dispersion"], rng)
-    coding = np.flatnonzero(genes.protein_coding & (genes.base > np.median(genes.base)))
-    if len(coding) < p["n_proteins"]:
-        coding = np.flatnonzero(genes.protein_coding)
-    prot_genes = np.sort(rng.choice(coding, p["n_proteins"], replace=False))
+    prot_genes, panel_complexes = _protein_panel(p, genes, complexes, rng)
     x = log_rate[:, prot_genes]
-    x = (x - x.mean(axis=0)) / np.maximum(x.std(axis=0), 1e-6)
+    centre_x, scale_x = x.mean(axis=0), np.maximum(x.std(axis=0), 1e-6)
     amp = np.exp(rng.normal(math.log(200.0), 0.5, len(prot_genes)))
+    column = {g: j for j, g in enumerate(prot_genes)}
+    for members in panel_complexes:  # subunits of a complex share their abundance scale
+        cols = [column[m] for m in members]
+        amp[cols] = amp[cols[0]] * np.exp(rng.normal(0.0, 0.1, len(cols)))
     background = np.exp(rng.normal(math.log(10.0), 0.3, len(prot_genes)))
     steep = rng.uniform(1.0, 3.0, len(prot_genes))
     centre = rng.normal(0.0, 0.5, len(prot_genes))
-    adt_size = np.exp(rng.normal(0.0, 0.2, n))[:, None]
-    mean = adt_size * (background + amp * expit(steep * x + centre))
-    adt = rng.negative_binomial(
-        PROTEIN_DISPERSION, PROTEIN_DISPERSION / (PROTEIN_DISPERSION + mean)
-    )
+
+    def adt_counts(rates: np.ndarray) -> np.ndarray:
+        z = (rates[:, prot_genes] - centre_x) / scale_x
+        adt_size = np.exp(rng.normal(0.0, 0.2, len(rates)))[:, None]
+        mean = adt_size * (background + amp * expit(steep * z + centre))
+        return rng.negative_binomial(
+            PROTEIN_DISPERSION, PROTEIN_DISPERSION / (PROTEIN_DISPERSION + mean)
+        )
+
+    adt = adt_counts(log_rate)
     obs = pd.DataFrame(
         {
-            schema.CELL_LINE: pd.Categorical([lines.names[i] for i in line_idx]),
-            schema.PHASE: pd.Categorical(np.asarray(p["phases"])[phase_idx]),
+            schema.CELL_LINE: [lines.names[i] for i in line_idx],
+            schema.DRUG: schema.DEFAULT_CONTROL,
+            schema.DOSE: "0",
+            schema.PHASE: np.asarray(p["phases"])[phase_idx],
         },
         index=[f"cite{i:06d}" for i in range(n)],
     )
-    adata = ad.AnnData(rna, obs=obs, var=_var(genes))
+    # treated cells: every single-cell drug at every dose in the first citeseq_treated_lines lines
+    treated_lines = sc_lines[: p["citeseq_treated_lines"]]
+    single = np.flatnonzero(drugs.table["in_single_cell"].to_numpy())
+    names = drugs.table["drug"].to_numpy()
+    per = p["citeseq_cells_per_condition"]
+    blocks, adts, rows = [rna], [adt], [obs]
+    for line in treated_lines:
+        for d in single:
+            for dose in p["doses"]:
+                cond = Condition(int(line), names[d], schema.format_dose(dose), [(d, dose)], None)
+                per_phase, gene = _program_gene_effects(cond, drugs, lines, phase_response)
+                ph = rng.choice(len(fractions), per, p=fractions)
+                rate = (
+                    genes.base
+                    + lines.baseline[line]
+                    + phase_shift[ph]
+                    + batch
+                    + per_phase[ph] @ genes.loadings.T
+                    + gene
+                    + _cell_noise(per, genes, rng)
+                )
+                cell_size = np.exp(rng.normal(0.0, CELL_LIBRARY_SD, per))
+                blocks.append(
+                    _sample_counts(
+                        softmax(rate, axis=1) * cell_size[:, None], library, p["dispersion"], rng
+                    )
+                )
+                adts.append(adt_counts(rate))
+                start = sum(len(r) for r in rows)
+                rows.append(
+                    pd.DataFrame(
+                        {
+                            schema.CELL_LINE: lines.names[line],
+                            schema.DRUG: cond.drug,
+                            schema.DOSE: cond.dose,
+                            schema.PHASE: np.asarray(p["phases"])[ph],
+                        },
+                        index=[f"cite{start + i:06d}" for i in range(per)],
+                    )
+                )
+    obs = pd.concat(rows)
+    for col in obs.columns:
+        obs[col] = pd.Categorical(obs[col], categories=list(dict.fromkeys(obs[col])))
+    adata = ad.AnnData(sp.vstack(blocks).tocsr(), obs=obs, var=_var(genes))
     adata.obsm["protein"] = pd.DataFrame(
-        adt.astype(np.int64), index=obs.index, columns=genes.symbols[prot_genes]
+        np.concatenate(adts).astype(np.int64), index=obs.index, columns=genes.symbols[prot_genes]
     )
     return adata
 
@@ -1071,8 +1159,11 @@ def simulate_world(params: dict, outdir: Path, resources: Path) -> dict:
             sensitivity.
         l1000_cell_lines (int, 6): L1000-only lines (``LK01``...).
         l1000_replicates (int, 3): replicates per L1000 signature (>= 2).
-        citeseq_cells (int, 2000): cells of the CITE-seq-like dataset.
+        citeseq_cells (int, 2000): untreated cells of the CITE-seq-like dataset.
         n_proteins (int, 50): ADT proteins (named after their protein-coding genes).
+        citeseq_treated_lines (int, 2): single-cell lines (the first ones) whose CITE-seq set
+            also has treated cells: every single-cell drug at every dose (0 = none).
+        citeseq_cells_per_condition (int, 10): CITE-seq cells per treated (line, drug, dose).
 
     outdir: folder for ``WORLD_FILES``; resources: the repository's ``resources/`` folder.
     Returns ``{"n_cells", "n_genes", "zero_fraction", "library_size", "n_conditions", "files"}``.
@@ -1104,7 +1195,7 @@ def simulate_world(params: dict, outdir: Path, resources: Path) -> dict:
     complexes = _complexes(p, genes, rng)
     ppi = _ppi(genes, complexes, rng)
     gene_sets = _gene_sets(p, genes, rng)
-    citeseq = _citeseq(p, genes, lines, phase_shift, library, rng)
+    citeseq = _citeseq(p, genes, lines, drugs, complexes, phase_shift, phase_response, library, rng)
 
     outdir.mkdir(parents=True, exist_ok=True)
     write_atomic(outdir / "counts.h5ad", adata.write_h5ad)

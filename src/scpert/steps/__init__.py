@@ -17,6 +17,10 @@ select_hvg                :func:`scpert.steps.data.select_hvg`
 pretrain_graph            :func:`scpert.steps.priors.pretrain_graph`
 pretrain_mdt              :func:`scpert.steps.priors.pretrain_mdt`
 evaluate_priors           :func:`scpert.steps.priors.evaluate_priors`
+train_translator          :func:`scpert.steps.priors.train_translator`
+infer_protein             :func:`scpert.steps.priors.infer_protein`
+train_vmcs                :func:`scpert.steps.priors.train_vmcs`
+validate_pqm              :func:`scpert.steps.priors.validate_pqm`
 finetune_latent           :func:`scpert.steps.latent.finetune_latent`
 train                     :func:`scpert.steps.methods.train`
 sample                    :func:`scpert.steps.methods.sample`
@@ -52,6 +56,10 @@ RULES = {
     "pretrain_graph": "priors",
     "pretrain_mdt": "priors",
     "evaluate_priors": "priors",
+    "train_translator": "priors",
+    "infer_protein": "priors",
+    "train_vmcs": "priors",
+    "validate_pqm": "priors",
     "finetune_latent": "latent",
     "train": "methods",
     "sample": "methods",

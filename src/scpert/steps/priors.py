@@ -1,11 +1,15 @@
-"""Rule steps of the drug priors: pretrain_graph, pretrain_mdt, evaluate_priors.
+"""Rule steps of StateXDiff's priors: the drug priors (pretrain_graph, pretrain_mdt,
+evaluate_priors) and the cell-state priors (train_translator, infer_protein, train_vmcs,
+validate_pqm).
 
 Each pretraining step writes one prior folder (:func:`scpert.layout.prior_dir`) atomically; the
-files inside are described in :mod:`scpert.priors.outputs`.
+files inside are described in :mod:`scpert.priors.outputs` (drug priors),
+:mod:`scpert.priors.protein` (translator, protein) and :mod:`scpert.priors.vmcs`.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -206,3 +210,360 @@ def evaluate_priors(
         split,
         extra_drugs_path=extra_drugs_path,
     )
+
+
+# ------------------------------------------------------------------- cell-state priors (VMCS)
+def _read_citeseq(path):
+    """CITE-seq RNA AnnData, its ADT counts, protein names and obs (scpert.priors.protein)."""
+    from scpert.priors import protein
+
+    cite, adt, proteins = protein.citeseq_tables(io.read_h5ad(path), path)
+    return cite, adt, proteins, cite.obs
+
+
+def _untreated(obs: pd.DataFrame, control: str) -> np.ndarray:
+    """Untreated CITE-seq cells: drug == control, or every cell without a ``drug`` column."""
+    if schema.DRUG not in obs:
+        return np.ones(len(obs), dtype=bool)
+    return (obs[schema.DRUG].astype(str) == control).to_numpy()
+
+
+def _var_names(h5ad_path) -> list[str]:
+    return [str(g) for g in io.read_h5ad(h5ad_path, backed="r").var_names]
+
+
+def train_translator(
+    citeseq_path,
+    h5ad_path,
+    out_dir,
+    settings: dict,
+    control: str = schema.DEFAULT_CONTROL,
+    *,
+    checkpoint=None,
+    device: str = "auto",
+    threads: int = 1,
+) -> None:
+    """Rule train_translator: the dataset-level ``translator`` prior (scpert.priors.protein).
+
+    Trains the stand-in translator on the CITE-seq cells (untreated ones unless
+    ``params.train_on: all``) in the genes shared with ``processed.h5ad``, holding out a seeded
+    fraction to score it against the mean-protein baseline; with ``checkpoint`` (config
+    ``priors.translator.checkpoint``) the given translator folder is checked, scored on every
+    CITE-seq cell and copied instead.
+    """
+    import shutil
+
+    import torch
+
+    from scpert.errors import InputError
+    from scpert.priors import protein
+
+    params = protein.resolve_params(settings.get("preset", "tiny"), settings.get("params"))
+    device = runtime.torch_setup(device, threads, seed=params["seed"])
+    cite, adt, proteins, obs = _read_citeseq(citeseq_path)
+    known = set(_var_names(h5ad_path))
+    shared = [g for g in map(str, cite.var_names) if g in known]
+    if not shared:
+        raise InputError(f"{citeseq_path}: no gene in common with {h5ad_path}")
+    cells = _untreated(obs, control) if params["train_on"] == "control" else np.ones(len(obs), bool)
+    rna_all = protein.rna_levels(cite.X[cells])  # normalised over every CITE-seq gene
+    pos = {g: i for i, g in enumerate(map(str, cite.var_names))}
+    y = protein.protein_levels(adt[cells])
+    names = list(obs.index[cells])
+    with runtime.atomic_dir(out_dir) as tmp:
+        if checkpoint:
+            translator = protein.load_translator(checkpoint, device)
+            missing = [g for g in translator.genes if g not in known]
+            if missing:
+                raise InputError(
+                    f"{checkpoint}: translator genes missing from {h5ad_path}, e.g. {missing[:3]}"
+                )
+            have = [g for g in translator.genes if g in pos]
+            if len(have) < len(translator.genes):
+                raise InputError(
+                    f"{citeseq_path}: lacks translator genes, e.g. "
+                    f"{[g for g in translator.genes if g not in pos][:3]}"
+                )
+            x = rna_all[:, [pos[g] for g in translator.genes]]
+            panel = [proteins.index(p) for p in translator.proteins if p in proteins]
+            p_hat, _ = translator.translate(x)
+            keep = [i for i, p in enumerate(translator.proteins) if p in proteins]
+            metrics = protein.heldout_metrics(p_hat[:, keep], y[:, panel], y[:, panel].mean(0))
+            for item in Path(checkpoint).iterdir():
+                if item.is_file():
+                    shutil.copy2(item, tmp / item.name)
+            heldout = np.ones(len(names), bool)
+            log.info("translator from %s (%s): %s", checkpoint, type(translator).__name__, metrics)
+        else:
+            genes = protein.input_genes(
+                rna_all[:, [pos[g] for g in shared]], shared, proteins, params["n_input_genes"]
+            )
+            x = rna_all[:, [pos[g] for g in genes]]
+            heldout = protein.heldout_split(len(x), params["heldout_fraction"], params["seed"])
+            log.info(
+                "translator on %d CITE-seq cells (%d held out) x %d genes -> %d proteins, device %s",
+                (~heldout).sum(),
+                heldout.sum(),
+                len(genes),
+                len(proteins),
+                device,
+            )
+            net, history = protein.train_net(x[~heldout], y[~heldout], params, device)
+            translator = protein.ScpertTranslator(net, genes, proteins, device)
+            p_hat, _ = translator.translate(x[heldout])
+            train_mean = y[~heldout].mean(0)
+            metrics = protein.heldout_metrics(p_hat, y[heldout], train_mean)
+            base = protein.per_protein_pearson(np.broadcast_to(train_mean, p_hat.shape), y[heldout])
+            runtime.write_tsv(history, tmp / protein.HISTORY_TSV)
+            runtime.write_tsv(
+                pd.DataFrame(
+                    {
+                        "protein": proteins,
+                        "pearson": protein.per_protein_pearson(p_hat, y[heldout]),
+                        "mse": ((p_hat - y[heldout]) ** 2).mean(0),
+                        "mse_mean_baseline": ((train_mean - y[heldout]) ** 2).mean(0),
+                        "pearson_mean_baseline": base,
+                    }
+                ),
+                tmp / protein.HELDOUT_TSV,
+                float_format="%.6g",
+            )
+            torch.save(net.state_dict(), tmp / protein.TRANSLATOR_STATE)
+            protein.write_names(tmp / protein.GENES_TSV, genes)
+            protein.write_names(tmp / protein.PROTEINS_TSV, proteins)
+            meta = {
+                "kind": "scpert",
+                "embedding_dim": protein.EMBEDDING_DIM,
+                "params": params,
+                "n_genes": len(genes),
+                "n_proteins": len(proteins),
+                "citeseq": str(citeseq_path),
+                **metrics,
+            }
+            (tmp / protein.TRANSLATOR_JSON).write_text(json.dumps(meta, indent=1) + "\n")
+            log.info(
+                "held-out MSE %.4f vs mean-protein baseline %.4f (R2 %.3f), median Pearson %.3f",
+                metrics["heldout_mse"],
+                metrics["heldout_mse_mean_baseline"],
+                metrics["heldout_r2"],
+                metrics["heldout_pearson_median"],
+            )
+        runtime.write_tsv(
+            pd.DataFrame({"cell": np.asarray(names)[heldout]}), tmp / protein.HELDOUT_CELLS
+        )
+
+
+def _complex_lists(path) -> list[list[str]]:
+    from scpert.priors import sources
+
+    return [] if not path else [list(g) for g in sources.read_complexes(path)["genes"]]
+
+
+def infer_protein(
+    inputs: dict,
+    out_dir,
+    settings: dict,
+    control: str = schema.DEFAULT_CONTROL,
+    *,
+    device: str = "auto",
+    threads: int = 1,
+) -> None:
+    """Rule infer_protein: the split-level ``protein`` prior (scpert.priors.protein
+    :class:`CellProteins`) for every untreated cell of the split's processed data.
+
+    inputs: ``h5ad``, ``split``, ``genes`` (the split's), ``translator`` and ``latent`` prior
+    folders, optionally ``complexes``; settings: config ``priors.protein`` (``params``: PQM,
+    scpert.priors.pqm.DEFAULTS).
+    """
+    from scpert.errors import InputError
+    from scpert.latent import load_model
+    from scpert.priors import pqm, protein
+
+    params = pqm.resolve_params(settings.get("params"))
+    dev = runtime.torch_setup(device, threads)
+    adata = io.read_processed(inputs["h5ad"], control)
+    io.read_split(inputs["split"], adata.obs[schema.CONDITION], inputs["h5ad"])
+    controls = adata[(adata.obs[schema.DRUG].astype(str) == control).to_numpy()]
+    translator = protein.load_translator(inputs["translator"], dev)
+    missing = [g for g in translator.genes if g not in controls.var_names]
+    if missing:
+        raise InputError(
+            f"{inputs['h5ad']}: translator genes ({inputs['translator']}) missing, e.g. {missing[:3]}"
+        )
+    p_hat, g_p = translator.translate(controls[:, translator.genes].X)
+    genes = io.read_genes(inputs["genes"], adata.var_names, inputs["h5ad"])
+    latent = load_model(inputs["latent"], dev)
+    if latent.genes != genes:
+        raise InputError(f"{inputs['latent']}: genes differ from {inputs['genes']}")
+    z_c = latent.embed(controls[:, genes].X)
+    rna = pqm.rna_of_proteins(controls.X, list(map(str, controls.var_names)), translator.proteins)
+    result = pqm.compute_pqm(
+        rna,
+        p_hat,
+        g_p,
+        z_c,
+        translator.proteins,
+        _complex_lists(inputs.get("complexes")),
+        params,
+        index=controls.obs_names,
+    )
+    log.info(
+        "PQM on %d untreated cells: |A| = %d reference genes (%s > %.2f): %s",
+        controls.n_obs,
+        len(result.reference),
+        params["reference"],
+        params["threshold"],
+        ", ".join(result.reference),
+    )
+    log.info(
+        "PQM: %d complexes with >= %d subunits on the panel: %s",
+        len(result.complexes),
+        params["min_subunits"],
+        "; ".join("+".join(c) for c in result.complexes) or "none",
+    )
+    log.info("PQM: q median %.3f (5%% %.3f, 95%% %.3f)", *np.quantile(result.q, [0.5, 0.05, 0.95]))
+    cells = protein.CellProteins(
+        list(map(str, controls.obs_names)), p_hat, g_p, result.q, list(translator.proteins)
+    )
+    summary = {
+        "n_cells": controls.n_obs,
+        "reference_genes": result.reference,
+        "complexes": result.complexes,
+        "stats": result.stats,
+        "population_spearman": result.population_rho,
+        "params": params,
+    }
+    with runtime.atomic_dir(out_dir) as tmp:
+        protein.write_cell_proteins(cells, tmp / protein.CELL_PROTEINS)
+        runtime.write_tsv(
+            result.scores.rename_axis("cell").reset_index(),
+            tmp / protein.PQM_TSV,
+            float_format="%.6g",
+        )
+        (tmp / protein.PQM_JSON).write_text(json.dumps(summary, indent=1) + "\n")
+
+
+def train_vmcs(
+    inputs: dict,
+    out_dir,
+    settings: dict,
+    control: str = schema.DEFAULT_CONTROL,
+    *,
+    device: str = "auto",
+    threads: int = 1,
+) -> None:
+    """Rule train_vmcs: the split-level ``vmcs`` prior (scpert.priors.vmcs) from the untreated
+    cells of the split's training data. inputs: ``h5ad``, ``split``, ``genes``, ``protein`` and
+    ``latent`` prior folders; settings: config ``priors.vmcs`` (``preset``, ``params``)."""
+    from scpert.data.preprocess import train_cells_mask
+    from scpert.latent import load_model
+    from scpert.priors import protein, vmcs
+
+    params = vmcs.resolve_params(settings.get("preset", "tiny"), settings.get("params"))
+    dev = runtime.torch_setup(device, threads, seed=params["seed"])
+    adata = io.read_processed(inputs["h5ad"], control)
+    split = io.read_split(inputs["split"], adata.obs[schema.CONDITION], inputs["h5ad"])
+    untreated = (adata.obs[schema.DRUG].astype(str) == control).to_numpy()
+    cells = adata[train_cells_mask(adata.obs, split, control) & untreated]
+    genes = io.read_genes(inputs["genes"], adata.var_names, inputs["h5ad"])
+    latent = load_model(inputs["latent"], dev)
+    z_c = latent.embed(io.restrict_genes(cells, genes, inputs["h5ad"]).X)
+    prior = protein.read_cell_proteins(inputs["protein"])
+    rows = prior.rows(list(map(str, cells.obs_names)))
+    log.info(
+        "VMCS (preset %s) on %d untreated training cells: z_c %d, g_p %d, D %d, device %s",
+        settings.get("preset", "tiny"),
+        cells.n_obs,
+        z_c.shape[1],
+        prior.g_p.shape[1],
+        params["D"],
+        dev,
+    )
+    model, history = vmcs.train_vmcs(z_c, prior.g_p[rows], prior.q[rows], params, dev)
+    final = {k: float(history[k].iloc[-1]) for k in ("loss", "mcc", "align") if k in history}
+    meta = {
+        "n_cells": int(cells.n_obs),
+        "tau_s": float(model.tau_s),
+        "beta": float(model.beta),
+        "rho_mean": float(model.rho_ema.mean()),
+        "final": final,
+    }
+    log.info("VMCS: %s, parameters %s", meta, model.parameter_counts())
+    with runtime.atomic_dir(out_dir) as tmp:
+        vmcs.save_vmcs(model, tmp, meta)
+        runtime.write_tsv(history, tmp / vmcs.HISTORY_TSV, float_format="%.6g")
+        runtime.write_tsv(
+            cells.obs[[schema.CELL_LINE, schema.PLATE]]
+            .astype(str)
+            .rename_axis("cell")
+            .reset_index(),
+            tmp / vmcs.CELLS_TSV,
+        )
+
+
+def validate_pqm(
+    citeseq_path,
+    translator_dir,
+    table_path,
+    pdf_path,
+    png_path,
+    settings: dict,
+    control: str = schema.DEFAULT_CONTROL,
+    *,
+    complexes_path=None,
+    title: str = "",
+    device: str = "auto",
+    threads: int = 1,
+) -> None:
+    """Rule validate_pqm: App. A.2.3 on the translator's held-out untreated CITE-seq cells
+    (scpert.priors.pqm_validation): a tidy table and a figure (PDF + PNG)."""
+    import matplotlib.pyplot as plt
+
+    from scpert.errors import InputError
+    from scpert.plots.pqm import pqm_validation as draw
+    from scpert.priors import pqm, protein
+    from scpert.priors.pqm_validation import validate
+
+    params = pqm.resolve_params(settings.get("params"))
+    dev = runtime.torch_setup(device, threads)
+    cite, adt, proteins, obs = _read_citeseq(citeseq_path)
+    translator = protein.load_translator(translator_dir, dev)
+    held_path = Path(translator_dir) / protein.HELDOUT_CELLS
+    held = set(pd.read_csv(held_path, sep="\t")["cell"].astype(str))
+    untreated = _untreated(obs, control)
+    mask = np.array([c in held for c in map(str, obs.index)]) & untreated
+    if mask.sum() < 3:
+        raise InputError(f"{held_path}: fewer than 3 held-out untreated CITE-seq cells")
+    absent = [p for p in translator.proteins if p not in proteins]
+    if absent:
+        raise InputError(f"{citeseq_path}: obsm['protein'] lacks translator proteins {absent[:3]}")
+    rna_all = protein.rna_levels(cite.X[mask])
+    var = list(map(str, cite.var_names))
+    pos = {g: i for i, g in enumerate(var)}
+    x = rna_all[:, [pos[g] for g in translator.genes]]
+    p_hat, g_p = translator.translate(x)
+    panel = [proteins.index(p) for p in translator.proteins]
+    # levels on the translator's training scale: normalised over the untreated cells
+    true = protein.protein_levels(adt[untreated])[mask[untreated]][:, panel]
+    if schema.CELL_LINE not in obs:
+        raise InputError(f"{citeseq_path}: obs needs '{schema.CELL_LINE}' (the cell type)")
+    result = validate(
+        pqm.rna_of_proteins(rna_all, var, translator.proteins),
+        p_hat,
+        g_p,
+        true,
+        x,
+        obs[schema.CELL_LINE].astype(str).to_numpy()[mask],
+        list(translator.proteins),
+        _complex_lists(complexes_path),
+        params,
+    )
+    for row in result.table.itertuples():
+        log.info("%-36s %.4g  (paper %s)", row.quantity, row.value, row.paper)
+    fig = draw(result.cells, result.table, title)
+    runtime.write_tsv(result.table, table_path, float_format="%.6g")
+    runtime.write_atomic(
+        pdf_path, lambda p: fig.savefig(p, format="pdf", metadata={"CreationDate": None})
+    )
+    runtime.write_atomic(png_path, lambda p: fig.savefig(p, format="png", dpi=120))
+    plt.close(fig)
