@@ -48,6 +48,7 @@ PRIORS = {
     "graph": DATASET,  # drug-gene HeteroSAGE prior z_b (rule pretrain_graph)
     "mdt": SPLIT,  # L1000 mechanism-aware drug templates, test drugs excluded (pretrain_mdt)
     "latent": SPLIT,  # SCimilarity-layout encoder/decoder on training cells (finetune_latent)
+    "perturbdiff_marginal": SPLIT,  # PerturbDiff's marginal model of control cells (pretrain_perturbdiff)
 }
 
 #: split names that would collide with the layout (``results/{dataset}/priors/``, ``splits/``)

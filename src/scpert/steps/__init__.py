@@ -18,6 +18,7 @@ pretrain_graph            :func:`scpert.steps.priors.pretrain_graph`
 pretrain_mdt              :func:`scpert.steps.priors.pretrain_mdt`
 evaluate_priors           :func:`scpert.steps.priors.evaluate_priors`
 finetune_latent           :func:`scpert.steps.latent.finetune_latent`
+pretrain_perturbdiff      :func:`scpert.steps.pretrain.pretrain_perturbdiff`
 train                     :func:`scpert.steps.methods.train`
 sample                    :func:`scpert.steps.methods.sample`
 evaluate                  :func:`scpert.steps.evaluate.evaluate`
@@ -53,6 +54,7 @@ RULES = {
     "pretrain_mdt": "priors",
     "evaluate_priors": "priors",
     "finetune_latent": "latent",
+    "pretrain_perturbdiff": "pretrain",
     "train": "methods",
     "sample": "methods",
     "evaluate": "evaluate",
