@@ -66,7 +66,8 @@ rule pretrain_perturbdiff:
         runtime=pretrain_perturbdiff_size("train_runtime"),
         gpu=1,
     params:
-        settings=PERTURBDIFF_PRETRAIN,
+        # the resolved parameters, so that editing the preset reruns the pretraining
+        settings={**PERTURBDIFF_PRETRAIN, "params": PERTURBDIFF_PRETRAIN_PARAMS},
         control=CONTROL,
         seed=config["seed"],
         device=config["device"],
