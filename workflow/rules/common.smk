@@ -104,7 +104,8 @@ def method_gpus(wildcards):
 def train_gpus(wildcards):
     """GPUs a train job needs: the preset's ``gpus`` (data-parallel processes launched with
     torchrun inside the job, scpert.generative.distributed; e.g. scPPDM paper: 4) for GPU
-    methods, 0 for baselines. profiles/slurm leaves it to this function (sbatch --gpus=N)."""
+    methods, 0 for baselines. profiles/slurm leaves it to this function (sbatch --gpus=N).
+    """
     entry = RUN.methods[wildcards.method]
     return int(entry.params.get("gpus", 1)) if entry.uses_gpu else 0
 
@@ -277,3 +278,50 @@ def latent_inputs(wildcards):
     if LATENT.get("checkpoint"):
         inputs["checkpoint"] = LATENT["checkpoint"]
     return inputs
+
+
+# -- PerturbDiff marginal pretraining (rule in pretrain.smk) ----------------------------------
+PERTURBDIFF_PRETRAIN = config.get("perturbdiff_pretrain", {})
+PERTURBDIFF_PRETRAIN_PRESET = PERTURBDIFF_PRETRAIN.get("preset", "tiny")
+
+
+def _pretrain_params():
+    """The resolved pretraining parameters (a perturbdiff preset); errors name the config key."""
+    from scpert.methods import get_spec
+
+    try:
+        return get_spec("perturbdiff").resolve(
+            PERTURBDIFF_PRETRAIN_PRESET,
+            PERTURBDIFF_PRETRAIN.get("params"),
+            key="perturbdiff_pretrain",
+        )
+    except ConfigError as err:
+        raise WorkflowError(f"config: {err}") from None
+
+
+PERTURBDIFF_PRETRAIN_PARAMS = _pretrain_params()
+
+
+def pretrain_perturbdiff_inputs(wildcards):
+    """Split data, the drug table, the MDT templates when the network uses them, atlas files."""
+    split_dir = f"results/{wildcards.dataset}/{wildcards.split}"
+    inputs = {
+        "h5ad": f"results/{wildcards.dataset}/processed.h5ad",
+        "split": f"results/{wildcards.dataset}/splits/{wildcards.split}.tsv",
+        "genes": f"{split_dir}/genes.tsv",
+        "drugs": raw_drugs(wildcards),
+    }
+    if PERTURBDIFF_PRETRAIN_PARAMS["drug_features"] == "morgan_mdt":
+        inputs["prior_mdt"] = layout.prior_dir(
+            "mdt", wildcards.dataset, wildcards.split
+        )
+    for i, path in enumerate(PERTURBDIFF_PRETRAIN.get("atlas", [])):
+        inputs[f"atlas_{i}"] = path
+    return inputs
+
+
+def pretrain_perturbdiff_size(key):
+    def size(wildcards, attempt):
+        return preset_size(PERTURBDIFF_PRETRAIN_PRESET, key) * attempt
+
+    return size

@@ -99,7 +99,7 @@ def pretrain_perturbdiff(
     import torch
 
     from scpert.data.preprocess import train_cells_mask
-    from scpert.methods import get_method, get_spec
+    from scpert.methods import get_spec
     from scpert.methods.perturbdiff.covariates import structure_features, vocabularies
     from scpert.methods.perturbdiff.method import (
         build_network,
@@ -109,7 +109,6 @@ def pretrain_perturbdiff(
     )
     from scpert.methods.perturbdiff.train import marginal_sets, pretrain_marginal
 
-    get_method("perturbdiff")
     params = get_spec("perturbdiff").resolve(
         settings.get("preset", "tiny"), settings.get("params"), key="perturbdiff_pretrain"
     )
@@ -157,7 +156,7 @@ def pretrain_perturbdiff(
         params,
         torch.device(dev),
         seed,
-        Path(out_dir).parent / ".pretrain_checkpoints",
+        Path(out_dir).parent / ".perturbdiff_marginal_checkpoints",
     )
     meta = {
         "cells": int(len(obs)),
@@ -170,5 +169,5 @@ def pretrain_perturbdiff(
         save_prior(tmp, net.cpu(), params, genes, vocab, meta)
     import shutil
 
-    shutil.rmtree(Path(out_dir).parent / ".pretrain_checkpoints", ignore_errors=True)
+    shutil.rmtree(Path(out_dir).parent / ".perturbdiff_marginal_checkpoints", ignore_errors=True)
     log.info("marginal prior: %s (%d steps, %.1f s)", out_dir, result.steps, result.seconds)
