@@ -150,13 +150,14 @@ class PerturbDiff(Method):
         data = perturbation_sets(X, obs, train.control, vocab, p, rows, "training data")
         val = self._validation_sets(train, X) if int(p["val_every"]) > 0 else None
         log.info(
-            "perturbdiff: %d cell sets of m = %d (%d groups, %d cells, %d controls' groups), "
-            "%d genes, %d cell lines, %d plates, %d drugs, %s validation sets, init %s",
+            "perturbdiff: %d sets of m = %d cells per step from %d groups (%d of them control "
+            "groups) of %d cells; %d genes, %d cell lines, %d plates, %d drugs, %s validation "
+            "groups, init %s",
             int(p["batch_sets"]),
             int(p["set_size"]),
             len(data.sets),
-            len(rows),
             int((data.sets.keys[DRUG] == train.control).sum()),
+            len(rows),
             len(self.genes),
             len(vocab.cell_lines),
             len(vocab.plates),
