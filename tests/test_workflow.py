@@ -76,6 +76,16 @@ def test_dry_run_default_lists_expected_jobs(tmp_path):
     if latent_splits:
         expected["finetune_latent"] = len(latent_splits)
         expected["total"] += len(latent_splits)
+    # one marginal prior per split that a PerturbDiff variant fine-tuning it (init pretrained) runs on
+    marginal_splits = {
+        split
+        for name, m in cfg["methods"].items()
+        if m.get("base", name) == "perturbdiff" and m.get("params", {}).get("init") == "pretrained"
+        for split in m.get("splits", cfg["datasets"]["synthetic"]["splits"])
+    }
+    if marginal_splits:
+        expected["pretrain_perturbdiff"] = len(marginal_splits)
+        expected["total"] += len(marginal_splits)
     assert job_counts(out) == expected
 
 

@@ -287,7 +287,7 @@ PERTURBDIFF_PRETRAIN_PRESET = PERTURBDIFF_PRETRAIN.get("preset", "tiny")
 
 def _pretrain_params():
     """The resolved pretraining parameters (a perturbdiff preset); errors name the config key."""
-    from scpert.methods import get_spec
+    from scpert.methods.registry import get_spec
 
     try:
         return get_spec("perturbdiff").resolve(
