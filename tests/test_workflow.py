@@ -124,11 +124,13 @@ def test_every_prior_of_the_layout_is_built_by_a_rule(tmp_path):
         "results/synthetic/priors/graph",
         "results/synthetic/drug_ood/priors/mdt",
         "results/synthetic/drug_ood/priors/latent",
+        "results/synthetic/drug_ood/priors/perturbdiff_marginal",
     ]
     out = snakemake("-n", "-d", tmp_path, *targets).stdout
     counts = job_counts(out)
     assert counts["pretrain_graph"] == 1 and counts["pretrain_mdt"] == 1
     assert counts["finetune_latent"] == 1 and "train" not in counts
+    assert counts["pretrain_perturbdiff"] == 1
 
 
 def test_configfile_replaces_the_default_config(tmp_path):
