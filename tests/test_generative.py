@@ -534,6 +534,33 @@ def test_energy_distance_against_the_explicit_formula():
     assert torch.isfinite(y.grad).all()
 
 
+def test_energy_distance_batched_and_weighted_against_the_explicit_formula():
+    """Leading dimensions are set pairs; weights define the empirical measures (a weight-0 cell,
+    e.g. a padded slot of a cell set, takes no part)."""
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(3, 6, 4, generator=g, dtype=torch.float64)
+    y = torch.randn(3, 5, 4, generator=g, dtype=torch.float64) + 0.5
+    wx = torch.tensor([[1.0] * 6, [1, 1, 1, 1, 0, 0], [2, 1, 1, 1, 1, 0]], dtype=torch.float64)
+    wy = torch.tensor([[1.0] * 5, [1, 1, 1, 0, 0], [1.0] * 5], dtype=torch.float64)
+    got = losses.energy_distance(x, y, x_weights=wx, y_weights=wy)
+    assert got.shape == (3,)
+    for b in range(3):
+        px, py = (wx[b] / wx[b].sum()).tolist(), (wy[b] / wy[b].sum()).tolist()
+
+        def expect(a, pa, c, pc):
+            d = _pairwise(a, c)
+            return sum(pa[i] * pc[j] * d[i][j] for i in range(len(pa)) for j in range(len(pc)))
+
+        want = 2 * expect(x[b], px, y[b], py) - expect(x[b], px, x[b], px)
+        want -= expect(y[b], py, y[b], py)
+        assert got[b].item() == pytest.approx(want, rel=1e-10)
+    # unit weights are the unweighted V-statistic; zero weights drop the rows
+    assert got[0].item() == pytest.approx(losses.energy_distance(x[0], y[0]).item(), rel=1e-8)
+    assert got[1].item() == pytest.approx(
+        losses.energy_distance(x[1, :4], y[1, :3]).item(), rel=1e-8
+    )
+
+
 def test_mmd_against_the_explicit_unbiased_formula():
     g = torch.Generator().manual_seed(10)
     x = torch.randn(6, 4, generator=g, dtype=torch.float64)

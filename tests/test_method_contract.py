@@ -190,6 +190,19 @@ def build_vmcs(paths: dict, out_dir, world) -> None:
     )
 
 
+def build_perturbdiff_marginal(paths: dict, out_dir, world) -> None:
+    """PerturbDiff's marginal prior with the contract test's perturbdiff network shape."""
+    params = dict(get_spec("perturbdiff").test_overrides)
+    inputs = {k: paths[k] for k in ("h5ad", "split", "genes", "drugs")}
+    if get_spec("perturbdiff").resolve("tiny", params)["drug_features"] == "morgan_mdt":
+        mdt_dir = out_dir.parent / "mdt"
+        if not mdt_dir.exists():
+            build_mdt(paths, mdt_dir, world)
+        inputs["prior_mdt"] = str(mdt_dir)
+    settings = {"preset": "tiny", "params": params}
+    steps.pretrain_perturbdiff(inputs, out_dir, settings, CONTROL, 0, "cpu", threads=1)
+
+
 #: how the contract test builds each prior of the layout (small settings, the rules' own steps)
 PRIOR_BUILDERS = {
     "latent": build_latent,
@@ -198,6 +211,7 @@ PRIOR_BUILDERS = {
     "translator": build_translator,
     "protein": build_protein,
     "vmcs": build_vmcs,
+    "perturbdiff_marginal": build_perturbdiff_marginal,
 }
 
 

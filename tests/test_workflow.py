@@ -76,6 +76,16 @@ def test_dry_run_default_lists_expected_jobs(tmp_path):
     if latent_splits:
         expected["finetune_latent"] = len(latent_splits)
         expected["total"] += len(latent_splits)
+    # one marginal prior per split that a PerturbDiff variant fine-tuning it (init pretrained) runs on
+    marginal_splits = {
+        split
+        for name, m in cfg["methods"].items()
+        if m.get("base", name) == "perturbdiff" and m.get("params", {}).get("init") == "pretrained"
+        for split in m.get("splits", cfg["datasets"]["synthetic"]["splits"])
+    }
+    if marginal_splits:
+        expected["pretrain_perturbdiff"] = len(marginal_splits)
+        expected["total"] += len(marginal_splits)
     assert job_counts(out) == expected
 
 
@@ -117,6 +127,7 @@ def test_every_prior_of_the_layout_is_built_by_a_rule(tmp_path):
         "results/synthetic/priors/translator",
         "results/synthetic/drug_ood/priors/protein",
         "results/synthetic/drug_ood/priors/vmcs",
+        "results/synthetic/drug_ood/priors/perturbdiff_marginal",
     ]
     out = snakemake("-n", "-d", tmp_path, *targets).stdout
     counts = job_counts(out)
@@ -124,6 +135,7 @@ def test_every_prior_of_the_layout_is_built_by_a_rule(tmp_path):
     assert counts["finetune_latent"] == 1 and "train" not in counts
     assert counts["train_translator"] == 1 and counts["infer_protein"] == 1
     assert counts["train_vmcs"] == 1
+    assert counts["pretrain_perturbdiff"] == 1
 
 
 def test_configfile_replaces_the_default_config(tmp_path):

@@ -53,6 +53,7 @@ PRIORS = {
     "translator": DATASET,  # RNA -> protein translator on CITE-seq cells (train_translator)
     "protein": SPLIT,  # p_hat, g_p, PQM q of every untreated cell (infer_protein)
     "vmcs": SPLIT,  # virtual multimodal cell state on untreated training cells (train_vmcs)
+    "perturbdiff_marginal": SPLIT,  # PerturbDiff's marginal model of control cells (pretrain_perturbdiff)
 }
 
 #: split names that would collide with the layout (``results/{dataset}/priors/``, ``splits/``)

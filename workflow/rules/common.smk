@@ -321,3 +321,50 @@ def cell_state_targets():
             f"results/figures/pqm_validation_{ds}.png",
         )
     ]
+
+
+# -- PerturbDiff marginal pretraining (rule in pretrain.smk) ----------------------------------
+PERTURBDIFF_PRETRAIN = config.get("perturbdiff_pretrain", {})
+PERTURBDIFF_PRETRAIN_PRESET = PERTURBDIFF_PRETRAIN.get("preset", "tiny")
+
+
+def _pretrain_params():
+    """The resolved pretraining parameters (a perturbdiff preset); errors name the config key."""
+    from scpert.methods.registry import get_spec
+
+    try:
+        return get_spec("perturbdiff").resolve(
+            PERTURBDIFF_PRETRAIN_PRESET,
+            PERTURBDIFF_PRETRAIN.get("params"),
+            key="perturbdiff_pretrain",
+        )
+    except ConfigError as err:
+        raise WorkflowError(f"config: {err}") from None
+
+
+PERTURBDIFF_PRETRAIN_PARAMS = _pretrain_params()
+
+
+def pretrain_perturbdiff_inputs(wildcards):
+    """Split data, the drug table, the MDT templates when the network uses them, atlas files."""
+    split_dir = f"results/{wildcards.dataset}/{wildcards.split}"
+    inputs = {
+        "h5ad": f"results/{wildcards.dataset}/processed.h5ad",
+        "split": f"results/{wildcards.dataset}/splits/{wildcards.split}.tsv",
+        "genes": f"{split_dir}/genes.tsv",
+        "drugs": raw_drugs(wildcards),
+    }
+    if PERTURBDIFF_PRETRAIN_PARAMS["drug_features"] == "morgan_mdt":
+        inputs["prior_mdt"] = layout.prior_dir(
+            "mdt", wildcards.dataset, wildcards.split
+        )
+    for i, path in enumerate(PERTURBDIFF_PRETRAIN.get("atlas", [])):
+        inputs[f"atlas_{i}"] = path
+    return inputs
+
+
+def pretrain_perturbdiff_size(key):
+    def size(wildcards, attempt):
+        return preset_size(PERTURBDIFF_PRETRAIN_PRESET, key) * attempt
+
+    return size

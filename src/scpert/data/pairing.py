@@ -313,8 +313,10 @@ class CellSetBatch:
 class CellSets:
     """Cell sets of one (cell_line, drug, dose, plate) group with matched controls.
 
-    obs: cells (perturbed and controls, rows indexing ``X``); ``set_size``: m.
-    :meth:`chunks` cuts every group into consecutive sets of m in a fixed order (the last one
+    obs: cells (perturbed and controls, rows indexing ``X``); ``set_size``: m; ``rows``: the
+    rows whose groups make the sets (default: every perturbed cell; e.g. all cells, controls
+    included, for PerturbDiff's control -> control sets, or only the controls for its marginal
+    pretraining). :meth:`chunks` cuts every group into consecutive sets of m in a fixed order (the last one
     padded by resampling the group's cells, flagged); :meth:`sample` draws ``n_sets`` random
     groups and m cells of each (without replacement when the group has m cells or more, else
     all its cells plus flagged resampled ones). Controls: m random cells of the group's (line,
@@ -328,6 +330,7 @@ class CellSets:
         set_size: int,
         keys: Sequence[str] = PAIR_KEYS,
         source: str = "training data",
+        rows: np.ndarray | None = None,
     ):
         if set_size < 1:
             raise ValueError(f"cell sets need set_size >= 1, got {set_size}")
@@ -338,7 +341,9 @@ class CellSets:
             raise SchemaError(f"{source}: obs['{DRUG}'] has no control cells labelled '{control}'")
         self.source = source
         self.index = ControlIndex(obs.iloc[self.control_rows], source=source)
-        perturbed = np.flatnonzero(~is_control)
+        perturbed = np.flatnonzero(~is_control) if rows is None else np.asarray(rows, np.int64)
+        if perturbed.size == 0:
+            raise SchemaError(f"{source}: no cells to make cell sets of")
         codes, self.keys = pseudobulk_keys(obs.iloc[perturbed], keys)
         order = np.argsort(codes, kind="stable")
         bounds = np.searchsorted(codes[order], np.arange(len(self.keys) + 1))

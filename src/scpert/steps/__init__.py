@@ -22,6 +22,7 @@ infer_protein             :func:`scpert.steps.priors.infer_protein`
 train_vmcs                :func:`scpert.steps.priors.train_vmcs`
 validate_pqm              :func:`scpert.steps.priors.validate_pqm`
 finetune_latent           :func:`scpert.steps.latent.finetune_latent`
+pretrain_perturbdiff      :func:`scpert.steps.pretrain.pretrain_perturbdiff`
 train                     :func:`scpert.steps.methods.train`
 sample                    :func:`scpert.steps.methods.sample`
 evaluate                  :func:`scpert.steps.evaluate.evaluate`
@@ -61,6 +62,7 @@ RULES = {
     "train_vmcs": "priors",
     "validate_pqm": "priors",
     "finetune_latent": "latent",
+    "pretrain_perturbdiff": "pretrain",
     "train": "methods",
     "sample": "methods",
     "evaluate": "evaluate",
