@@ -24,6 +24,7 @@ include: "workflow/rules/priors.smk"
 include: "workflow/rules/latent.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/sample.smk"
+include: "workflow/rules/reference.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/figures.smk"
 

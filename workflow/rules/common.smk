@@ -104,7 +104,8 @@ def method_gpus(wildcards):
 def train_gpus(wildcards):
     """GPUs a train job needs: the preset's ``gpus`` (data-parallel processes launched with
     torchrun inside the job, scpert.generative.distributed; e.g. scPPDM paper: 4) for GPU
-    methods, 0 for baselines. profiles/slurm leaves it to this function (sbatch --gpus=N)."""
+    methods, 0 for baselines. profiles/slurm leaves it to this function (sbatch --gpus=N).
+    """
     entry = RUN.methods[wildcards.method]
     return int(entry.params.get("gpus", 1)) if entry.uses_gpu else 0
 
@@ -142,9 +143,34 @@ def all_targets():
 
 
 def metric_files():
-    return [
+    """Metric tables of every configured job, then of the reference rows of every split."""
+    files = [
         f"results/{ds}/{split}/{method}/metrics.tsv" for ds, split, method in RUN.jobs
     ]
+    for ds, split in evaluations():
+        files += [
+            f"results/{ds}/{split}/{name}/metrics.tsv" for name in oracle_rows(ds)
+        ]
+        files += ceiling_rows(ds, split)
+    return files
+
+
+# -- reference rows of the tables (rule oracle in reference.smk; scpert.metrics.reference) -----
+ORACLE, CEILING = layout.ORACLE, layout.CEILING
+REFERENCE = config["evaluation"]["reference_rows"]
+
+
+def oracle_rows(dataset):
+    """[oracle] for a simulated dataset when configured (its truth is known), else []."""
+    simulated = config["datasets"][dataset]["source"] == "simulate"
+    return [ORACLE] if simulated and ORACLE in REFERENCE else []
+
+
+def ceiling_rows(dataset, split):
+    """The ceiling's metrics table of a split when configured (a list of 0 or 1 paths)."""
+    if CEILING not in REFERENCE:
+        return []
+    return [f"results/{dataset}/{split}/{CEILING}/metrics.tsv"]
 
 
 def evaluations():

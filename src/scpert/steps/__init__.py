@@ -20,6 +20,7 @@ evaluate_priors           :func:`scpert.steps.priors.evaluate_priors`
 finetune_latent           :func:`scpert.steps.latent.finetune_latent`
 train                     :func:`scpert.steps.methods.train`
 sample                    :func:`scpert.steps.methods.sample`
+oracle                    :func:`scpert.steps.evaluate.oracle`
 evaluate                  :func:`scpert.steps.evaluate.evaluate`
 aggregate                 :func:`scpert.steps.evaluate.aggregate`
 heatmap                   :func:`scpert.steps.figures.heatmap`
@@ -55,6 +56,7 @@ RULES = {
     "finetune_latent": "latent",
     "train": "methods",
     "sample": "methods",
+    "oracle": "evaluate",
     "evaluate": "evaluate",
     "aggregate": "evaluate",
     "heatmap": "figures",
