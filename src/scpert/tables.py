@@ -678,3 +678,28 @@ def table1(summary: pd.DataFrame, deg_set: str) -> tuple[list[str], list[list[Ce
     """Header and rows of the StateXDiff Table 1 layout for one DEG set (sections by split name)."""
     table = method_rows(summary, _scperturbench_columns(deg_set), {}, title="")
     return table.header, table.rows
+
+
+#: directions of metrics that no table layout shows (higher is better?)
+EXTRA_DIRECTIONS = {
+    **{("celleval", f"overlap_at_{k}"): True for k in (50, 100, 200, 500)},
+    **{("celleval", f"precision_at_{k}"): True for k in (50, 100, 200, 500)},
+    ("celleval", "de_sig_genes_recall"): True,
+    ("celleval", "mse_delta"): False,
+    ("celleval", "mae_delta"): False,
+    ("celleval", "pearson_edistance"): True,
+    ("celleval", "clustering_agreement"): True,
+    ("systema", "centroid_accuracy"): True,
+}
+
+
+def metric_directions() -> dict[tuple[str, str], bool]:
+    """(protocol, metric) -> higher is better, for every metric with a direction (the table
+    layouts' columns plus :data:`EXTRA_DIRECTIONS`; DE-gene counts have none)."""
+    columns = [
+        *(Column("scperturbench", m, "", "", hb) for m, _, hb in SCPERTURBENCH_COLUMNS),
+        *PERTURBDIFF_TABLE4,
+        *SCPPDM_COMPLETE,
+        *SCDFM_COLUMNS,
+    ]
+    return {**{(c.protocol, c.metric): c.higher_better for c in columns}, **EXTRA_DIRECTIONS}

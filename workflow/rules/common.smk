@@ -137,6 +137,8 @@ def all_targets():
     targets = ["results/tables/metrics_long.tsv", "results/tables/summary.tsv"]
     targets += paper_table_files()
     targets += expand("results/figures/heatmap_scperturbench.{ext}", ext=["pdf", "png"])
+    targets += ["results/tables/comparisons.tsv"]
+    targets += figure_targets()
     targets += prior_targets()
     targets += world_vs_real_targets()
     return targets
@@ -303,3 +305,56 @@ def latent_inputs(wildcards):
     if LATENT.get("checkpoint"):
         inputs["checkpoint"] = LATENT["checkpoint"]
     return inputs
+
+
+# -- figures (rules in figures.smk; scpert.plots.FIGURES) --------------------------------------
+FIGURES_CONFIG = config["figures"]
+
+
+def figure_targets():
+    """PDF, PNG and data table of every figure family the configured splits can fill."""
+    from scpert.plots import figure_names
+
+    datasets = sorted({ds for ds, _ in evaluations()})
+    names = figure_names(split_types().values(), datasets)
+    return expand("results/figures/{name}.{ext}", name=names, ext=["pdf", "png", "tsv"])
+
+
+def baseline_methods():
+    """Configured methods whose spec is a baseline (scpert.methods.baselines)."""
+    from scpert.methods.registry import get_spec
+
+    return [
+        name
+        for name, entry in RUN.methods.items()
+        if get_spec(entry.base).module.startswith("scpert.methods.baselines")
+    ]
+
+
+def method_bases():
+    """Configured method -> its base method (variants share a base)."""
+    return {name: entry.base for name, entry in RUN.methods.items()}
+
+
+def dose_response_splits(dataset):
+    """drug_ood splits of ``dataset`` -> the methods scored on each (reference rows included)."""
+    return {
+        split: methods + oracle_rows(dataset)
+        for (ds, split), methods in evaluations().items()
+        if ds == dataset and config["splits"][split]["type"] == "drug_ood"
+    }
+
+
+def dose_response_inputs(wildcards):
+    splits = dose_response_splits(wildcards.dataset)
+    prefix = f"results/{wildcards.dataset}"
+    return {
+        "h5ad": f"{prefix}/processed.h5ad",
+        "split": [f"{prefix}/splits/{s}.tsv" for s in splits],
+        "genes": [f"{prefix}/{s}/genes.tsv" for s in splits],
+        "preds": [
+            f"{prefix}/{s}/{m}/pred.h5ad"
+            for s, methods in splits.items()
+            for m in methods
+        ],
+    }

@@ -69,3 +69,28 @@ rule aggregate:
         split_types=split_types(),
     script:
         "../scripts/aggregate.py"
+
+
+# Paired statistics: each method against the split's best baseline per metric (scpert.stats).
+rule comparisons:
+    input:
+        long="results/tables/metrics_long.tsv",
+    output:
+        tsv=report(
+            "results/tables/comparisons.tsv",
+            caption="../report/comparisons.rst",
+            category="Tables",
+        ),
+    log:
+        "results/logs/comparisons.log",
+    conda:
+        "../../envs/scpert.yaml"
+    threads: 1
+    resources:
+        mem_mb=RES["mem_mb"],
+        runtime=RES["runtime"],
+    params:
+        baselines=baseline_methods(),
+        seed=config["seed"],
+    script:
+        "../scripts/comparisons.py"

@@ -24,3 +24,145 @@ rule heatmap:
         protocol="scperturbench",
     script:
         "../scripts/heatmap.py"
+
+
+# -- figure families (scpert.plots.FIGURES): PDF + PNG + the table each figure shows ------------
+def figure_outputs(stem):
+    """Named outputs of a figure rule: pdf, png (in the report with its caption), tsv (data)."""
+    family = stem.split("_{")[0]
+    return {
+        "pdf": f"results/figures/{stem}.pdf",
+        "png": report(
+            f"results/figures/{stem}.png",
+            caption=f"../report/figure_{family}.rst",
+            category="Figures",
+            subcategory=family,
+        ),
+        "tsv": f"results/figures/{stem}.tsv",
+    }
+
+
+# Radar of the key metrics of every method (and reference row) per split (PerturbDiff Fig. 3).
+rule figure_radar:
+    input:
+        summary="results/tables/summary.tsv",
+    output:
+        **figure_outputs("radar_{dataset}"),
+    log:
+        "results/logs/figures/radar_{dataset}.log",
+    conda:
+        "../../envs/plots.yaml"
+    threads: 1
+    resources:
+        mem_mb=RES["mem_mb"],
+        runtime=RES["runtime"],
+    params:
+        dataset=lambda wc: wc.dataset,
+        extra=[],
+    script:
+        "../scripts/figure_radar.py"
+
+
+# Per-condition values of each method against a reference method (PerturbDiff Fig. 4).
+rule figure_scatter:
+    input:
+        long="results/tables/metrics_long.tsv",
+    output:
+        **figure_outputs("scatter_{dataset}"),
+    log:
+        "results/logs/figures/scatter_{dataset}.log",
+    conda:
+        "../../envs/plots.yaml"
+    threads: 1
+    resources:
+        mem_mb=RES["mem_mb"],
+        runtime=RES["runtime"],
+    params:
+        dataset=lambda wc: wc.dataset,
+        baselines=baseline_methods(),
+        reference=FIGURES_CONFIG["scatter_reference"],
+    script:
+        "../scripts/figure_scatter.py"
+
+
+# The combination splits (0/1/2 components seen) side by side (StateXDiff Fig. 4).
+rule figure_combinations:
+    input:
+        summary="results/tables/summary.tsv",
+    output:
+        **figure_outputs("combinations_{dataset}"),
+    log:
+        "results/logs/figures/combinations_{dataset}.log",
+    conda:
+        "../../envs/plots.yaml"
+    threads: 1
+    resources:
+        mem_mb=RES["mem_mb"],
+        runtime=RES["runtime"],
+    params:
+        dataset=lambda wc: wc.dataset,
+        extra=[split_types()],
+    script:
+        "../scripts/figure_combinations.py"
+
+
+# Response size along the doses of held-out drugs (scPPDM's s_d(dose)).
+rule figure_dose_response:
+    input:
+        unpack(dose_response_inputs),
+    output:
+        **figure_outputs("dose_response_{dataset}"),
+    log:
+        "results/logs/figures/dose_response_{dataset}.log",
+    conda:
+        "../../envs/plots.yaml"
+    threads: 1
+    resources:
+        mem_mb=RES["mem_mb"],
+        runtime=RES["runtime"],
+    params:
+        dataset=lambda wc: wc.dataset,
+        splits=lambda wc: list(dose_response_splits(wc.dataset)),
+        methods=lambda wc: list(dose_response_splits(wc.dataset).values()),
+        control=CONTROL,
+    script:
+        "../scripts/figure_dose_response.py"
+
+
+# The variants of each method with two or more of them (StateXDiff Table 2, scPPDM Fig. 4).
+rule figure_ablations:
+    input:
+        summary="results/tables/summary.tsv",
+    output:
+        **figure_outputs("ablations_{dataset}"),
+    log:
+        "results/logs/figures/ablations_{dataset}.log",
+    conda:
+        "../../envs/plots.yaml"
+    threads: 1
+    resources:
+        mem_mb=RES["mem_mb"],
+        runtime=RES["runtime"],
+    params:
+        dataset=lambda wc: wc.dataset,
+        extra=[method_bases()],
+    script:
+        "../scripts/figure_ablations.py"
+
+
+# Forest plot of each method against the best baseline (scpert.stats).
+rule figure_comparisons:
+    input:
+        comparisons="results/tables/comparisons.tsv",
+    output:
+        **figure_outputs("comparisons"),
+    log:
+        "results/logs/figures/comparisons.log",
+    conda:
+        "../../envs/plots.yaml"
+    threads: 1
+    resources:
+        mem_mb=RES["mem_mb"],
+        runtime=RES["runtime"],
+    script:
+        "../scripts/figure_comparisons.py"

@@ -188,3 +188,19 @@ def aggregate(
         text = tables.render(layout, path.suffix)
         runtime.write_atomic(path, lambda p, t=text: p.write_text(t))
     log.info("aggregated %d values from %d files", len(long), len(metric_paths))
+
+
+def comparisons(long_path, out_path, baselines: list[str], seed: int = 0) -> None:
+    """Rule comparisons: each method against the best baseline per metric (scpert.stats)."""
+    from scpert import stats, tables
+
+    long = tables.read_long([long_path])
+    table = stats.compare_to_best_baseline(long, baselines, tables.metric_directions(), seed=seed)
+    runtime.write_tsv(table, out_path, float_format="%.6g")
+    log.info(
+        "comparisons: %d (method, metric) pairs; %d better, %d worse than the best baseline "
+        "(BH < 0.05)",
+        len(table),
+        int((table["verdict"] == "better").sum()),
+        int((table["verdict"] == "worse").sum()),
+    )
