@@ -102,3 +102,15 @@ def test_every_table_metric_has_a_direction():
         for column in spec:
             assert directions[column.protocol, column.metric] == column.higher_better
     assert ("celleval", "de_nsig_counts_real") not in directions  # a count has no direction
+
+
+def test_wilcoxon_with_ties_uses_the_normal_approximation():
+    """Differences 1, 1, 2, -1 (ties): W+ = 8, W- = 2 of ranks 2, 2, 4, 2; the tie-corrected
+    normal approximation: z = (W+ - n(n+1)/4) / sqrt(n(n+1)(2n+1)/24 - sum(t^3 - t)/48)."""
+    diffs = np.array([1.0, 1.0, 2.0, -1.0, 0.0])
+    n, w_plus = 4, 2 + 2 + 4
+    var = n * (n + 1) * (2 * n + 1) / 24 - (3**3 - 3) / 48
+    z = (w_plus - n * (n + 1) / 4) / np.sqrt(var)
+    from scipy.stats import norm
+
+    assert stats.wilcoxon_p(diffs) == pytest.approx(2 * norm.sf(abs(z)))

@@ -311,6 +311,21 @@ def latent_inputs(wildcards):
 FIGURES_CONFIG = config["figures"]
 
 
+def figure_outputs(stem):
+    """Named outputs of a figure rule: pdf, png (in the report with its caption), tsv (data)."""
+    family = stem.split("_{")[0]
+    return {
+        "pdf": f"results/figures/{stem}.pdf",
+        "png": report(
+            f"results/figures/{stem}.png",
+            caption=f"../report/figure_{family}.rst",
+            category="Figures",
+            subcategory=family,
+        ),
+        "tsv": f"results/figures/{stem}.tsv",
+    }
+
+
 def figure_targets():
     """PDF, PNG and data table of every figure family the configured splits can fill."""
     from scpert.plots import figure_names

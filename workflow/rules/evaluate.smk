@@ -83,6 +83,8 @@ rule comparisons:
         ),
     log:
         "results/logs/comparisons.log",
+    benchmark:
+        "results/benchmarks/comparisons.tsv"
     conda:
         "../../envs/scpert.yaml"
     threads: 1

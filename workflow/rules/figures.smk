@@ -14,6 +14,8 @@ rule heatmap:
         ),
     log:
         "results/logs/figures/heatmap_scperturbench.log",
+    benchmark:
+        "results/benchmarks/figures/heatmap_scperturbench.tsv"
     conda:
         "../../envs/plots.yaml"
     threads: 1
@@ -27,21 +29,6 @@ rule heatmap:
 
 
 # -- figure families (scpert.plots.FIGURES): PDF + PNG + the table each figure shows ------------
-def figure_outputs(stem):
-    """Named outputs of a figure rule: pdf, png (in the report with its caption), tsv (data)."""
-    family = stem.split("_{")[0]
-    return {
-        "pdf": f"results/figures/{stem}.pdf",
-        "png": report(
-            f"results/figures/{stem}.png",
-            caption=f"../report/figure_{family}.rst",
-            category="Figures",
-            subcategory=family,
-        ),
-        "tsv": f"results/figures/{stem}.tsv",
-    }
-
-
 # Radar of the key metrics of every method (and reference row) per split (PerturbDiff Fig. 3).
 rule figure_radar:
     input:
@@ -50,6 +37,8 @@ rule figure_radar:
         **figure_outputs("radar_{dataset}"),
     log:
         "results/logs/figures/radar_{dataset}.log",
+    benchmark:
+        "results/benchmarks/figures/radar_{dataset}.tsv"
     conda:
         "../../envs/plots.yaml"
     threads: 1
@@ -71,6 +60,8 @@ rule figure_scatter:
         **figure_outputs("scatter_{dataset}"),
     log:
         "results/logs/figures/scatter_{dataset}.log",
+    benchmark:
+        "results/benchmarks/figures/scatter_{dataset}.tsv"
     conda:
         "../../envs/plots.yaml"
     threads: 1
@@ -93,6 +84,8 @@ rule figure_combinations:
         **figure_outputs("combinations_{dataset}"),
     log:
         "results/logs/figures/combinations_{dataset}.log",
+    benchmark:
+        "results/benchmarks/figures/combinations_{dataset}.tsv"
     conda:
         "../../envs/plots.yaml"
     threads: 1
@@ -114,6 +107,8 @@ rule figure_dose_response:
         **figure_outputs("dose_response_{dataset}"),
     log:
         "results/logs/figures/dose_response_{dataset}.log",
+    benchmark:
+        "results/benchmarks/figures/dose_response_{dataset}.tsv"
     conda:
         "../../envs/plots.yaml"
     threads: 1
@@ -137,6 +132,8 @@ rule figure_ablations:
         **figure_outputs("ablations_{dataset}"),
     log:
         "results/logs/figures/ablations_{dataset}.log",
+    benchmark:
+        "results/benchmarks/figures/ablations_{dataset}.tsv"
     conda:
         "../../envs/plots.yaml"
     threads: 1
@@ -158,6 +155,8 @@ rule figure_comparisons:
         **figure_outputs("comparisons"),
     log:
         "results/logs/figures/comparisons.log",
+    benchmark:
+        "results/benchmarks/figures/comparisons.tsv"
     conda:
         "../../envs/plots.yaml"
     threads: 1

@@ -31,10 +31,11 @@ REFERENCE_STYLE = {"oracle": ("0.15", "--"), "ceiling": ("0.55", ":")}
 
 
 def colours(methods) -> dict[str, str]:
-    """A stable colour per method (tab20 in method order); reference rows in grey."""
-    cmap = plt.get_cmap("tab20")
+    """A stable colour per method (tab10, then tab10's light twins, in method order); reference
+    rows in grey."""
+    palette = list(plt.get_cmap("tab10").colors) + list(plt.get_cmap("tab20").colors[1::2])
     ordered = [m for m in method_order(methods) if not is_reference(m)]
-    out = {m: cmap(i % 20) for i, m in enumerate(ordered)}
+    out = {m: palette[i % len(palette)] for i, m in enumerate(ordered)}
     out.update({m: REFERENCE_STYLE[m][0] for m in methods if is_reference(m)})
     return out
 

@@ -58,7 +58,8 @@ def draw(table: pd.DataFrame, title: str = ""):
                 continue
             style = REFERENCE_STYLE[method][1] if is_reference(method) else "-"
             ax.plot(closed_angles, closed, style, color=colour[method], lw=1.4, label=method)
-        ax.set_xticks(angles, labels, fontsize=7)
+        ax.set_xticks(angles, labels, fontsize=6.5)
+        ax.tick_params(axis="x", pad=1)
         ax.set_ylim(0, 1.05)
         ax.set_yticks([0.25, 0.5, 0.75, 1.0], ["", "0.5", "", "1"], fontsize=6)
         ax.set_title(split, fontsize=10, pad=14)
