@@ -199,11 +199,8 @@ def ranked_cells(
             gain = f"{'↑' if higher_better else '↓'}{rel:.0f}%"
     out = {}
     for m, row in vals.iterrows():
-        text = (
-            f"{_fmt(row[stat])} (±{_fmt(row['sd'])})"
-            if show_sd and stat == "mean"
-            else _fmt(row[stat])
-        )
+        with_sd = show_sd and stat == "mean" and not (is_reference(m) and pd.isna(row["sd"]))
+        text = f"{_fmt(row[stat])} (±{_fmt(row['sd'])})" if with_sd else _fmt(row[stat])
         out[m] = (text, rank.get(m, 0), gain if rank.get(m) == 1 else "")
     return out
 

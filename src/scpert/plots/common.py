@@ -111,9 +111,8 @@ def grouped_bars(table, columns, group: str, title: str, group_order=None):
     methods = [m for m in method_order(table["method"].unique()) if not is_reference(m)]
     refs = [m for m in method_order(table["method"].unique()) if is_reference(m)]
     colour = colours(methods + refs)
-    fig, axes = panel_grid(
-        len(present), ncol=3, size=(max(3.6, 0.5 * len(methods) * len(groups)), 3.0)
-    )
+    width_in = min(9.0, max(3.6, 0.16 * len(methods) * len(groups)))
+    fig, axes = panel_grid(len(present), ncol=3, size=(width_in, 3.0))
     width = 0.8 / max(len(methods), 1)
     for ax, column in zip(axes, present):
         block = table[table["label"] == column.label]

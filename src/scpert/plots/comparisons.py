@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import MaxNLocator
 
 from scpert.plots.common import KEY_METRICS, colours, empty, legend, panel_grid
 
@@ -47,8 +48,9 @@ def draw(table: pd.DataFrame, title: str = ""):
     )
     names = [f"{d}/{s}: {m}" for d, s, m in keys.itertuples(index=False)]
     colour = colours(table["method"].unique())
-    fig, axes = panel_grid(len(labels), ncol=4, size=(3.4, 0.22 * len(names) + 1.2))
-    for ax, label in zip(axes, labels):
+    ncol = 4
+    fig, axes = panel_grid(len(labels), ncol=ncol, size=(3.4, 0.22 * len(names) + 1.2))
+    for i, (ax, label) in enumerate(zip(axes, labels)):
         block = table[table["label"] == label].set_index(["dataset", "split", "method"])
         for y, key in enumerate(keys.itertuples(index=False)):
             if tuple(key) not in block.index:
@@ -70,7 +72,8 @@ def draw(table: pd.DataFrame, title: str = ""):
                 label=key.method,
             )
         ax.axvline(0, color="0.5", lw=0.8)
-        ax.set_yticks(range(len(names)), names if ax is axes[0] else [""] * len(names), fontsize=6)
+        ax.set_yticks(range(len(names)), names if i % ncol == 0 else [""] * len(names), fontsize=6)
+        ax.xaxis.set_major_locator(MaxNLocator(4))
         ax.invert_yaxis()
         ax.set_title(label, fontsize=9)
         ax.set_xlabel("improvement over best baseline", fontsize=7)

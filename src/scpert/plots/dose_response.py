@@ -106,7 +106,7 @@ def draw(table: pd.DataFrame, title: str = ""):
             ax.plot(
                 r["dose"],
                 r["effect"],
-                "o-",
+                "o--" if method == "oracle" else "o-",
                 ms=3,
                 lw=2.0 if method == TRUTH else 1.0,
                 color=colour[method],
