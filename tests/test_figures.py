@@ -178,3 +178,41 @@ def test_figure_names_follow_the_configured_split_types():
     names = plots.figure_names(["drug_ood", "combo_seen0", "combo_seen2"], ["d", "e"])
     assert {"combinations_d", "combinations_e", "dose_response_e"} <= set(names)
     assert names.count("comparisons") == 1
+
+
+def test_padj_density_splits_genes_by_true_de_status(tmp_path):
+    """Gene g0 shifts strongly in the truth (DE), g1-g3 do not; a prediction equal to the truth
+    has the truth's histograms; a control-like prediction has no significant DE gene."""
+    from scpert.metrics.de import MannWhitneyReference, bh_fdr
+    from scpert.plots import padj_density
+
+    rng = np.random.default_rng(0)
+    ctrl = rng.poisson(2.0, (40, 4)).astype(np.float32)
+    treated = rng.poisson(2.0, (40, 4)).astype(np.float32)
+    treated[:, 0] += 6
+    obs = pd.DataFrame(
+        {"cell_line": "L", "drug": ["control"] * 40 + ["a"] * 40, "dose": ["0"] * 40 + ["1"] * 40}
+    )
+    obs["condition"] = obs["cell_line"] + "|" + obs["drug"] + "|" + obs["dose"]
+    obs.index = [f"c{i}" for i in range(80)]
+    truth = ad.AnnData(np.vstack([ctrl, treated]), obs=obs, var=pd.DataFrame(index=list("wxyz")))
+    same = truth[40:].copy()
+    flat = truth[40:].copy()
+    flat.X = rng.poisson(2.0, (40, 4)).astype(np.float32)
+    table = padj_density.histograms(truth, {"same": same, "flat": flat}, "control", ["L|a|1"])
+    counts = table.groupby(["method", "gene_set"])["count"].sum()
+    assert counts["truth", "DE"] == 1 and counts["truth", "non-DE"] == 3
+    pivot = table.pivot_table(index=["gene_set", "bin_low"], columns="method", values="count")
+    assert (pivot["same"] == pivot["truth"]).all()
+    fdr = bh_fdr(MannWhitneyReference(ctrl).test(treated)[1])
+    top = -np.log10(max(fdr[0], 1e-10))
+    de_bin = table[
+        (table["method"] == "truth") & (table["gene_set"] == "DE") & (table["count"] > 0)
+    ]
+    assert de_bin["bin_low"].iloc[0] <= top < de_bin["bin_high"].iloc[0]
+    flat_fdr = bh_fdr(MannWhitneyReference(ctrl).test(flat.X)[1])
+    assert (flat_fdr >= 0.05).all()
+    low = table[(table["method"] == "flat") & (table["bin_high"] <= -np.log10(0.05) + 0.25)]
+    assert low["count"].sum() == 4  # every gene of the flat prediction in the lowest bins
+    table = table.assign(dataset="d", split="drug_ood")[padj_density.COLUMNS]
+    _render(padj_density.draw(table), tmp_path, "padj_density", table)

@@ -351,8 +351,9 @@ def method_bases():
     return {name: entry.base for name, entry in RUN.methods.items()}
 
 
-def dose_response_splits(dataset):
-    """drug_ood splits of ``dataset`` -> the methods scored on each (reference rows included)."""
+def held_out_drug_splits(dataset):
+    """drug_ood splits of ``dataset`` -> the methods scored on each (reference rows included):
+    the predictions the dose-response and padj-density figures read."""
     return {
         split: methods + oracle_rows(dataset)
         for (ds, split), methods in evaluations().items()
@@ -360,8 +361,8 @@ def dose_response_splits(dataset):
     }
 
 
-def dose_response_inputs(wildcards):
-    splits = dose_response_splits(wildcards.dataset)
+def held_out_drug_inputs(wildcards):
+    splits = held_out_drug_splits(wildcards.dataset)
     prefix = f"results/{wildcards.dataset}"
     return {
         "h5ad": f"{prefix}/processed.h5ad",

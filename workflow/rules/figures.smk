@@ -102,7 +102,7 @@ rule figure_combinations:
 # Response size along the doses of held-out drugs (scPPDM's s_d(dose)).
 rule figure_dose_response:
     input:
-        unpack(dose_response_inputs),
+        unpack(held_out_drug_inputs),
     output:
         **figure_outputs("dose_response_{dataset}"),
     log:
@@ -117,11 +117,36 @@ rule figure_dose_response:
         runtime=RES["runtime"],
     params:
         dataset=lambda wc: wc.dataset,
-        splits=lambda wc: list(dose_response_splits(wc.dataset)),
-        methods=lambda wc: list(dose_response_splits(wc.dataset).values()),
+        splits=lambda wc: list(held_out_drug_splits(wc.dataset)),
+        methods=lambda wc: list(held_out_drug_splits(wc.dataset).values()),
         control=CONTROL,
     script:
         "../scripts/figure_dose_response.py"
+
+
+# -log10 FDR densities of predicted DE for truly DE and non-DE genes (PerturbDiff Fig. 5).
+rule figure_padj_density:
+    input:
+        unpack(held_out_drug_inputs),
+    output:
+        **figure_outputs("padj_density_{dataset}"),
+    log:
+        "results/logs/figures/padj_density_{dataset}.log",
+    benchmark:
+        "results/benchmarks/figures/padj_density_{dataset}.tsv"
+    conda:
+        "../../envs/plots.yaml"
+    threads: 1
+    resources:
+        mem_mb=RES["mem_mb"],
+        runtime=RES["runtime"],
+    params:
+        dataset=lambda wc: wc.dataset,
+        splits=lambda wc: list(held_out_drug_splits(wc.dataset)),
+        methods=lambda wc: list(held_out_drug_splits(wc.dataset).values()),
+        control=CONTROL,
+    script:
+        "../scripts/figure_padj_density.py"
 
 
 # The variants of each method with two or more of them (StateXDiff Table 2, scPPDM Fig. 4).

@@ -36,6 +36,8 @@ FIGURES: dict[str, FigureFamily] = {
     ),
     # scPPDM's s_d(dose) mapping: predicted vs true response magnitude along the doses of a drug
     "dose_response": FigureFamily("dose_response", "predictions", ("drug_ood",)),
+    # PerturbDiff Fig. 5: -log10 FDR of predicted DE for truly DE and non-DE genes
+    "padj_density": FigureFamily("padj_density", "predictions", ("drug_ood",)),
     # StateXDiff Table 2 / scPPDM Fig. 4 / scDFM Fig. 5: the variants of each method
     "ablations": FigureFamily("ablations", "summary"),
     # paired statistics against the best baseline (scpert.stats)

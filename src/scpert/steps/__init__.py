@@ -29,6 +29,7 @@ figure_radar              :func:`scpert.steps.figures.figure_radar`
 figure_scatter            :func:`scpert.steps.figures.figure_scatter`
 figure_combinations       :func:`scpert.steps.figures.figure_combinations`
 figure_dose_response      :func:`scpert.steps.figures.figure_dose_response`
+figure_padj_density       :func:`scpert.steps.figures.figure_padj_density`
 figure_ablations          :func:`scpert.steps.figures.figure_ablations`
 figure_comparisons        :func:`scpert.steps.figures.figure_comparisons`
 download                  :func:`scpert.steps.downloads.download`
@@ -72,6 +73,7 @@ RULES = {
     "figure_scatter": "figures",
     "figure_combinations": "figures",
     "figure_dose_response": "figures",
+    "figure_padj_density": "figures",
     "figure_ablations": "figures",
     "figure_comparisons": "figures",
     "download": "downloads",

@@ -74,19 +74,10 @@ def figure_comparisons(comparisons_path, outputs: dict) -> None:
     _save(comparisons.draw(table), table, outputs)
 
 
-def figure_dose_response(
-    inputs: dict,
-    outputs: dict,
-    dataset: str,
-    splits: list[str],
-    methods: list[list[str]],
-    control: str,
-) -> None:
-    """Rule figure_dose_response: response size along the doses of the held-out drugs of the
-    dataset's drug_ood splits. inputs: ``h5ad``, ``split`` and ``genes`` (one per split),
-    ``preds`` (split-major: the split's ``methods`` in order)."""
+def _prediction_figure(inputs, dataset, splits, methods, control, compute, columns):
+    """Rows of ``compute(truth, predictions, control, test)`` per split (truth: the split's test
+    conditions and controls in its genes), with ``dataset`` and ``split`` columns."""
     from scpert.data import io, schema
-    from scpert.plots import dose_response
 
     adata = io.read_processed(inputs["h5ad"], control)
     frames = []
@@ -103,11 +94,46 @@ def figure_dose_response(
         )
         truth = io.restrict_genes(adata[keep], genes, inputs["h5ad"])
         predictions = {m: io.read_prediction(next(preds), genes, test) for m in names}
-        effects = dose_response.effects(truth, predictions, control, test)
-        frames.append(effects.assign(dataset=dataset, split=split))
-    table = (
-        pd.concat(frames, ignore_index=True)[dose_response.COLUMNS]
-        if frames
-        else pd.DataFrame(columns=dose_response.COLUMNS)
+        frames.append(
+            compute(truth, predictions, control, test).assign(dataset=dataset, split=split)
+        )
+    if not frames:
+        return pd.DataFrame(columns=columns)
+    return pd.concat(frames, ignore_index=True)[columns]
+
+
+def figure_dose_response(
+    inputs: dict,
+    outputs: dict,
+    dataset: str,
+    splits: list[str],
+    methods: list[list[str]],
+    control: str,
+) -> None:
+    """Rule figure_dose_response: response size along the doses of the held-out drugs of the
+    dataset's drug_ood splits. inputs: ``h5ad``, ``split`` and ``genes`` (one per split),
+    ``preds`` (split-major: the split's ``methods`` in order)."""
+    from scpert.plots import dose_response
+
+    table = _prediction_figure(
+        inputs, dataset, splits, methods, control, dose_response.effects, dose_response.COLUMNS
     )
     _save(dose_response.draw(table), table, outputs)
+
+
+def figure_padj_density(
+    inputs: dict,
+    outputs: dict,
+    dataset: str,
+    splits: list[str],
+    methods: list[list[str]],
+    control: str,
+) -> None:
+    """Rule figure_padj_density: -log10 FDR densities of predicted DE for the truly DE and non-DE
+    genes of the dataset's drug_ood splits (inputs as :func:`figure_dose_response`)."""
+    from scpert.plots import padj_density
+
+    table = _prediction_figure(
+        inputs, dataset, splits, methods, control, padj_density.histograms, padj_density.COLUMNS
+    )
+    _save(padj_density.draw(table), table, outputs)
