@@ -209,7 +209,7 @@ def test_padj_density_splits_genes_by_true_de_status(tmp_path):
     de_bin = table[
         (table["method"] == "truth") & (table["gene_set"] == "DE") & (table["count"] > 0)
     ]
-    assert de_bin["bin_low"].iloc[0] <= top < de_bin["bin_high"].iloc[0]
+    assert de_bin["bin_low"].iloc[0] <= top <= de_bin["bin_high"].iloc[0]  # last bin closed
     flat_fdr = bh_fdr(MannWhitneyReference(ctrl).test(flat.X)[1])
     assert (flat_fdr >= 0.05).all()
     low = table[(table["method"] == "flat") & (table["bin_high"] <= -np.log10(0.05) + 0.25)]
