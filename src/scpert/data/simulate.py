@@ -59,7 +59,11 @@ Truth
     ``ground_truth.h5ad`` X = ``log1p(1e4 · E[p_g])`` where ``p`` is the softmax of the log-rate and
     the expectation runs over the phase mix, the plates and the cell noise ``z`` (log-normal mean
     correction ``½ σ_z² Σ_p W²``); this is the noise-free expression, not the mean of noisy log1p
-    values. ``layers["lfc"]`` = X(condition) − X(same line's control).
+    values. ``layers["lfc"]`` = X(condition) − X(same line's control). The cell model is saved too
+    (``obsm["log_rate"]``: the noise-free log-rate per condition and phase without the plate
+    shift, float32; ``varm["plate_shift"]`` per plate, ``varm["loadings"]``, ``uns["cell_model"]``:
+    plate library factors, library size, dispersion, noise sds), so that :func:`sample_cells`
+    draws new cells of any condition (the oracle reference row, ``scpert.metrics.reference``).
 L1000
     Level-5-like signatures on the world's landmarks in ``l1000_cell_lines`` further lines (same
     lineages, not in the single-cell data) for all world drugs at all ``doses``: replicate z-scores
