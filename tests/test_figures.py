@@ -178,6 +178,7 @@ def test_figure_names_follow_the_configured_split_types():
     names = plots.figure_names(["drug_ood", "combo_seen0", "combo_seen2"], ["d", "e"])
     assert {"combinations_d", "combinations_e", "dose_response_e"} <= set(names)
     assert names.count("comparisons") == 1
+    assert "ablations_d" not in plots.figure_names(["cell_ood"], ["d"], has_variants=False)
 
 
 def test_padj_density_splits_genes_by_true_de_status(tmp_path):

@@ -275,7 +275,11 @@ def test_ci_dag_produces_tables_figures_and_report(ci_run):
     assert comparisons["p_bh"].between(0, 1).all()
     from scpert.plots import figure_names
 
-    for name in figure_names([cfg["splits"][s]["type"] for s in cfg["splits"]], ["synthetic"]):
+    types = [cfg["splits"][s]["type"] for s in cfg["splits"]]
+    names = figure_names(types, ["synthetic"], has_variants=False)  # one scPPDM variant
+    assert "ablations_synthetic" not in names and "radar_synthetic" in names
+    assert not (ci_run / "results/figures/ablations_synthetic.png").exists()
+    for name in names:
         for ext in ("pdf", "png", "tsv"):
             assert (ci_run / f"results/figures/{name}.{ext}").stat().st_size > 100, name
     realism = pd.read_csv(tables / "world_vs_real_synthetic.tsv", sep="\t")

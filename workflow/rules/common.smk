@@ -331,7 +331,9 @@ def figure_targets():
     from scpert.plots import figure_names
 
     datasets = sorted({ds for ds, _ in evaluations()})
-    names = figure_names(split_types().values(), datasets)
+    bases = list(method_bases().values())
+    has_variants = any(bases.count(b) > 1 for b in bases)
+    names = figure_names(split_types().values(), datasets, has_variants)
     return expand("results/figures/{name}.{ext}", name=names, ext=["pdf", "png", "tsv"])
 
 

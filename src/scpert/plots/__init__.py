@@ -15,14 +15,16 @@ from dataclasses import dataclass
 class FigureFamily:
     """One figure family: its rule and file stem ``name``, what it reads (``summary``,
     ``long``, ``comparisons``, ``predictions``), the split types it needs (None: any; the figure
-    is made when a configured split has one of them) and whether one figure is made per dataset
-    (``results/figures/<name>_<dataset>.*``) or one for the run (``<name>.*``)."""
+    is made when a configured split has one of them), whether one figure is made per dataset
+    (``results/figures/<name>_<dataset>.*``) or one for the run (``<name>.*``), and whether it
+    needs a method with two or more configured variants (the ablation bars)."""
 
     name: str
     reads: str
     split_types: tuple[str, ...] | None = None
     per_dataset: bool = True
     min_split_types: int = 1
+    needs_variants: bool = False
 
 
 FIGURES: dict[str, FigureFamily] = {
@@ -39,18 +41,21 @@ FIGURES: dict[str, FigureFamily] = {
     # PerturbDiff Fig. 5: -log10 FDR of predicted DE for truly DE and non-DE genes
     "padj_density": FigureFamily("padj_density", "predictions", ("drug_ood",)),
     # StateXDiff Table 2 / scPPDM Fig. 4 / scDFM Fig. 5: the variants of each method
-    "ablations": FigureFamily("ablations", "summary"),
+    "ablations": FigureFamily("ablations", "summary", needs_variants=True),
     # paired statistics against the best baseline (scpert.stats)
     "comparisons": FigureFamily("comparisons", "comparisons", per_dataset=False),
 }
 
 
-def figure_names(split_types, datasets) -> list[str]:
+def figure_names(split_types, datasets, has_variants: bool = True) -> list[str]:
     """File stems (without extension) of the figures a run with these split types (of the
-    configured splits) and datasets makes."""
+    configured splits) and datasets makes; ``has_variants``: some method has two or more
+    configured variants."""
     split_types = set(split_types)
     names = []
     for family in FIGURES.values():
+        if family.needs_variants and not has_variants:
+            continue
         if family.split_types is not None and (
             len(split_types & set(family.split_types)) < family.min_split_types
         ):
