@@ -369,6 +369,15 @@ def test_reference_row_name_as_a_method_fails_at_parse_time(tmp_path):
     assert "config: methods.oracle: the name is reserved for a reference row" in proc.stdout
 
 
+def test_unknown_scatter_reference_fails_at_parse_time(tmp_path):
+    def point(c):
+        c["figures"] = {"scatter_reference": "nope"}
+
+    proc = snakemake("-n", "-d", tmp_path, "--configfile", _with(tmp_path, point), check=False)
+    assert proc.returncode != 0
+    assert "config: figures.scatter_reference: 'nope' is not a configured method" in proc.stdout
+
+
 def test_a_prior_no_rule_provides_is_a_config_error(monkeypatch):
     from scpert.errors import ConfigError
     from scpert.methods import registry

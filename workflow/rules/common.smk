@@ -309,6 +309,11 @@ def latent_inputs(wildcards):
 
 # -- figures (rules in figures.smk; scpert.plots.FIGURES) --------------------------------------
 FIGURES_CONFIG = config["figures"]
+if FIGURES_CONFIG["scatter_reference"] not in (None, *RUN.methods):
+    raise WorkflowError(
+        f"config: figures.scatter_reference: '{FIGURES_CONFIG['scatter_reference']}' is not a "
+        f"configured method (methods: {', '.join(RUN.methods)})"
+    )
 
 
 def figure_outputs(stem):
