@@ -23,7 +23,12 @@ def pick_reference(long: pd.DataFrame, baselines, column: Column = METRIC) -> st
     rows = long[(long["metric"] == column.metric) & (long["method"].isin(list(baselines)))]
     rows = rows[(rows["protocol"] == column.protocol) & (rows["deg_set"] == column.deg_set)]
     if rows.empty:
-        raise ValueError(f"scatter: no baseline has {column.protocol}/{column.metric} values")
+        from scpert.errors import InputError
+
+        raise InputError(
+            f"figures.scatter_reference: not set and no baseline has {column.protocol}/"
+            f"{column.metric} values to choose the reference from; name a configured method"
+        )
     means = rows.groupby("method")["value"].mean()
     return str(means.idxmax() if column.higher_better else means.idxmin())
 
