@@ -59,6 +59,15 @@ def test_dry_run_default_lists_expected_jobs(tmp_path):
         "all": 1,
         "total": 6 + 3 * n_splits + 2 * n_pairs,
     }
+    # reference rows: the oracle's prediction per split (the ceiling is computed by evaluate);
+    # the paired statistics and every figure family the split types fill (scpert.plots.FIGURES)
+    from scpert.plots import figure_names
+
+    split_types = [cfg["splits"][s]["type"] for s in cfg["datasets"]["synthetic"]["splits"]]
+    figures = figure_names(split_types, ["synthetic"])
+    expected.update({"oracle": n_splits, "comparisons": 1})
+    expected.update({f"figure_{name.removesuffix('_synthetic')}": 1 for name in figures})
+    expected["total"] += n_splits + 1 + len(figures)
     # one evaluate job (a rule per split) scores every method of the split
     expected.update(
         {f"evaluate_synthetic_{split}": 1 for split in cfg["datasets"]["synthetic"]["splits"]}
@@ -211,7 +220,7 @@ def test_ci_dag_produces_tables_figures_and_report(ci_run):
         "value",
     ]
     cfg = yaml.safe_load((REPO / "config/ci.yaml").read_text())
-    assert set(long["method"]) == set(cfg["methods"])
+    assert set(long["method"]) == set(cfg["methods"]) | {"oracle", "ceiling"}
     assert set(long["split"]) == set(cfg["splits"])
     assert set(long["protocol"]) == set(cfg["evaluation"]["protocols"])
     scperturbench = long[long["protocol"] == "scperturbench"]
@@ -271,6 +280,25 @@ def test_ci_dag_produces_tables_figures_and_report(ci_run):
     for ext in ("pdf", "png"):
         assert (ci_run / f"results/figures/heatmap_scperturbench.{ext}").stat().st_size > 1000
         assert (ci_run / f"results/figures/world_vs_real_synthetic.{ext}").stat().st_size > 1000
+    # reference rows last and unranked in the paper tables; the oracle beats base_control
+    assert "| [oracle] |" in md and "| [ceiling] |" in md
+    pcc = summary[(summary["metric"] == "pcc_delta") & (summary["deg_set"] == "top100")]
+    pcc = pcc.set_index(["split", "method"])["mean"]
+    for split in cfg["splits"]:
+        assert pcc[split, "oracle"] > pcc[split, "base_control"] + 0.3, split
+        assert 0 < pcc[split, "ceiling"] <= 1
+    comparisons = pd.read_csv(tables / "comparisons.tsv", sep="\t")
+    assert set(comparisons["method"]) == {"scppdm"}
+    assert comparisons["p_bh"].between(0, 1).all()
+    from scpert.plots import figure_names
+
+    types = [cfg["splits"][s]["type"] for s in cfg["splits"]]
+    names = figure_names(types, ["synthetic"], has_variants=False)  # one scPPDM variant
+    assert "ablations_synthetic" not in names and "radar_synthetic" in names
+    assert not (ci_run / "results/figures/ablations_synthetic.png").exists()
+    for name in names:
+        for ext in ("pdf", "png", "tsv"):
+            assert (ci_run / f"results/figures/{name}.{ext}").stat().st_size > 100, name
     realism = pd.read_csv(tables / "world_vs_real_synthetic.tsv", sep="\t")
     assert list(realism.columns[:6]) == [
         "statistic",
@@ -347,6 +375,24 @@ def test_reserved_split_name_fails_at_parse_time(tmp_path):
     proc = snakemake("-n", "-d", tmp_path, "--configfile", _with(tmp_path, rename), check=False)
     assert proc.returncode != 0
     assert "config: splits.priors: the name is reserved by the results layout" in proc.stdout
+
+
+def test_reference_row_name_as_a_method_fails_at_parse_time(tmp_path):
+    def rename(c):
+        c["methods"]["oracle"] = c["methods"].pop("train_mean")
+
+    proc = snakemake("-n", "-d", tmp_path, "--configfile", _with(tmp_path, rename), check=False)
+    assert proc.returncode != 0
+    assert "config: methods.oracle: the name is reserved for a reference row" in proc.stdout
+
+
+def test_unknown_scatter_reference_fails_at_parse_time(tmp_path):
+    def point(c):
+        c["figures"] = {"scatter_reference": "nope"}
+
+    proc = snakemake("-n", "-d", tmp_path, "--configfile", _with(tmp_path, point), check=False)
+    assert proc.returncode != 0
+    assert "config: figures.scatter_reference: 'nope' is not a configured method" in proc.stdout
 
 
 def test_a_prior_no_rule_provides_is_a_config_error(monkeypatch):

@@ -10,6 +10,11 @@ The synthetic world
     files that stand in for the priors' knowledge inputs (config ``priors.files.<key>`` replaces
     them; real datasets must set them).
 
+Reference rows
+    :data:`REFERENCE_ROWS`: the ``oracle`` (simulated datasets) and the data ``ceiling``, scored
+    by each split's evaluate job into ``results/{dataset}/{split}/{name}/metrics.tsv`` like a
+    method's table; their names are reserved (no method may use them).
+
 Priors
     A prior is one folder written by one rule, at one of two levels: dataset-level priors
     (``results/{dataset}/priors/{prior}/``) may use every cell and drug of the dataset, split-level
@@ -55,6 +60,11 @@ PRIORS = {
     "vmcs": SPLIT,  # virtual multimodal cell state on untreated training cells (train_vmcs)
     "perturbdiff_marginal": SPLIT,  # PerturbDiff's marginal model of control cells (pretrain_perturbdiff)
 }
+
+#: reference rows of every table (scpert.metrics.reference), written to
+#: ``results/{dataset}/{split}/{name}/`` beside the methods; no method may take these names
+ORACLE, CEILING = "oracle", "ceiling"
+REFERENCE_ROWS = (ORACLE, CEILING)
 
 #: split names that would collide with the layout (``results/{dataset}/priors/``, ``splits/``)
 RESERVED_SPLIT_NAMES = ("priors", "splits")

@@ -52,6 +52,7 @@ import pandas as pd
 
 from scpert import runtime
 from scpert.data import schema
+from scpert.layout import REFERENCE_ROWS
 
 log = logging.getLogger(__name__)
 
@@ -121,18 +122,50 @@ def read_long(paths: list[str | Path]) -> pd.DataFrame:
 
 
 def summarise(long: pd.DataFrame) -> pd.DataFrame:
-    """Mean, sample sd (ddof=1) and n of each metric over a split's test conditions."""
+    """Mean, sample sd (ddof=1) and n of each metric over a split's test conditions (the
+    ceiling's mean Spearman-Brown corrected, :func:`scpert.metrics.reference.ceiling_stats`)."""
+    from scpert.metrics.reference import ceiling_stats
+
     g = long.groupby(KEYS, sort=True)["value"]
     summary = pd.DataFrame({"mean": g.mean(), "sd": g.std(ddof=1), "n": g.count()}).reset_index()
-    return summary
+    return ceiling_stats(summary).reset_index(drop=True)
 
 
 def condition_stats(long: pd.DataFrame) -> pd.DataFrame:
     """:func:`summarise` plus the median, for the table layouts."""
+    from scpert.metrics.reference import ceiling_stats
+
     g = long.groupby(KEYS, sort=True)["value"]
-    return pd.DataFrame(
+    stats = pd.DataFrame(
         {"mean": g.mean(), "sd": g.std(ddof=1), "n": g.count(), "median": g.median()}
     ).reset_index()
+    return ceiling_stats(stats).reset_index(drop=True)
+
+
+def is_reference(method: str) -> bool:
+    """Whether ``method`` is a reference row (oracle, ceiling), not a method."""
+    return method in REFERENCE_ROWS
+
+
+def method_order(methods: Iterable[str]) -> list[str]:
+    """Methods sorted by name, then the reference rows present, in :data:`REFERENCE_ROWS` order."""
+    methods = set(methods)
+    return sorted(m for m in methods if not is_reference(m)) + [
+        r for r in REFERENCE_ROWS if r in methods
+    ]
+
+
+def method_label(method: str) -> str:
+    """Row/column label: the method's name; a reference row in brackets (``[oracle]``)."""
+    return f"[{method}]" if is_reference(method) else method
+
+
+#: appended to a table's note when it has reference rows
+REFERENCE_NOTE = (
+    " Reference rows in [brackets], not ranked: [oracle] = the synthetic world's truth sampled "
+    "with its own noise; [ceiling] = split-half of the true cells with the Spearman-Brown "
+    "correction (cell-eval 0.8), for agreement metrics only."
+)
 
 
 def _fmt(x: float) -> str:
@@ -151,10 +184,12 @@ def ranked_cells(
 ) -> dict[str, Cell]:
     """Per method: (value text, rank 1/2/0, relative-gain text for rank 1) from one metric's rows.
 
-    Ranks follow ``stat`` (ties keep method order); text is ``mean (±sd)`` or the bare value.
+    Ranks follow ``stat`` (ties keep method order) among the methods, the reference rows left
+    out; text is ``mean (±sd)`` or the bare value.
     """
     vals = block.set_index("method")
-    order = vals[stat].dropna().sort_values(ascending=not higher_better, kind="stable")
+    ranked = vals[[not is_reference(m) for m in vals.index]]
+    order = ranked[stat].dropna().sort_values(ascending=not higher_better, kind="stable")
     rank = {m: i + 1 for i, m in enumerate(order.index[:2])}
     gain = ""
     if show_gain and len(order) >= 2:
@@ -164,11 +199,8 @@ def ranked_cells(
             gain = f"{'↑' if higher_better else '↓'}{rel:.0f}%"
     out = {}
     for m, row in vals.iterrows():
-        text = (
-            f"{_fmt(row[stat])} (±{_fmt(row['sd'])})"
-            if show_sd and stat == "mean"
-            else _fmt(row[stat])
-        )
+        with_sd = show_sd and stat == "mean" and not (is_reference(m) and pd.isna(row["sd"]))
+        text = f"{_fmt(row[stat])} (±{_fmt(row['sd'])})" if with_sd else _fmt(row[stat])
         out[m] = (text, rank.get(m, 0), gain if rank.get(m) == 1 else "")
     return out
 
@@ -230,9 +262,9 @@ def method_rows(
                 )
                 for c in present
             }
-            methods = sorted(set().union(*(_select(block, c)["method"] for c in present)))
+            methods = method_order(set().union(*(_select(block, c)["method"] for c in present)))
             for method in methods:
-                row = [(dataset, 0, ""), (split, 0, ""), (method, 0, "")]
+                row = [(dataset, 0, ""), (split, 0, ""), (method_label(method), 0, "")]
                 row += [cells[c].get(method, ("–", 0, "")) for c in present]
                 section.append(row)
         if section:
@@ -243,6 +275,8 @@ def method_rows(
         f"{'; ↑/↓ is the relative gain of Rank-1 over Rank-2' if show_gain else ''}. "
         f"Values: {value} over the split's test conditions."
     )
+    if stats["method"].map(is_reference).any():
+        note += REFERENCE_NOTE
     return Table(title, header, rows, 3, note)
 
 
@@ -253,7 +287,7 @@ def metric_rows(stats: pd.DataFrame, rows_spec: Sequence[Column], *, title: str)
         present = [c for c in rows_spec if not _select(block, c).empty]
         if not present:
             continue
-        methods = sorted(set().union(*(_select(block, c)["method"] for c in present)))
+        methods = method_order(set().union(*(_select(block, c)["method"] for c in present)))
         rows: list[list[Cell] | str] = []
         for c in present:
             cells = ranked_cells(
@@ -267,9 +301,10 @@ def metric_rows(stats: pd.DataFrame, rows_spec: Sequence[Column], *, title: str)
             "Rank-1 in **bold**, Rank-2 <u>underlined</u> per metric. Values: mean over the "
             "split's test conditions; EV-median and its DEG variant: median."
         )
-        tables.append(
-            Table(f"{title}: {dataset}, {split}", [f"({split})", *methods], rows, 1, note)
-        )
+        if any(map(is_reference, methods)):
+            note += REFERENCE_NOTE
+        header = [f"({split})", *map(method_label, methods)]
+        tables.append(Table(f"{title}: {dataset}, {split}", header, rows, 1, note))
     return tables
 
 
@@ -494,9 +529,13 @@ def _scppdm_layout(spec: Sequence[Column]):
 
 
 def _scppdm_ablations(long, split_types, title):
-    long = long[long["method"].isin(list(SCPPDM_ABLATIONS))]
+    long = long[long["method"].isin([*SCPPDM_ABLATIONS, *REFERENCE_ROWS])]
     order = {m: i for i, m in enumerate(SCPPDM_ABLATIONS)}
-    long = long.assign(method=long["method"].map(lambda m: f"{order[m]}. {SCPPDM_ABLATIONS[m]}"))
+    long = long.assign(
+        method=long["method"].map(
+            lambda m: m if is_reference(m) else f"{order[m]}. {SCPPDM_ABLATIONS[m]}"
+        )
+    )
     groups = [
         (heading, condition_stats(_restrict(long, split_types, [split_type])))
         for heading, split_type in SCPPDM_ABLATION_SETTINGS
@@ -636,3 +675,28 @@ def table1(summary: pd.DataFrame, deg_set: str) -> tuple[list[str], list[list[Ce
     """Header and rows of the StateXDiff Table 1 layout for one DEG set (sections by split name)."""
     table = method_rows(summary, _scperturbench_columns(deg_set), {}, title="")
     return table.header, table.rows
+
+
+#: directions of metrics that no table layout shows (higher is better?)
+EXTRA_DIRECTIONS = {
+    **{("celleval", f"overlap_at_{k}"): True for k in (50, 100, 200, 500)},
+    **{("celleval", f"precision_at_{k}"): True for k in (50, 100, 200, 500)},
+    ("celleval", "de_sig_genes_recall"): True,
+    ("celleval", "mse_delta"): False,
+    ("celleval", "mae_delta"): False,
+    ("celleval", "pearson_edistance"): True,
+    ("celleval", "clustering_agreement"): True,
+    ("systema", "centroid_accuracy"): True,
+}
+
+
+def metric_directions() -> dict[tuple[str, str], bool]:
+    """(protocol, metric) -> higher is better, for every metric with a direction (the table
+    layouts' columns plus :data:`EXTRA_DIRECTIONS`; DE-gene counts have none)."""
+    columns = [
+        *(Column("scperturbench", m, "", "", hb) for m, _, hb in SCPERTURBENCH_COLUMNS),
+        *PERTURBDIFF_TABLE4,
+        *SCPPDM_COMPLETE,
+        *SCDFM_COLUMNS,
+    ]
+    return {**{(c.protocol, c.metric): c.higher_better for c in columns}, **EXTRA_DIRECTIONS}

@@ -52,7 +52,7 @@ class Run:
 
 
 def resolve_config(config: dict) -> Run:
-    from scpert.layout import PRIORS, RESERVED_SPLIT_NAMES
+    from scpert.layout import PRIORS, REFERENCE_ROWS, RESERVED_SPLIT_NAMES
     from scpert.methods.registry import get_spec
 
     for split in config["splits"]:
@@ -77,6 +77,11 @@ def resolve_config(config: dict) -> Run:
 
     methods = {}
     for name, entry in config["methods"].items():
+        if name in REFERENCE_ROWS:
+            raise ConfigError(
+                f"methods.{name}: the name is reserved for a reference row of the tables "
+                f"(reserved: {', '.join(REFERENCE_ROWS)})"
+            )
         base = entry.get("base", name)
         try:
             spec = get_spec(base)

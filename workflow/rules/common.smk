@@ -137,6 +137,8 @@ def all_targets():
     targets = ["results/tables/metrics_long.tsv", "results/tables/summary.tsv"]
     targets += paper_table_files()
     targets += expand("results/figures/heatmap_scperturbench.{ext}", ext=["pdf", "png"])
+    targets += ["results/tables/comparisons.tsv"]
+    targets += figure_targets()
     targets += prior_targets()
     targets += cell_state_targets()
     targets += world_vs_real_targets()
@@ -144,9 +146,34 @@ def all_targets():
 
 
 def metric_files():
-    return [
+    """Metric tables of every configured job, then of the reference rows of every split."""
+    files = [
         f"results/{ds}/{split}/{method}/metrics.tsv" for ds, split, method in RUN.jobs
     ]
+    for ds, split in evaluations():
+        files += [
+            f"results/{ds}/{split}/{name}/metrics.tsv" for name in oracle_rows(ds)
+        ]
+        files += ceiling_rows(ds, split)
+    return files
+
+
+# -- reference rows of the tables (rule oracle in reference.smk; scpert.metrics.reference) -----
+ORACLE, CEILING = layout.ORACLE, layout.CEILING
+REFERENCE = config["evaluation"]["reference_rows"]
+
+
+def oracle_rows(dataset):
+    """[oracle] for a simulated dataset when configured (its truth is known), else []."""
+    simulated = config["datasets"][dataset]["source"] == "simulate"
+    return [ORACLE] if simulated and ORACLE in REFERENCE else []
+
+
+def ceiling_rows(dataset, split):
+    """The ceiling's metrics table of a split when configured (a list of 0 or 1 paths)."""
+    if CEILING not in REFERENCE:
+        return []
+    return [f"results/{dataset}/{split}/{CEILING}/metrics.tsv"]
 
 
 def evaluations():
@@ -368,3 +395,79 @@ def pretrain_perturbdiff_size(key):
         return preset_size(PERTURBDIFF_PRETRAIN_PRESET, key) * attempt
 
     return size
+
+
+# -- figures (rules in figures.smk; scpert.plots.FIGURES) --------------------------------------
+FIGURES_CONFIG = config["figures"]
+if FIGURES_CONFIG["scatter_reference"] not in (None, *RUN.methods):
+    raise WorkflowError(
+        f"config: figures.scatter_reference: '{FIGURES_CONFIG['scatter_reference']}' is not a "
+        f"configured method (methods: {', '.join(RUN.methods)})"
+    )
+
+
+def figure_outputs(stem):
+    """Named outputs of a figure rule: pdf, png (in the report with its caption), tsv (data)."""
+    family = stem.split("_{")[0]
+    return {
+        "pdf": f"results/figures/{stem}.pdf",
+        "png": report(
+            f"results/figures/{stem}.png",
+            caption=f"../report/figure_{family}.rst",
+            category="Figures",
+            subcategory=family,
+        ),
+        "tsv": f"results/figures/{stem}.tsv",
+    }
+
+
+def figure_targets():
+    """PDF, PNG and data table of every figure family the configured splits can fill."""
+    from scpert.plots import figure_names
+
+    datasets = sorted({ds for ds, _ in evaluations()})
+    bases = list(method_bases().values())
+    has_variants = any(bases.count(b) > 1 for b in bases)
+    names = figure_names(split_types().values(), datasets, has_variants)
+    return expand("results/figures/{name}.{ext}", name=names, ext=["pdf", "png", "tsv"])
+
+
+def baseline_methods():
+    """Configured methods whose spec is a baseline (scpert.methods.baselines)."""
+    from scpert.methods.registry import get_spec
+
+    return [
+        name
+        for name, entry in RUN.methods.items()
+        if get_spec(entry.base).module.startswith("scpert.methods.baselines")
+    ]
+
+
+def method_bases():
+    """Configured method -> its base method (variants share a base)."""
+    return {name: entry.base for name, entry in RUN.methods.items()}
+
+
+def held_out_drug_splits(dataset):
+    """drug_ood splits of ``dataset`` -> the methods scored on each (reference rows included):
+    the predictions the dose-response and padj-density figures read."""
+    return {
+        split: methods + oracle_rows(dataset)
+        for (ds, split), methods in evaluations().items()
+        if ds == dataset and config["splits"][split]["type"] == "drug_ood"
+    }
+
+
+def held_out_drug_inputs(wildcards):
+    splits = held_out_drug_splits(wildcards.dataset)
+    prefix = f"results/{wildcards.dataset}"
+    return {
+        "h5ad": f"{prefix}/processed.h5ad",
+        "split": [f"{prefix}/splits/{s}.tsv" for s in splits],
+        "genes": [f"{prefix}/{s}/genes.tsv" for s in splits],
+        "preds": [
+            f"{prefix}/{s}/{m}/pred.h5ad"
+            for s, methods in splits.items()
+            for m in methods
+        ],
+    }

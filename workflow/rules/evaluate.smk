@@ -5,8 +5,10 @@
 # (dataset, split): the truth is read and its statistics (DE tests, clusters of its centroids) are
 # computed once for all of the split's methods, and the imports once per job instead of once per
 # method; each method still gets its own metrics file. The rule is defined per split because its
-# outputs (one per method of the split) depend on the config.
+# outputs (one per method of the split) depend on the config. The reference rows are scored here
+# too: the oracle's prediction beside the methods', and the data ceiling from the truth alone.
 for (dataset, split), methods in evaluations().items():
+    scored = methods + oracle_rows(dataset)
 
     rule:
         name:
@@ -15,9 +17,10 @@ for (dataset, split), methods in evaluations().items():
             h5ad=f"results/{dataset}/processed.h5ad",
             split=f"results/{dataset}/splits/{split}.tsv",
             genes=f"results/{dataset}/{split}/genes.tsv",
-            preds=[f"results/{dataset}/{split}/{m}/pred.h5ad" for m in methods],
+            preds=[f"results/{dataset}/{split}/{m}/pred.h5ad" for m in scored],
         output:
-            tsv=[f"results/{dataset}/{split}/{m}/metrics.tsv" for m in methods],
+            tsv=[f"results/{dataset}/{split}/{m}/metrics.tsv" for m in scored],
+            ceiling=ceiling_rows(dataset, split),
         log:
             f"results/logs/evaluate/{dataset}/{split}.log",
         benchmark:
@@ -27,11 +30,11 @@ for (dataset, split), methods in evaluations().items():
         threads: 1
         resources:
             mem_mb=RES["mem_mb"],
-            runtime=RES["runtime"] * len(methods),
+            runtime=RES["runtime"] * (len(scored) + 1),
         params:
             dataset=dataset,
             split=split,
-            methods=methods,
+            methods=scored,
             control=CONTROL,
             evaluation=config["evaluation"],
         script:
@@ -66,3 +69,30 @@ rule aggregate:
         split_types=split_types(),
     script:
         "../scripts/aggregate.py"
+
+
+# Paired statistics: each method against the split's best baseline per metric (scpert.stats).
+rule comparisons:
+    input:
+        long="results/tables/metrics_long.tsv",
+    output:
+        tsv=report(
+            "results/tables/comparisons.tsv",
+            caption="../report/comparisons.rst",
+            category="Tables",
+        ),
+    log:
+        "results/logs/comparisons.log",
+    benchmark:
+        "results/benchmarks/comparisons.tsv"
+    conda:
+        "../../envs/scpert.yaml"
+    threads: 1
+    resources:
+        mem_mb=RES["mem_mb"],
+        runtime=RES["runtime"],
+    params:
+        baselines=baseline_methods(),
+        seed=config["seed"],
+    script:
+        "../scripts/comparisons.py"

@@ -12,4 +12,5 @@ runtime.run_step(
     snakemake.params.evaluation,
     snakemake.params.control,
     {"dataset": snakemake.params.dataset, "split": snakemake.params.split},
+    snakemake.output.ceiling[0] if snakemake.output.ceiling else None,
 )

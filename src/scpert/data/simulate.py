@@ -59,7 +59,11 @@ Truth
     ``ground_truth.h5ad`` X = ``log1p(1e4 · E[p_g])`` where ``p`` is the softmax of the log-rate and
     the expectation runs over the phase mix, the plates and the cell noise ``z`` (log-normal mean
     correction ``½ σ_z² Σ_p W²``); this is the noise-free expression, not the mean of noisy log1p
-    values. ``layers["lfc"]`` = X(condition) − X(same line's control).
+    values. ``layers["lfc"]`` = X(condition) − X(same line's control). The cell model is saved too
+    (``obsm["log_rate"]``: the noise-free log-rate per condition and phase without the plate
+    shift, float32; ``varm["plate_shift"]`` per plate, ``varm["loadings"]``, ``uns["cell_model"]``:
+    plate library factors, library size, dispersion, noise sds), so that :func:`sample_cells`
+    draws new cells of any condition (the oracle reference row, ``scpert.metrics.reference``).
 L1000
     Level-5-like signatures on the world's landmarks in ``l1000_cell_lines`` further lines (same
     lineages, not in the single-cell data) for all world drugs at all ``doses``: replicate z-scores
@@ -675,8 +679,9 @@ def _cell_noise(n_cells: int, genes: Genes, rng) -> np.ndarray:
 
 def _single_cell(
     p: dict, conditions: list[Condition], state: np.ndarray, lines: Lines, genes: Genes, rng
-) -> tuple[pd.DataFrame, np.ndarray]:
-    """Cell table and relative rates ``s_c softmax(log-rate)`` (cells, G)."""
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """Cell table, relative rates ``s_c softmax(log-rate)`` (cells, G) and the plates' library
+    factors (K,)."""
     n_plate = p["n_plates"]
     plates = [f"plate{k + 1}" for k in range(n_plate)]
     plate_library = np.exp(rng.normal(0.0, PLATE_LIBRARY_SD, n_plate))
@@ -705,7 +710,7 @@ def _single_cell(
     )
     for col in obs.columns:
         obs[col] = pd.Categorical(obs[col], categories=list(dict.fromkeys(obs[col])))
-    return obs, rates
+    return obs, rates, plate_library
 
 
 def _var(genes: Genes) -> pd.DataFrame:
@@ -726,6 +731,9 @@ def _ground_truth(
     genes: Genes,
     lines: Lines,
     drugs: Drugs,
+    plate_shift: np.ndarray,
+    plate_library: np.ndarray,
+    library: float,
 ) -> ad.AnnData:
     weights = np.asarray(p["phase_fractions"]) / sum(p["phase_fractions"])
     correction = 0.5 * CELL_PROGRAM_SD**2 * (genes.loadings**2).sum(axis=1)
@@ -772,7 +780,76 @@ def _ground_truth(
         "genes": genes.loadings @ drugs.shared_program,
         "line_sensitivity": dict(zip(lines.names, lines.shared_sensitivity.tolist())),
     }
+    # the cell-level model, so that new cells of any condition can be drawn (sample_cells)
+    n_phase, n_plate = state.shape[1], state.shape[2]
+    truth.obsm["log_rate"] = (
+        (state[:, :, 0, :] - plate_shift[0][None, None, :])
+        .reshape(len(conditions), n_phase * len(genes.symbols))
+        .astype(np.float32)
+    )
+    truth.varm["plate_shift"] = plate_shift.T.astype(np.float32)
+    truth.varm["loadings"] = genes.loadings.astype(np.float32)
+    truth.uns["cell_model"] = {
+        "plates": np.asarray([f"plate{k + 1}" for k in range(n_plate)]),
+        "plate_library": np.asarray(plate_library, dtype=np.float64),
+        "library": float(library),
+        "dispersion": float(p["dispersion"]),
+        "cell_program_sd": CELL_PROGRAM_SD,
+        "cell_library_sd": CELL_LIBRARY_SD,
+    }
     return truth
+
+
+def sample_cells(truth: ad.AnnData, requests: pd.DataFrame, seed: int) -> ad.AnnData:
+    """New cells of the world's conditions, drawn from the world's own cell model (raw counts).
+
+    truth: ``ground_truth.h5ad`` (its ``obsm["log_rate"]``, ``varm["plate_shift"]``,
+    ``varm["loadings"]`` and ``uns["cell_model"]``). requests: one row per (condition, plate)
+    with ``condition, plate, n_cells``. Each cell draws a phase from the phase mix, program noise
+    ``z ~ N(0, cell_program_sd²)``, a size factor ``plate_library[k] · logN(0,
+    cell_library_sd²)`` and negative-binomial counts with the world's library and dispersion:
+    the generative process of the module docstring ("Cells") with fresh randomness. Returns
+    counts (CSR float32) with obs ``condition, plate, phase`` and the world's genes.
+    """
+    for key, where in (("log_rate", "obsm"), ("plate_shift", "varm"), ("loadings", "varm")):
+        if key not in getattr(truth, where):
+            raise schema.SchemaError(
+                f"ground truth: {where}['{key}'] is missing (written by simulate_world since the "
+                "oracle reference row; re-run rule simulate_world)"
+            )
+    model = truth.uns["cell_model"]
+    params = truth.uns["params"]
+    n_genes = truth.n_vars
+    phases = list(params["phases"])
+    weights = np.asarray(params["phase_fractions"], dtype=float)
+    weights = weights / weights.sum()
+    plates = [str(x) for x in model["plates"]]
+    log_rate = np.asarray(truth.obsm["log_rate"], dtype=np.float64).reshape(
+        truth.n_obs, len(phases), n_genes
+    )
+    plate_shift = np.asarray(truth.varm["plate_shift"], dtype=np.float64).T
+    loadings = np.asarray(truth.varm["loadings"], dtype=np.float64)
+    row_of = {str(c): i for i, c in enumerate(truth.obs_names)}
+    rng = np.random.default_rng(seed)
+    blocks, obs = [], []
+    for condition, plate, n in requests[["condition", "plate", "n_cells"]].itertuples(index=False):
+        if str(condition) not in row_of:
+            raise schema.SchemaError(f"ground truth: no condition '{condition}' in the world")
+        if str(plate) not in plates:
+            raise schema.SchemaError(f"ground truth: no plate '{plate}' in the world ({plates})")
+        k, n = plates.index(str(plate)), int(n)
+        phase = rng.choice(len(phases), n, p=weights)
+        z = rng.normal(0.0, model["cell_program_sd"], (n, loadings.shape[1]))
+        rate = log_rate[row_of[str(condition)], phase] + plate_shift[k] + z @ loadings.T
+        size = model["plate_library"][k] * np.exp(rng.normal(0.0, model["cell_library_sd"], n))
+        mean = model["library"] * softmax(rate, axis=1) * size[:, None]
+        r = model["dispersion"]
+        blocks.append(sp.csr_matrix(rng.negative_binomial(r, r / (r + mean)).astype(np.float32)))
+        obs += [(str(condition), str(plate), phases[f]) for f in phase]
+    table = pd.DataFrame(obs, columns=[schema.CONDITION, schema.PLATE, schema.PHASE])
+    table.index = [f"oracle{i:06d}" for i in range(len(table))]
+    x = sp.vstack(blocks).tocsr() if blocks else sp.csr_matrix((0, n_genes), dtype=np.float32)
+    return ad.AnnData(x, obs=table, var=pd.DataFrame(index=truth.var_names.copy()))
 
 
 # ---------------------------------------------------------------------------------------- L1000
@@ -1182,14 +1259,16 @@ def simulate_world(params: dict, outdir: Path, resources: Path) -> dict:
     state = _condition_state_rates(
         conditions, genes, lines, drugs, phase_shift, phase_response, plate_shift
     )
-    obs, rates = _single_cell(p, conditions, state, lines, genes, rng)
+    obs, rates, plate_library = _single_cell(p, conditions, state, lines, genes, rng)
     step = max(1, len(rates) // 1000)
     library = _calibrate_library(rates[::step], p["dispersion"], p["zero_fraction"])
     counts = _sample_counts(rates, library, p["dispersion"], rng)
     zero_fraction = 1.0 - counts.nnz / (counts.shape[0] * counts.shape[1])
     adata = ad.AnnData(counts, obs=obs, var=_var(genes))
     schema.validate(adata, outdir / "counts.h5ad", kind="raw")
-    truth = _ground_truth(p, conditions, state, genes, lines, drugs)
+    truth = _ground_truth(
+        p, conditions, state, genes, lines, drugs, plate_shift, plate_library, library
+    )
     l1000 = _l1000(p, genes, lines, drugs, phase_response, rng)
     dti = _dti(drugs, genes, rng)
     complexes = _complexes(p, genes, rng)

@@ -25,9 +25,18 @@ finetune_latent           :func:`scpert.steps.latent.finetune_latent`
 pretrain_perturbdiff      :func:`scpert.steps.pretrain.pretrain_perturbdiff`
 train                     :func:`scpert.steps.methods.train`
 sample                    :func:`scpert.steps.methods.sample`
+oracle                    :func:`scpert.steps.evaluate.oracle`
 evaluate                  :func:`scpert.steps.evaluate.evaluate`
 aggregate                 :func:`scpert.steps.evaluate.aggregate`
+comparisons               :func:`scpert.steps.evaluate.comparisons`
 heatmap                   :func:`scpert.steps.figures.heatmap`
+figure_radar              :func:`scpert.steps.figures.figure_radar`
+figure_scatter            :func:`scpert.steps.figures.figure_scatter`
+figure_combinations       :func:`scpert.steps.figures.figure_combinations`
+figure_dose_response      :func:`scpert.steps.figures.figure_dose_response`
+figure_padj_density       :func:`scpert.steps.figures.figure_padj_density`
+figure_ablations          :func:`scpert.steps.figures.figure_ablations`
+figure_comparisons        :func:`scpert.steps.figures.figure_comparisons`
 download                  :func:`scpert.steps.downloads.download`
 gunzip                    :func:`scpert.steps.downloads.gunzip`
 extract                   :func:`scpert.steps.downloads.extract`
@@ -65,9 +74,18 @@ RULES = {
     "pretrain_perturbdiff": "pretrain",
     "train": "methods",
     "sample": "methods",
+    "oracle": "evaluate",
     "evaluate": "evaluate",
     "aggregate": "evaluate",
+    "comparisons": "evaluate",
     "heatmap": "figures",
+    "figure_radar": "figures",
+    "figure_scatter": "figures",
+    "figure_combinations": "figures",
+    "figure_dose_response": "figures",
+    "figure_padj_density": "figures",
+    "figure_ablations": "figures",
+    "figure_comparisons": "figures",
     "download": "downloads",
     "gunzip": "downloads",
     "extract": "downloads",

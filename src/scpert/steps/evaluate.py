@@ -51,9 +51,13 @@ def evaluate(
     evaluation: dict,
     control: str,
     meta: dict,
+    ceiling_output: str | Path | None = None,
 ) -> None:
     """Rule evaluate: score each method's predictions of one split (``predictions``: method ->
-    pred.h5ad) and write its metrics table (``outputs``: method -> metrics.tsv).
+    pred.h5ad; the ``oracle`` reference row is one of them) and write its metrics table
+    (``outputs``: method -> metrics.tsv); with ``ceiling_output``, also the data ceiling's raw
+    half-depth values (:func:`scpert.metrics.reference.ceiling_metrics`, seed
+    ``evaluation["ceiling_seed"]``).
 
     The ground truth (the split's test conditions and the controls, restricted to the split's
     genes) and the Systema reference are read and prepared once
@@ -114,6 +118,48 @@ def evaluate(
             len(table),
             time.process_time() - start,
         )
+    if ceiling_output is not None:
+        from scpert.metrics.reference import CEILING, ceiling_metrics
+
+        start = time.process_time()
+        table = ceiling_metrics(
+            truth,
+            test,
+            control,
+            protocols,
+            seed=evaluation.get("ceiling_seed", 0),
+            eval_seed=evaluation["seed"],
+            max_cells=evaluation["max_cells"],
+            train_reference=reference,
+        )
+        for j, (key, value) in enumerate({**meta, "method": CEILING}.items()):
+            table.insert(j, key, value)
+        runtime.write_tsv(table, ceiling_output, float_format="%.10g")
+        log.info(
+            "ceiling: %d half-depth values, %.1f CPU s", len(table), time.process_time() - start
+        )
+
+
+def oracle(inputs: dict, out_path, control: str, seed: int, max_cells: int) -> None:
+    """Rule oracle: the synthetic world's truth sampled with its own noise for every test
+    condition and plate of the split, as many cells as a method is asked for
+    (:func:`scpert.metrics.reference.oracle_prediction`), written as a ``pred.h5ad``."""
+    from scpert.metrics.reference import oracle_prediction
+    from scpert.steps.methods import check_prediction, conditions_to_predict
+
+    world = io.read_h5ad(inputs["world"])
+    adata = io.read_processed(inputs["h5ad"], control)
+    split = io.read_split(inputs["split"], adata.obs[schema.CONDITION], inputs["h5ad"])
+    genes = io.read_genes(inputs["genes"], adata.var_names, inputs["h5ad"])
+    requests = conditions_to_predict(adata.obs, split, max_cells)
+    try:
+        pred = oracle_prediction(world, requests, list(adata.var_names), genes, seed)
+    except schema.SchemaError as err:
+        raise schema.SchemaError(f"{inputs['world']}: {err}") from None
+    check_prediction(pred, requests, "oracle prediction", by_plate=True)
+    pred.strings_to_categoricals()
+    runtime.write_h5ad(pred, out_path)
+    log.info("oracle: %d cells for %d conditions", pred.n_obs, requests["condition"].nunique())
 
 
 def aggregate(
@@ -142,3 +188,19 @@ def aggregate(
         text = tables.render(layout, path.suffix)
         runtime.write_atomic(path, lambda p, t=text: p.write_text(t))
     log.info("aggregated %d values from %d files", len(long), len(metric_paths))
+
+
+def comparisons(long_path, out_path, baselines: list[str], seed: int = 0) -> None:
+    """Rule comparisons: each method against the best baseline per metric (scpert.stats)."""
+    from scpert import stats, tables
+
+    long = tables.read_long([long_path])
+    table = stats.compare_to_best_baseline(long, baselines, tables.metric_directions(), seed=seed)
+    runtime.write_tsv(table, out_path, float_format="%.6g")
+    log.info(
+        "comparisons: %d (method, metric) pairs; %d better, %d worse than the best baseline "
+        "(BH < 0.05)",
+        len(table),
+        int((table["verdict"] == "better").sum()),
+        int((table["verdict"] == "worse").sum()),
+    )
