@@ -61,10 +61,10 @@ PAPER: dict[str, Any] = {
     "describe_n_drugs": 32,
 }
 
-#: the CPU preset of config/config.yaml (budget: <= 20 s CPU per split for train + sample)
 #: the CPU preset of config/config.yaml (budget: <= 20 s CPU per split for train + sample): the
-#: paper's architecture and objective, width 16, 2 layers, 1 head, 200 steps, Euler K = 4, and 8
-#: model samples per test condition (docs/decisions.md "scDFM tiny preset")
+#: paper's architecture and objective, width 16, 2 layers, 1 head, 200 steps, Euler K = 4, and 6
+#: model samples per test condition (docs/decisions.md "scDFM: parameter count and the tiny
+#: preset")
 TINY: dict[str, Any] = {
     **PAPER,
     "width": 16,
@@ -80,7 +80,7 @@ TINY: dict[str, Any] = {
     "sampler_steps": 4,
     "perturbation_encoder": "structure",
     "time_frequencies": 32,
-    "generated_cells": 8,
+    "generated_cells": 6,
     "checkpoint_every": 0,
     "sample_batch_size": 1024,
     "describe_n_genes": 800,
