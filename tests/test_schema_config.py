@@ -30,8 +30,8 @@ def message(edit) -> str:
 def test_unknown_keys_name_their_allowed_siblings():
     assert message(lambda c: c.update(outputs=1)) == (
         "outputs: unknown key (allowed at the top level: seed, control_label, device, datasets, "
-        "splits, methods, evaluation, priors, latent, perturbdiff_pretrain, downloads, citeseq, "
-        "lincs, resources)"
+        "splits, methods, evaluation, figures, priors, latent, perturbdiff_pretrain, downloads, "
+        "citeseq, lincs, resources)"
     )
     assert message(lambda c: c["datasets"]["synthetic"]["hvg"].update(n_top=5)) == (
         "datasets.synthetic.hvg.n_top: unknown key (allowed under datasets.synthetic.hvg: "

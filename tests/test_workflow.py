@@ -400,11 +400,11 @@ def test_a_prior_no_rule_provides_is_a_config_error(monkeypatch):
     from scpert.methods import registry
     from scpert.workflow_config import resolve_config
 
-    spec = registry.MethodSpec("needs_vmcs", "nowhere", {"tiny": {}}, priors=("vmcs",))
-    monkeypatch.setitem(registry._SPECS, "needs_vmcs", spec)
+    spec = registry.MethodSpec("needs_atlas", "nowhere", {"tiny": {}}, priors=("atlas",))
+    monkeypatch.setitem(registry._SPECS, "needs_atlas", spec)
     cfg = yaml.safe_load((REPO / "config/ci.yaml").read_text())
-    cfg["methods"] = {"mine": {"base": "needs_vmcs"}}
-    with pytest.raises(ConfigError, match="methods.mine: method 'needs_vmcs' needs prior 'vmcs'"):
+    cfg["methods"] = {"mine": {"base": "needs_atlas"}}
+    with pytest.raises(ConfigError, match="methods.mine: method 'needs_atlas' needs prior 'atlas'"):
         resolve_config(cfg)
     cfg["methods"] = {"base_control": {}}
     assert resolve_config(cfg).jobs  # the same config without it resolves

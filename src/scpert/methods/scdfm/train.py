@@ -1,0 +1,136 @@
+"""scDFM training (arXiv:2602.07103 §3.1-3.2, App. A.2-A.3 Algorithm 2, App. A.4.3) on the shared
+trainer.
+
+Batches (Algorithm 2; the code: "one perturbation per step")
+    Every step draws ONE training group (cell line, drug, dose, plate) and ``batch_size`` of its
+    cells ``x1`` with as many random control cells ``c_x`` of the same (cell line, plate)
+    (:class:`scpert.data.pairing.CellSets`; a group smaller than the batch is padded by
+    resampling its cells), so that the MMD compares two samples of one perturbed population. One
+    random gene subset ``I`` of ``subset_genes`` genes per step (``M_I = W[I, I]``), one time
+    ``t ~ U(0, 1)`` per cell and source noise ``x0 ~ N(0, I)``.
+Objective (eqs. 2-5, Algorithm 1)
+    ``x_t = (1 - t) x0 + t x1``, ``L_CFM = mean ||v_theta(x_t | t, c_x, c_p) - (x1 - x0)||^2``
+    (per gene), endpoint ``x1_hat = x_t + (1 - t) v_theta`` (:mod:`scpert.generative.flow`),
+    ``L = L_CFM + lambda MMD^2(X1, X1_hat)`` with the unbiased multi-kernel RBF MMD^2 whose
+    bandwidths are ``sqrt(s m)``, ``m`` the median off-diagonal squared distance of the REAL
+    batch ``X1``, ``s in {0.5, 1, 2, 4}`` (:func:`scpert.generative.losses.mmd2_unbiased`).
+Optimisation (App. A.4.3, REFERENCE_CODE: no warm-up, EMA or clipping)
+    :class:`scpert.generative.trainer.Trainer`: Adam (no weight decay) at ``lr``, cosine to
+    ``lr_min``, ``steps`` steps. ``p_drop_id``: the id rows of the perturbation embedding are
+    dropped per cell with this probability (``id_structure`` only), so the fingerprint path alone
+    predicts drugs unseen in training.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+
+from scpert.data import pairing
+from scpert.generative import flow
+from scpert.generative.losses import mmd2_unbiased
+from scpert.generative.trainer import Batch, TrainConfig, Trainer, TrainResult, fingerprint
+from scpert.methods.scdfm.model import PADTransformer, gene_subset_mask
+from scpert.methods.scppdm.model import ConditionBatch
+
+
+def dense_rows(X, rows: np.ndarray, genes: np.ndarray) -> torch.Tensor:
+    """``X[rows][:, genes]`` as a float32 tensor (X dense or CSR)."""
+    part = X[rows][:, genes]
+    part = part.toarray() if sp.issparse(part) else np.asarray(part)
+    return torch.from_numpy(part.astype(np.float32))
+
+
+def source(c_x: torch.Tensor, noise: torch.Tensor, p: dict) -> torch.Tensor:
+    """The flow's source ``x0``: ``noise`` ~ N(0, I) (``source: noise``, §3.1), or the control
+    cell plus ``source_noise`` x noise (``source: control``, Algorithm 3's "standard source")."""
+    if p["source"] == "control":
+        return c_x + float(p["source_noise"]) * noise
+    return noise
+
+
+def train_config(p: dict, seed: int) -> TrainConfig:
+    return TrainConfig(
+        steps=int(p["steps"]),
+        lr=float(p["lr"]),
+        weight_decay=0.0,
+        lr_schedule="cosine",
+        lr_floor=float(p["lr_min"]) / float(p["lr"]),
+        checkpoint_every=int(p["checkpoint_every"]),
+        seed=int(seed),
+    )
+
+
+def fit_network(
+    net: PADTransformer,
+    X,
+    sets: pairing.CellSets,
+    conditions: ConditionBatch,
+    adjacency: torch.Tensor,
+    p: dict,
+    device: torch.device,
+    seed: int,
+    checkpoint_dir=None,
+) -> TrainResult:
+    """Train ``net`` on the cells ``X`` (rows of ``sets``' obs); ``conditions`` has one row per
+    group of ``sets`` (module docstring)."""
+    n_genes = X.shape[1]
+    s = min(int(p["subset_genes"]), n_genes)
+    B = int(p["batch_size"])
+    lam = float(p["mmd_weight"])
+    scales = [float(x) for x in p["mmd_scales"]]
+    p_drop_id = float(p["p_drop_id"])
+    adjacency = adjacency.to(device)
+    conditions = conditions.to(device)
+
+    def batch(step: int, g: torch.Generator) -> Batch:
+        rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=g)))
+        cellset = sets.sample(1, rng)
+        genes = np.sort(rng.choice(n_genes, size=s, replace=False))
+        group = int(cellset.group[0])
+        return Batch(
+            {
+                "x1": dense_rows(X, cellset.perturbed[0], genes),
+                "c_x": dense_rows(X, cellset.controls[0], genes),
+                "x0": torch.randn(B, s, generator=g),
+                "t": flow.sample_time(B, g, p["time_distribution"]),
+                "keep_id": torch.rand(B, generator=g) >= p_drop_id,
+                "group": torch.full((B,), group, dtype=torch.long),
+            },
+            {"genes": torch.from_numpy(genes)},
+        )
+
+    def loss(model, b: Batch, step: int):
+        x1, t = b.rows["x1"], b.rows["t"]
+        x0 = source(b.rows["c_x"], b.rows["x0"], p)
+        genes = b.shared["genes"]
+        x_t = flow.path_sample(x0, x1, t)
+        v = model(
+            x_t,
+            t,
+            b.rows["c_x"],
+            genes,
+            gene_subset_mask(adjacency, genes),
+            conditions[b.rows["group"]],
+            b.rows["keep_id"],
+        ).float()
+        cfm = F.mse_loss(v, flow.target_velocity(x0, x1))
+        total = cfm
+        terms = {"cfm": cfm.detach()}
+        if lam > 0:
+            mmd = mmd2_unbiased(x1, flow.endpoint(x_t, t, v), scales)
+            total = total + lam * mmd
+            terms["mmd"] = mmd.detach()
+        return total, terms
+
+    trainer = Trainer(
+        net,
+        train_config(p, seed),
+        device=device,
+        checkpoint_dir=checkpoint_dir,
+        run_id=fingerprint(p, seed, X.shape, len(sets)),
+        name="scdfm",
+    )
+    return trainer.fit(batch, loss)
