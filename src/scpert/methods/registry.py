@@ -33,7 +33,7 @@ from scpert.errors import ConfigError
 from scpert.presets import resolve_preset
 
 #: light modules whose import declares method specs; a new method appends its package here
-SPEC_MODULES = ("scpert.methods.baselines", "scpert.methods.scppdm")
+SPEC_MODULES = ("scpert.methods.baselines", "scpert.methods.scppdm", "scpert.methods.statexdiff")
 
 #: reserved parameter: size of the method's training gene space (module docstring)
 TRAIN_GENES = "train_genes"
