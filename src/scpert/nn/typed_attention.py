@@ -40,5 +40,15 @@ class TypedJointAttention(nn.Module):
         qkv = torch.cat(parts, dim=1)  # (B, N, 3H)
         B, N, _ = qkv.shape
         q, k, v = qkv.view(B, N, 3, self.heads, self.width // self.heads).permute(2, 0, 3, 1, 4)
-        attended = F.scaled_dot_product_attention(q, k, v)  # (B, heads, N, d)
+        attended = attention(q, k, v)  # (B, heads, N, d)
         return self.out(attended.transpose(1, 2).reshape(B, N, self.width))
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``softmax(q k^T / sqrt(d)) v``: torch's fused kernel on GPUs; on CPU the plain product,
+    whose backward is faster than the fused CPU kernel's for short sequences (StateXDiff's tiny
+    preset, 12 tokens; ``docs/decisions.md`` "StateXDiff tiny")."""
+    if q.is_cuda:
+        return F.scaled_dot_product_attention(q, k, v)
+    weights = torch.softmax((q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5, dim=-1)
+    return weights @ v

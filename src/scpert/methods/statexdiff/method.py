@@ -105,7 +105,6 @@ class StateXDiff(Method):
                 for q in ([part] if isinstance(part, nn.Parameter) else part.parameters())
             ]
             counts[group] = sum(q.numel() for q in params if q.requires_grad)
-        counts["Total trainable"] = sum(counts.values())
         return counts
 
     # -- priors
@@ -218,7 +217,7 @@ class StateXDiff(Method):
             self.vmcs_source = Path(train.priors["vmcs"])
             self._load_vmcs(self.vmcs_source)
             g_p, q = self._cell_proteins(train, control_names)
-            cell_source = ("vmcs", int(self.vmcs.D_tok))
+            cell_source = ("vmcs", int(self.vmcs.D_tok), int(self.vmcs.K_s), int(self.vmcs.K_p))
         else:
             g_p, q = None, np.ones(len(ctrl_rows), np.float32)
             cell_source = ("raw", z.shape[1])
@@ -333,7 +332,7 @@ class StateXDiff(Method):
             {
                 "net": {k: v.cpu() for k, v in self.net.state_dict().items()},
                 "cell_kind": self.net.cell_kind,
-                "cell_dim": _cell_dim(self.net),
+                "cell_source": _cell_source(self.net),
                 "drug_kind": self.params["drug_encoder"],
                 "drug_names": self.drug_names,
                 "target_scale": (self.target_scale.mean, self.target_scale.std),
@@ -359,15 +358,15 @@ class StateXDiff(Method):
         net = state["net"]
         key = "templates" if state["drug_kind"] == "mdt" else "fingerprints"
         drug_source = (state["drug_kind"], net[f"drug_tokens.{key}"])
-        self._build(self.latent.latent_dim, (state["cell_kind"], state["cell_dim"]), drug_source)
+        self._build(self.latent.latent_dim, tuple(state["cell_source"]), drug_source)
         self.net.load_state_dict(net)
         self.net.eval()
 
 
-def _cell_dim(net: StateXDiffNet) -> int:
+def _cell_source(net: StateXDiffNet) -> tuple:
     if net.cell_kind == "raw":
-        return net.cell_tokens.proj.in_features
-    return net.cell_tokens.shared.in_features
+        return ("raw", net.cell_tokens.proj.in_features)
+    return ("vmcs", net.cell_tokens.shared.in_features, net.K_s, net.K_p)
 
 
 def _row_noise(table: pd.DataFrame, row: np.ndarray, dim: int, seed: int) -> np.ndarray:

@@ -248,7 +248,9 @@ class StateXDiffNet(nn.Module):
     """Conditions, interaction and the DiT (module docstring).
 
     drug_source: ``("mdt", templates (n_drugs, K, D))`` or ``("structure", fingerprints
-    (n_drugs, bits))``; cell_source: ``("raw", latent_dim)`` or ``("vmcs", D_tok)``.
+    (n_drugs, bits))``; cell_source: ``("raw", latent_dim)`` or ``("vmcs", D_tok[, K_s, K_p])``
+    (the VMCS prior's token counts replace ``shared_tokens`` / ``protein_tokens``, Eq. 11: "the
+    original VMCS token allocation").
     """
 
     def __init__(self, p: dict, latent_dim: int, cell_source: tuple, drug_source: tuple):
@@ -259,7 +261,9 @@ class StateXDiffNet(nn.Module):
             int(p["protein_tokens"]),
             int(p["drug_tokens"]),
         )
-        kind, dim = cell_source
+        kind, dim = cell_source[:2]
+        if kind == "vmcs" and len(cell_source) == 4:  # the VMCS prior's own token allocation
+            self.K_s, self.K_p = int(cell_source[2]), int(cell_source[3])
         self.cell_kind = kind
         self.cell_tokens = (
             RawCellTokens(dim, self.K_s, H) if kind == "raw" else VMCSCellTokens(dim, H)
