@@ -445,3 +445,69 @@ def test_full_model_trains_and_predicts_through_the_cell_state_contract(
 
 
 from .test_method_contract import processed  # noqa: E402, F401  (the preprocessed small world)
+
+
+# ------------------------------------------------------------------------------ ablations
+def test_configured_ablations_are_table_2():
+    """config/statexdiff_ablations.yaml: the six ablations of §5.4 and the full model on UD and
+    UC, each switching off one component of the full model; every name has a Table 2 row."""
+    import yaml
+
+    from scpert.tables import STATEXDIFF_ABLATIONS
+
+    from .conftest import REPO
+
+    overlay = yaml.safe_load((REPO / "config/statexdiff_ablations.yaml").read_text())["methods"]
+    full = SPEC.resolve("tiny")
+    switched = {}
+    for name, entry in overlay.items():
+        assert entry["base"] == "statexdiff" and name in STATEXDIFF_ABLATIONS, name
+        assert sorted(entry["splits"]) == ["cell_ood", "drug_ood"], name
+        params = SPEC.resolve("tiny", entry.get("params", {}))
+        switched[name] = {k: v for k, v in params.items() if v != full[k]}
+    assert switched == {
+        "statexdiff_full": {},
+        "statexdiff_no_vmcs": {"use_vmcs": False, "use_protein": False},
+        "statexdiff_no_pseudo": {"use_protein": False},
+        "statexdiff_no_pqm": {"use_pqm": False},
+        "statexdiff_no_mdt": {"drug_encoder": "structure"},
+        "statexdiff_no_triplet": {"lambda_triplet": 0.0},
+        "statexdiff_no_icfg": {"guidance": "cfg"},
+    }
+    default = yaml.safe_load((REPO / "config/config.yaml").read_text())["methods"]["statexdiff"]
+    assert default["preset"] == "tiny"
+
+
+def test_table_2_layout_has_settings_ud_uc_and_variants_in_paper_order():
+    from scpert.tables import PAPER_TABLES
+
+    rows = []
+    for split, base in (("drug_ood", 1.0), ("cell_ood", 2.0)):
+        for k, method in enumerate(["statexdiff_full", "statexdiff_no_vmcs", "base_reg"]):
+            for c in range(2):
+                for metric, deg in (("e_distance", "top100"), ("pcc_delta", "top100")):
+                    value = base + k + c if metric == "e_distance" else 0.5 - 0.1 * k
+                    rows.append(
+                        ("w", split, method, f"L|d{c}|1", "scperturbench", metric, deg, value)
+                    )
+    long = pd.DataFrame(
+        rows,
+        columns=[
+            "dataset",
+            "split",
+            "method",
+            "condition",
+            "protocol",
+            "metric",
+            "deg_set",
+            "value",
+        ],
+    )
+    split_types = {"drug_ood": "drug_ood", "cell_ood": "cell_ood"}
+    (table,) = PAPER_TABLES["statexdiff_table2_top100"].tables(long, split_types)
+    assert [r for r in table.rows if isinstance(r, str)] == ["UD", "UC"]
+    body = [r for r in table.rows if not isinstance(r, str)]
+    assert [r[2][0] for r in body] == ["0. w/o VMCS", "6. Ours"] * 2  # base_reg is no ablation
+    assert table.header[3:] == ["E-dist ↓", "PCCΔ ↑"]
+    # UD, Ours: E-dist mean over its two conditions (1 + 0 + 0, 1 + 0 + 1) = 1.5, rank 1
+    assert body[1][3][0].startswith("1.5 ") and body[1][3][1] == 1
