@@ -33,6 +33,12 @@ from scpert.methods.statexdiff.train import (
 )
 from scpert.nn import AdaLNZero, SwiGLU, TypedJointAttention
 
+from .test_method_contract import (
+    _prior,
+    _split_files,
+    processed,  # noqa: F401  (fixture: the preprocessed small world)
+)
+
 SPEC = get_spec("statexdiff")
 
 
@@ -393,9 +399,11 @@ def fake_cell_state_priors(monkeypatch, tmp_path):
 
 
 def test_full_model_trains_and_predicts_through_the_cell_state_contract(
-    fake_cell_state_priors, processed, world, tmp_path
+    fake_cell_state_priors,
+    processed,  # noqa: F811
+    world,
+    tmp_path,
 ):
-    from .test_method_contract import _prior, _split_files
     from scpert.data import io
     from scpert.steps.methods import conditions_to_predict, training_data
 
@@ -442,9 +450,6 @@ def test_full_model_trains_and_predicts_through_the_cell_state_contract(
     method = get_method("statexdiff")(small_params(use_protein=False), seed=1)
     method.fit(data)
     assert method.proteins is None
-
-
-from .test_method_contract import processed  # noqa: E402, F401  (the preprocessed small world)
 
 
 # ------------------------------------------------------------------------------ ablations
