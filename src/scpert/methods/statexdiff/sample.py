@@ -16,6 +16,7 @@ import torch
 
 from scpert.generative import DDIMSampler, Guidance, cfg, conditional, interaction_aware, sample
 from scpert.generative.schedules import NoiseSchedule
+from scpert.generative.trainer import autocast_settings
 from scpert.methods.statexdiff.model import CellInput, StateXDiffNet
 from scpert.methods.statexdiff.train import CELL, DRUG_CHANNEL
 
@@ -30,8 +31,7 @@ def guidance_rule(p: dict) -> Guidance:
     return conditional([CELL, DRUG_CHANNEL])
 
 
-@torch.no_grad()
-def sample_residuals(
+def _sample(
     net: StateXDiffNet,
     schedule: NoiseSchedule,
     p: dict,
@@ -41,7 +41,6 @@ def sample_residuals(
     keep_protein: torch.Tensor,
     noise: torch.Tensor,
 ) -> torch.Tensor:
-    """Guided DDIM samples of the (standardised) residual for B rows, all on the net's device."""
     net.eval()
     rule = guidance_rule(p)
     modes = rule.modes
@@ -70,3 +69,13 @@ def sample_residuals(
 
     sampler = DDIMSampler(schedule, int(p["sampler_steps"]), float(p["eta"]), p["prediction"])
     return sample(sampler, denoise, noise, rule)
+
+
+@torch.no_grad()
+def sample_residuals(net, schedule, p, cell, drug, log_dose, keep_protein, noise) -> torch.Tensor:
+    """Guided DDIM samples of the (standardised) residual for B rows, all on the net's device;
+    the network runs under the preset's mixed precision on GPUs (bf16 in the paper preset; the
+    sampler's arithmetic stays float32)."""
+    enabled, dtype, _ = autocast_settings(noise.device, str(p["mixed_precision"]))
+    with torch.autocast(noise.device.type, dtype=dtype, enabled=enabled):
+        return _sample(net, schedule, p, cell, drug, log_dose, keep_protein, noise)
