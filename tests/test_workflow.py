@@ -66,11 +66,18 @@ def test_dry_run_default_lists_expected_jobs(tmp_path):
     if cfg.get("priors", {}).get("enabled"):  # one graph prior, MDT + evaluation per split
         expected.update(pretrain_graph=1, pretrain_mdt=n_splits, evaluate_priors=n_splits)
         expected["total"] += 1 + 2 * n_splits
-    # one latent model per split that a method needing the "latent" prior (scPPDM) runs on
+    # one latent model per split that a method needing the "latent" prior (scPPDM, StateXDiff)
+    # runs on
+    from scpert.methods import get_spec
+
+    def needs_latent(name, m):
+        spec = get_spec(m.get("base", name))
+        return "latent" in spec.required_priors(spec.resolve(m["preset"], m.get("params")))
+
     latent_splits = {
         split
         for name, m in cfg["methods"].items()
-        if m.get("base", name) == "scppdm"
+        if needs_latent(name, m)
         for split in m.get("splits", cfg["datasets"]["synthetic"]["splits"])
     }
     if latent_splits:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
 import zlib
 from pathlib import Path
 from typing import Any
@@ -193,14 +194,9 @@ class StateXDiff(Method):
         obs = train.adata.obs
         z = self.latent.embed(train.adata.X)
         self.drug_names, drug_source = self._drug_source(train)
-        lines = sorted(obs[CELL_LINE].astype(str).unique())
+        line_code = {line: i for i, line in enumerate(sorted(obs[CELL_LINE].astype(str).unique()))}
         cells, ctrl_rows = training_cells(
-            obs,
-            z,
-            train.control,
-            self.drug_names,
-            {line: i for i, line in enumerate(lines)},
-            self.device,
+            obs, z, train.control, self.drug_names, line_code, self.device
         )
         z_ctrl = z[ctrl_rows]
         self.z_scale = Standardizer.fit(z_ctrl)
@@ -221,7 +217,6 @@ class StateXDiff(Method):
         else:
             g_p, q = None, np.ones(len(ctrl_rows), np.float32)
             cell_source = ("raw", z.shape[1])
-        line_code = {line: i for i, line in enumerate(lines)}
         context = CellContext(
             z_ctrl,
             np.array([line_code[x] for x in obs[CELL_LINE].astype(str).to_numpy()[ctrl_rows]]),
@@ -284,7 +279,19 @@ class StateXDiff(Method):
         """``z_p = normalise(z_c + delta_z)`` for control latents (n, d), in batches."""
         out = []
         size = int(self.params["sample_batch_size"])
+        start = last = time.monotonic()
         for s in range(0, len(z_c), size):
+            now = time.monotonic()
+            if now - last >= 5.0:
+                rate = s / (now - start)
+                log.info(
+                    "statexdiff: sampled %d/%d cells, %.0f cells/s, ETA %.0f s",
+                    s,
+                    len(z_c),
+                    rate,
+                    (len(z_c) - s) / rate,
+                )
+                last = now
             part = slice(s, s + size)
             cell, keep_protein = self._cell_input(z_c[part], names[part])
             dz = sample_residuals(
