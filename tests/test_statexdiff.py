@@ -516,3 +516,13 @@ def test_table_2_layout_has_settings_ud_uc_and_variants_in_paper_order():
     assert table.header[3:] == ["E-dist ↓", "PCCΔ ↑"]
     # UD, Ours: E-dist mean over its two conditions (1 + 0 + 0, 1 + 0 + 1) = 1.5, rank 1
     assert body[1][3][0].startswith("1.5 ") and body[1][3][1] == 1
+
+
+def test_table_2_without_ablation_variants_is_an_empty_table_with_a_note():
+    from scpert.tables import LONG_COLUMNS, PAPER_TABLES, render
+
+    row = ("w", "drug_ood", "base_reg", "L|d|1", "scperturbench", "e_distance", "top100", 1.0)
+    long = pd.DataFrame([row], columns=LONG_COLUMNS)
+    tables = PAPER_TABLES["statexdiff_table2_top100"].tables(long, {"drug_ood": "drug_ood"})
+    assert "No StateXDiff variant" in render(tables, ".md")
+    assert "base_reg" not in render(tables, ".md") + render(tables, ".tex")

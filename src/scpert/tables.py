@@ -539,6 +539,9 @@ def _statexdiff_ablations(deg_set: str):
 
     def build(long, split_types, title):
         long = long[long["method"].isin(list(STATEXDIFF_ABLATIONS))]
+        if long.empty:
+            note = "No StateXDiff variant of config/statexdiff_ablations.yaml was evaluated."
+            return [Table(title, ["Dataset", "Split", "Method"], [], 3, note)]
         order = {m: i for i, m in enumerate(STATEXDIFF_ABLATIONS)}
         long = long.assign(
             method=long["method"].map(lambda m: f"{order[m]}. {STATEXDIFF_ABLATIONS[m]}")
