@@ -119,14 +119,9 @@ def dosed_drug_tokens(
     drug: (B, C) drug-table indices (padding: any index with ``log_dose`` 0); log_dose: (B, C)
     ``log(1 + dose)``. Returns (B, K_d, H)."""
     B, C = drug.shape
-    tokens = encoder(drug.reshape(-1)).view(B, C, *encoder_shape(encoder))
+    tokens = encoder(drug.reshape(-1))
+    tokens = tokens.view(B, C, *tokens.shape[1:])
     return (log_dose.to(tokens)[:, :, None, None] * tokens).sum(dim=1)
-
-
-def encoder_shape(encoder: nn.Module) -> tuple[int, int]:
-    if isinstance(encoder, MDTDrugTokens):
-        return encoder.templates.shape[1], encoder.assembly.out_features
-    return encoder.n_tokens, encoder.hidden
 
 
 class CrossAttention(nn.Module):
@@ -344,17 +339,3 @@ class StateXDiffNet(nn.Module):
     def forward(self, dz_t, t, cell, drug, log_dose, keep_cell, keep_drug, keep_protein):
         cond = self.condition(cell, drug, log_dose, keep_cell, keep_drug, keep_protein)
         return self.denoise(dz_t, t, cond)
-
-
-def log_dose(doses: torch.Tensor) -> torch.Tensor:
-    """``log(1 + dose)`` of Eq. 10 (dose in the dataset's unit, uM)."""
-    return torch.log1p(doses.clamp(min=0.0))
-
-
-__all__ = [
-    "CellInput",
-    "Conditioning",
-    "StateXDiffNet",
-    "TOKEN_TYPES",
-    "log_dose",
-]
