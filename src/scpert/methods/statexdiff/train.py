@@ -318,23 +318,33 @@ def fit_network(
         dz_t = schedule.add_noise(dz, eps, t)
         v = from_x0_eps(dz, eps, "v", schedule.alpha_bar(t))
         keep = (b.rows["keep_cell"], b.rows["keep_drug"], b.rows["keep_protein"])
-        cell = context.inputs(ctrl)
-        v_hat = model(dz_t, t, cell, cells.drug[r], cells.log_dose[r], *keep).float()
-        mse = (v_hat - v).pow(2).mean()
+        drug, dose = cells.drug[r], cells.log_dose[r]
         if lam <= 0:
+            v_hat = model(dz_t, t, context.inputs(ctrl), drug, dose, *keep).float()
+            mse = (v_hat - v).pow(2).mean()
             return mse, {"mse": mse.detach()}
         # mismatched joint condition (Eq. 12): another batch drug, or a control of another line
-        swap = b.rows["swap_drug"]
-        other = b.rows["other"]
-        drug_mis = torch.where(swap[:, None], cells.drug[other], cells.drug[r])
-        dose_mis = torch.where(swap[:, None], cells.log_dose[other], cells.log_dose[r])
-        differs = (cells.drug[other] != cells.drug[r]).any(dim=1)
+        swap, other = b.rows["swap_drug"], b.rows["other"]
+        drug_mis = torch.where(swap[:, None], cells.drug[other], drug)
+        dose_mis = torch.where(swap[:, None], cells.log_dose[other], dose)
         ctrl_mis = torch.where(swap, ctrl, b.rows["mis_ctrl"])
-        other_line = context.lines[b.rows["mis_ctrl"]] != cells.line[r]
-        valid = torch.where(swap, differs, other_line)
-        joint = keep[0] & keep[1] & valid
-        v_mis = model(dz_t, t, context.inputs(ctrl_mis), drug_mis, dose_mis, *keep).float()
-        weight = context.q[ctrl] * joint.float()
+        valid = torch.where(
+            swap,
+            (cells.drug[other] != drug).any(dim=1),
+            context.lines[b.rows["mis_ctrl"]] != cells.line[r],
+        )
+        # the matched and the mismatched rows in one forward pass (same delta_z_t, t, modes)
+        both = model(
+            dz_t.repeat(2, 1),
+            t.repeat(2),
+            context.inputs(torch.cat([ctrl, ctrl_mis])),
+            torch.cat([drug, drug_mis]),
+            torch.cat([dose, dose_mis]),
+            *(k.repeat(2) for k in keep),
+        ).float()
+        v_hat, v_mis = both[: len(r)], both[len(r) :]
+        mse = (v_hat - v).pow(2).mean()
+        weight = context.q[ctrl] * (keep[0] & keep[1] & valid).float()
         triplet = cosine_margin_triplet(v_hat, v_mis, v, float(p["triplet_margin"]), weight)
         return mse + lam * triplet, {"mse": mse.detach(), "triplet": triplet.detach()}
 
