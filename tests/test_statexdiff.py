@@ -437,6 +437,7 @@ def test_full_model_trains_and_predicts_through_the_cell_state_contract(
         method = get_method("statexdiff")(small_params(**overrides), seed=1)
         method.fit(data)
         assert method.net.cell_kind == "vmcs"
+        assert {"mse", "triplet"} <= set(method.history["history"])  # Eq. 12 is trained
         preds[name] = method.predict(ctrl, conditions, seed=2)
         assert preds[name].n_obs == conditions["n_cells"].sum()
         assert np.isfinite(preds[name].X).all() and (preds[name].X >= 0).all()
@@ -447,9 +448,10 @@ def test_full_model_trains_and_predicts_through_the_cell_state_contract(
     assert not np.allclose(preds["full"].X, preds["no_pqm"].X)  # q reaches the model
     # the "w/o pseudo-protein" model never reads g_p: missing cells are no error
     state["proteins"] = FakeCellProteins([], np.zeros((0, 4)), np.zeros((0, 128)), np.zeros(0), [])
-    method = get_method("statexdiff")(small_params(use_protein=False), seed=1)
+    method = get_method("statexdiff")(small_params(use_protein=False, lambda_triplet=0.0), seed=1)
     method.fit(data)
     assert method.proteins is None
+    assert "triplet" not in method.history["history"]
 
 
 # ------------------------------------------------------------------------------ ablations
