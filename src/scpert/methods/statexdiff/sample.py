@@ -64,6 +64,7 @@ def _sample(
     )
 
     def denoise(dz_t, t, modes_):
+        assert list(modes_) == modes, "condition tokens were built for the rule's modes"
         v = net.denoise(dz_t.repeat(reps, 1), t.repeat(reps), cond)
         return v.float().reshape(reps, n, -1)
 
