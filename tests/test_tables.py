@@ -123,6 +123,8 @@ def test_paper_tables_follow_protocols_and_split_types():
         "table1_scperturbench_top5000",
         "statexdiff_table11_ud_top100",
         "statexdiff_table12_ud_top5000",
+        "statexdiff_table2_top100",
+        "statexdiff_table2_top5000",
     ]
     names = tables.paper_tables(["scperturbench", "celleval", "scppdm", "systema"], ["cell_ood"])
     assert "statexdiff_table13_uc_top100" in names and "scdfm_table2" not in names

@@ -30,6 +30,11 @@ tied to split types, one of them is configured):
   ``config/scppdm_ablations.yaml`` (method names in :data:`SCPPDM_ABLATIONS`; the residual
   variant beside them); columns: the scPPDM protocol's DEG correlations, DEG accuracy and
   EV-median, and scPerturBench's top-100 MSE and PCCΔ.
+- StateXDiff Table 2 (``statexdiff_table2_top100``) and its top-5000 twin (App. Table 15):
+  rows per setting, UD = drug_ood and UC = cell_ood, and per variant of
+  ``config/statexdiff_ablations.yaml`` (method names in :data:`STATEXDIFF_ABLATIONS`, the paper's
+  order, "Ours" = the full model last; the default config's ``statexdiff`` beside them); the
+  Table 1 columns.
 - scDFM Table 1 (additive split; ours: every split): L2, MSE, MAE, DE-Spearman ρ, Pearson Δ, DS,
   Pearson Δ̂, Pearson Δ̂20. Table 2 (holdout): the same columns with rows per setting, "Single"
   (single-drug test conditions) and "Double" (combinations), for the held-out-drug split types.
@@ -468,6 +473,20 @@ SCDFM_COLUMNS = [
     Column("systema", "pearson_delta_hat", "all", "Pearson Δ̂", True),
     Column("systema", "pearson_delta_hat", "top20", "Pearson Δ̂20", True),
 ]
+#: method name -> row label of the StateXDiff ablation table (arXiv:2605.16104 §5.4, Table 2)
+STATEXDIFF_ABLATIONS = {
+    "statexdiff_no_vmcs": "w/o VMCS",
+    "statexdiff_no_pseudo": "w/o pseudo",
+    "statexdiff_no_mdt": "w/o MDT",
+    "statexdiff_no_pqm": "w/o PQM",
+    "statexdiff_no_triplet": "w/o triplet",
+    "statexdiff_no_icfg": "w/o ICFG",
+    "statexdiff_full": "Ours",
+    "statexdiff": "statexdiff (config/config.yaml)",
+}
+#: the ablation settings: (heading, split type)
+STATEXDIFF_ABLATION_SETTINGS = (("UD", "drug_ood"), ("UC", "cell_ood"))
+
 #: split types whose test sets hold out drugs (scDFM's holdout setting)
 HOLDOUT_TYPES = ("drug_ood", "combo_seen0", "combo_seen1")
 
@@ -552,6 +571,36 @@ def _scppdm_ablations(long, split_types, title):
             groups=groups,
         )
     ]
+
+
+def _statexdiff_ablations(deg_set: str):
+    """Table 2 layout: rows per setting (UD, UC) and variant, in the paper's order."""
+
+    def build(long, split_types, title):
+        long = long[long["method"].isin(list(STATEXDIFF_ABLATIONS))]
+        if long.empty:
+            note = "No StateXDiff variant of config/statexdiff_ablations.yaml was evaluated."
+            return [Table(title, ["Dataset", "Split", "Method"], [], 3, note)]
+        order = {m: i for i, m in enumerate(STATEXDIFF_ABLATIONS)}
+        long = long.assign(
+            method=long["method"].map(lambda m: f"{order[m]}. {STATEXDIFF_ABLATIONS[m]}")
+        )
+        groups = [
+            (heading, condition_stats(_restrict(long, split_types, [split_type])))
+            for heading, split_type in STATEXDIFF_ABLATION_SETTINGS
+        ]
+        groups = [(heading, stats) for heading, stats in groups if not stats.empty]
+        return [
+            method_rows(
+                condition_stats(long),
+                _scperturbench_columns(deg_set),
+                split_types,
+                title=title,
+                groups=groups,
+            )
+        ]
+
+    return build
 
 
 def _scdfm(columns: Sequence[Column], by_setting: bool = False):
@@ -641,6 +690,18 @@ PAPER_TABLES: dict[str, PaperTable] = {
         tuple(t for _, t in SCPPDM_ABLATION_SETTINGS),
         "scPPDM ablations (scPPDM Fig. 4 as a table)",
         _scppdm_ablations,
+    ),
+    "statexdiff_table2_top100": PaperTable(
+        ("scperturbench",),
+        tuple(t for _, t in STATEXDIFF_ABLATION_SETTINGS),
+        "StateXDiff component ablations, top-100 DEGs (StateXDiff Table 2 layout)",
+        _statexdiff_ablations("top100"),
+    ),
+    "statexdiff_table2_top5000": PaperTable(
+        ("scperturbench",),
+        tuple(t for _, t in STATEXDIFF_ABLATION_SETTINGS),
+        "StateXDiff component ablations, top-5000 DEGs (StateXDiff Table 2 layout, App. Table 15)",
+        _statexdiff_ablations("top5000"),
     ),
     "scdfm_table1": PaperTable(
         ("celleval", "systema"), None, "scDFM metrics (scDFM Table 1 layout)", _scdfm(SCDFM_COLUMNS)

@@ -38,6 +38,7 @@ SPEC_MODULES = (
     "scpert.methods.scppdm",
     "scpert.methods.perturbdiff",
     "scpert.methods.scdfm",
+    "scpert.methods.statexdiff",
 )
 
 #: reserved parameter: size of the method's training gene space (module docstring)
