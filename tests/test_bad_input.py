@@ -294,7 +294,7 @@ def digest(path: Path) -> str:
 
 def reruns(world: World, proc: subprocess.CompletedProcess) -> None:
     """The dry run lists base_reg's train ("Params have changed since last execution"), sample,
-    the split's evaluate, aggregate and heatmap, and no other job."""
+    the split's evaluate, the tables, statistics and figures, and no other job."""
     out = proc.stdout
     assert job_stats(out) == {
         "train": 1,
@@ -302,8 +302,15 @@ def reruns(world: World, proc: subprocess.CompletedProcess) -> None:
         "evaluate_own_drug_ood": 1,
         "aggregate": 1,
         "heatmap": 1,
+        # the paired statistics and the figures that read the split's metrics or predictions
+        "comparisons": 1,
+        "figure_comparisons": 1,
+        "figure_dose_response": 1,
+        "figure_padj_density": 1,
+        "figure_radar": 1,
+        "figure_scatter": 1,
         "all": 1,
-        "total": 6,
+        "total": 12,
     }, out
     blocks = job_blocks(out)
     train = blocks["train"]
@@ -407,7 +414,7 @@ CASES = [
         "config",
         "misspelled nested key `evaluation.max_cels`",
         "config: evaluation.max_cels: unknown key (allowed under evaluation: protocols, "
-        "max_cells, seed, max_pred_cells)",
+        "max_cells, seed, max_pred_cells, reference_rows, ceiling_seed)",
         config_edit(lambda c: c["evaluation"].update(max_cels=5)),
         args=DRY,
     ),

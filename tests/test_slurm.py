@@ -2,7 +2,7 @@
 
 The profile tests (dry run, rule/profile/README consistency) need no SLURM. The cluster tests
 (marked ``slurm``) start tests/slurm/start_cluster.sh and run a small CI world (2 methods x 1
-split, 12 SLURM jobs) through ``--profile profiles/slurm`` with conda switched off, while the
+split) through ``--profile profiles/slurm`` with conda switched off, while the
 same config runs locally. SLURM's job records and the jobs' output must show a GPU for every
 sample job and none for the other rules (train jobs of these CPU methods ask for none; a GPU
 method's ask for its preset's ``gpus``), job sizes must follow the config's resources by
@@ -26,6 +26,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from scpert.plots import figure_names
+
 from .conftest import REPO
 from .test_envs import workflow_rules
 
@@ -47,6 +49,13 @@ CPU_RULES = {
     "aggregate",
     "heatmap",
     "world_vs_real",
+    "oracle",  # the reference row's prediction (a simulated dataset)
+    "comparisons",
+    # the figure families one drug_ood split of one dataset fills, no method variants
+    *(
+        f"figure_{name.removesuffix('_synthetic')}"
+        for name in figure_names(["drug_ood"], ["synthetic"], has_variants=False)
+    ),
 }
 METHODS = {"train_mean": "paper", "base_mlp": "tiny"}
 # job sizes of the test config: CPU rules, and train/sample by preset (tiny = the flat keys)
@@ -76,8 +85,8 @@ def small_config(path: Path) -> Path:
 
 def expected_size(rule: str, method: str) -> tuple[int, int, int]:
     """(mem_mb, runtime minutes, CPUs) the test config gives a job of ``rule``."""
-    if rule == EVALUATE:  # the time limit covers each method it scores
-        return RESOURCES["mem_mb"], RESOURCES["runtime"] * len(METHODS), 1
+    if rule == EVALUATE:  # the time limit covers each method it scores, the oracle and the ceiling
+        return RESOURCES["mem_mb"], RESOURCES["runtime"] * (len(METHODS) + 2), 1
     if rule not in GPU_RULES:
         return RESOURCES["mem_mb"], RESOURCES["runtime"], 1
     size = {**RESOURCES, **RESOURCES["presets"].get(METHODS[method], {})}

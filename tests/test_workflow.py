@@ -79,9 +79,12 @@ def test_dry_run_default_lists_expected_jobs(tmp_path):
     # runs on
     from scpert.methods import get_spec
 
-    def needs_latent(name, m):
+    def required_priors(name, m):
         spec = get_spec(m.get("base", name))
-        return "latent" in spec.required_priors(spec.resolve(m["preset"], m.get("params")))
+        return spec.required_priors(spec.resolve(m["preset"], m.get("params")))
+
+    def needs_latent(name, m):
+        return "latent" in required_priors(name, m)
 
     latent_splits = {
         split
@@ -102,6 +105,18 @@ def test_dry_run_default_lists_expected_jobs(tmp_path):
     if marginal_splits:
         expected["pretrain_perturbdiff"] = len(marginal_splits)
         expected["total"] += len(marginal_splits)
+    # StateXDiff's cell-state priors: a translator and the PQM validation per dataset, protein
+    # and VMCS per split of a method needing them
+    cell_state_splits = {
+        split
+        for name, m in cfg["methods"].items()
+        if {"protein", "vmcs"} & set(required_priors(name, m))
+        for split in m.get("splits", cfg["datasets"]["synthetic"]["splits"])
+    }
+    if cell_state_splits:
+        n = len(cell_state_splits)
+        expected.update(train_translator=1, validate_pqm=1, infer_protein=n, train_vmcs=n)
+        expected["total"] += 2 + 2 * n
     assert job_counts(out) == expected
 
 
