@@ -151,3 +151,21 @@ def adapt_to_genes(model: LatentModel, genes: list[str]) -> LatentModel:
     state.update({enc_in: w_in, dec_out: w_out, dec_bias: b_out})
     adapted.load_state_dict(state)
     return adapted.to(model.device).train(model.training)
+
+
+def load_frozen_prior(priors: dict, genes: list[str], method: str, device) -> LatentModel:
+    """A method's ``latent`` prior (rule finetune_latent) in evaluation mode with its parameters
+    frozen, checked against the method's genes (scPPDM and StateXDiff read it this way)."""
+    from scpert.data.schema import SchemaError
+
+    if "latent" not in priors:
+        raise SchemaError(f"{method}: prior 'latent' (rule finetune_latent) was not provided")
+    latent = load_model(priors["latent"], device)
+    if latent.genes != genes:
+        raise SchemaError(
+            f"{priors['latent']}/gene_order.tsv: genes differ from the split's genes "
+            f"({len(latent.genes)} vs {len(genes)})"
+        )
+    for q in latent.parameters():
+        q.requires_grad_(False)
+    return latent.eval()

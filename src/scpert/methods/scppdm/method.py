@@ -34,9 +34,9 @@ import torch
 from torch import nn
 
 from scpert.data import pairing
-from scpert.data.schema import CELL_LINE, CONDITION, DOSE, DRUG, PLATE, SchemaError
+from scpert.data.schema import CELL_LINE, CONDITION, DOSE, DRUG, PLATE
 from scpert.generative import make_schedule
-from scpert.latent import LatentModel, load_model, save_model
+from scpert.latent import LatentModel, load_frozen_prior, load_model, save_model
 from scpert.methods.base import Method, PerturbData
 from scpert.methods.registry import register
 from scpert.methods.scppdm.model import ConditionBatch, DrugTable, ScppdmNet
@@ -147,17 +147,7 @@ class ScPPDM(Method):
         self.history = result.as_dict()
 
     def _latent_prior(self, train: PerturbData) -> LatentModel:
-        if "latent" not in train.priors:
-            raise SchemaError("scppdm: prior 'latent' (rule finetune_latent) was not provided")
-        latent = load_model(train.priors["latent"], self.device)
-        if latent.genes != self.genes:
-            raise SchemaError(
-                f"{train.priors['latent']}/gene_order.tsv: genes differ from the "
-                f"split's genes ({len(latent.genes)} vs {len(self.genes)})"
-            )
-        for q in latent.parameters():
-            q.requires_grad_(False)
-        return latent
+        return load_frozen_prior(train.priors, self.genes, "scppdm", self.device)
 
     # -- sampling
     def sample_latents(

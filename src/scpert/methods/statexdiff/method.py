@@ -40,7 +40,7 @@ from scpert.chem.featurize import SMILES_FIELD, morgan_fingerprints
 from scpert.data import pairing
 from scpert.data.schema import CELL_LINE, CONDITION, DOSE, DRUG, PLATE, SchemaError
 from scpert.generative import make_schedule
-from scpert.latent import LatentModel, load_model, save_model
+from scpert.latent import LatentModel, load_frozen_prior, load_model, save_model
 from scpert.methods.base import Method, PerturbData
 from scpert.methods.registry import register
 from scpert.methods.statexdiff.model import CellInput, StateXDiffNet
@@ -110,17 +110,7 @@ class StateXDiff(Method):
 
     # -- priors
     def _latent_prior(self, train: PerturbData) -> LatentModel:
-        if "latent" not in train.priors:
-            raise SchemaError("statexdiff: prior 'latent' (rule finetune_latent) was not provided")
-        latent = load_model(train.priors["latent"], self.device)
-        if latent.genes != self.genes:
-            raise SchemaError(
-                f"{train.priors['latent']}/gene_order.tsv: genes differ from the split's genes "
-                f"({len(latent.genes)} vs {len(self.genes)})"
-            )
-        for q in latent.parameters():
-            q.requires_grad_(False)
-        return latent.eval()
+        return load_frozen_prior(train.priors, self.genes, "statexdiff", self.device)
 
     def _drug_source(self, train: PerturbData) -> tuple[list[str], tuple]:
         p = self.params
