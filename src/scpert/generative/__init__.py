@@ -1,4 +1,4 @@
-"""Shared generative machinery (DESIGN §2), written once and used by every method.
+"""Shared generative machinery (docs/architecture.md, "Packages"), written once and used by every method.
 
 ========================  ===========================================================
 module                    what

@@ -1,4 +1,4 @@
-"""Map a published AnnData's obs columns onto the data contract (DESIGN §4).
+"""Map a published AnnData's obs columns onto the data contract (docs/architecture.md, "Data contract").
 
 A source describes its layout with an :class:`ObsMap`: which obs column holds the cellular
 context (cell line, cell type or donor; several columns are joined with ``_``), the perturbation
