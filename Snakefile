@@ -38,3 +38,7 @@ rule all:
     default_target: True
     input:
         all_targets(),
+
+
+# every rule is defined: apply config `benchmark` (common.smk)
+drop_benchmarks_unless_configured()

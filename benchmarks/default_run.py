@@ -20,8 +20,8 @@ launches) is reported as ``(snakemake head)``. Snakemake's own ``benchmark:`` fi
 Printed: wall time; per rule the number of jobs, the summed and the mean CPU seconds, the largest
 job's peak RSS; the total CPU seconds and the wall time they imply on the given cores: the bound
 ``total / cores``, and a schedule of the measured jobs (each job's CPU seconds as its duration on
-``threads`` cores, dependencies from the dry run, the longest remaining path first, the Snakemake
-head's measured share of a core added), which is what the run takes on idle cores when the
+``threads`` cores, dependencies from the dry run, the longest remaining path first, plus the
+Snakemake head's CPU seconds spread over the cores), which is what the run takes on idle cores when the
 machine is shared and the wall time is inflated; the peak of the summed RSS of all processes of
 the run (sampled every 0.25 s). ``--reference`` compares the run's
 ``results/tables/metrics_long.tsv`` with an earlier one (same rows, max |difference| of the
@@ -238,8 +238,10 @@ def run_workflow(workdir: Path, cores: int, configfiles: list[str]) -> dict:
         "records": records,
         "cores": cores,
         "dry_run_jobs": len(jobs),
-        # the head takes this share of one core for as long as the run lasts
-        "scheduled_s": makespan / (1.0 - head_cpu / (wall * cores)),
+        # the head's CPU competes with the jobs for the same cores: S = makespan + head / cores
+        # (the fixed point of S = makespan / (1 - head / (S * cores)); the wall time of a shared
+        # machine would understate the head's share)
+        "scheduled_s": makespan + head_cpu / cores,
     }
 
 

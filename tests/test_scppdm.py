@@ -126,7 +126,12 @@ def test_configured_ablations_cover_section_4_3():
     }
     default = yaml.safe_load((REPO / "config/config.yaml").read_text())["methods"]
     assert default["scppdm"] == {"preset": "tiny"}
-    assert default["scppdm_residual"] == {"base": "scppdm", "preset": "tiny", "params": RESIDUAL}
+    assert default["scppdm_residual"] == {
+        "base": "scppdm",
+        "preset": "tiny",
+        "params": RESIDUAL,
+        "splits": ["pair_ood", "drug_ood"],
+    }
 
 
 def test_bad_params_are_rejected():

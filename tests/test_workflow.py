@@ -131,6 +131,27 @@ finally:
 """
 
 
+def test_benchmark_files_follow_config(tmp_path):
+    """``benchmark: true`` writes the rule's benchmark file, ``false`` (the default and CI
+    configs) writes none; the job's output is the same."""
+    from scpert import layout
+
+    counts = f"resources/raw/synthetic/{layout.world_files()['counts']}"
+    bench = "results/benchmarks/simulate_world/synthetic.tsv"
+    for flag in ("True", "False"):  # --config parses Python literals
+        workdir = tmp_path / flag
+        snakemake(
+            "-c1", "-d", workdir, "--configfile", REPO / "config/ci.yaml",
+            "--config", f"benchmark={flag}", "--", counts,
+        )  # fmt: skip
+        assert (workdir / counts).is_file()
+        assert (workdir / bench).is_file() == (flag == "True")
+    header = (tmp_path / "True" / bench).read_text().splitlines()[0].split("\t")
+    assert header[:2] == ["s", "h:m:s"]
+    for config_file in ("config/config.yaml", "config/ci.yaml"):
+        assert yaml.safe_load((REPO / config_file).read_text())["benchmark"] is False
+
+
 def test_dry_run_head_process_imports_neither_torch_nor_rdkit(tmp_path):
     """The head process (config resolution, method specs, the target and input functions of the
     whole default DAG) stays light: no torch, RDKit, scikit-learn, anndata or scanpy."""

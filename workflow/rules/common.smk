@@ -39,6 +39,16 @@ CONTROL = config["control_label"]
 RES = config["resources"]
 
 
+def drop_benchmarks_unless_configured():
+    """Config ``benchmark: false``: the rules keep their ``benchmark:`` declarations but
+    Snakemake writes no benchmark file (and runs no psutil sampler in the head process for each
+    local job: docs/decisions.md, "Benchmark files"). Called once every rule is defined."""
+    if config["benchmark"]:
+        return
+    for declared in workflow.rules:
+        declared._benchmark = None  # Snakemake 9 has no public switch; its jobs skip a None benchmark
+
+
 wildcard_constraints:
     dataset="[A-Za-z0-9][A-Za-z0-9_.-]*",
     split="[A-Za-z0-9][A-Za-z0-9_.-]*",

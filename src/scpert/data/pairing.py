@@ -451,7 +451,8 @@ class ControlCells:
         genes = [str(g) for g in genes]
         have = [str(g) for g in controls.var_names]
         if have != genes:
-            missing = [g for g in genes if g not in set(have)]
+            present = set(have)
+            missing = [g for g in genes if g not in present]
             if missing:
                 raise SchemaError(
                     f"{source}: var_names lack {len(missing)} training genes, e.g. {missing[:3]}"

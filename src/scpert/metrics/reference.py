@@ -225,7 +225,8 @@ def oracle_prediction(
     """
     from scpert.data.simulate import sample_cells
 
-    missing = [g for g in genes if g not in set(qc_genes)]
+    processed = set(qc_genes)
+    missing = [g for g in genes if g not in processed]
     if missing:
         raise schema.SchemaError(f"oracle: split genes not in the processed genes: {missing[:3]}")
     absent = [g for g in qc_genes if g not in world_truth.var_names]

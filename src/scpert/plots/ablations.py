@@ -20,7 +20,8 @@ def data(summary: pd.DataFrame, dataset: str, bases: dict[str, str]) -> pd.DataF
     families = pd.Series(bases).groupby(pd.Series(bases)).groups
     frames = []
     for base, variants in sorted(families.items()):
-        variants = [v for v in variants if v in set(table["method"])]
+        shown = set(table["method"])
+        variants = [v for v in variants if v in shown]
         if len(variants) < 2:
             continue
         rows = table[table["method"].isin([*variants, *REFERENCE_ROWS])]

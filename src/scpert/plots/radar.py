@@ -40,7 +40,8 @@ def draw(table: pd.DataFrame, title: str = ""):
     if table.empty:
         return empty("radar: no key metric in this run")
     splits = sorted(table["split"].unique())
-    labels = [c.label for c in KEY_METRICS if c.label in set(table["label"])]
+    present = set(table["label"])
+    labels = [c.label for c in KEY_METRICS if c.label in present]
     angles = np.linspace(0, 2 * np.pi, len(labels), endpoint=False)
     methods = method_order(table["method"].unique())
     colour = colours(methods)

@@ -290,7 +290,8 @@ def sample(
     pred.uns["base_method"] = method.name
     pred.uns["seed"] = int(seed)
     pred.uns.setdefault("sampler", "none")
-    missing = [g for g in eval_genes if g not in set(map(str, pred.var_names))]
+    predicted_genes = set(map(str, pred.var_names))
+    missing = [g for g in eval_genes if g not in predicted_genes]
     if missing:
         raise schema.SchemaError(
             f"{method_name} prediction: the split's genes are missing from var_names, "
