@@ -403,7 +403,7 @@ CASES = [
         "config",
         "a top-level key the schema does not know (`output: x`)",
         "config: output: unknown key (allowed at the top level: seed, control_label, device, "
-        "datasets, splits, methods, evaluation, figures, priors, latent, perturbdiff_pretrain, "
+        "benchmark, datasets, splits, methods, evaluation, figures, priors, latent, perturbdiff_pretrain, "
         "downloads, citeseq, lincs, resources)",
         config_edit(lambda c: c.update(output="x")),
         args=DRY,

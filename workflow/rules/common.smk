@@ -42,11 +42,13 @@ RES = config["resources"]
 def drop_benchmarks_unless_configured():
     """Config ``benchmark: false``: the rules keep their ``benchmark:`` declarations but
     Snakemake writes no benchmark file (and runs no psutil sampler in the head process for each
-    local job: docs/decisions.md, "Benchmark files"). Called once every rule is defined."""
+    local job: docs/decisions.md, "Benchmark files"). Called once every rule is defined.
+    """
     if config["benchmark"]:
         return
     for declared in workflow.rules:
-        declared._benchmark = None  # Snakemake 9 has no public switch; its jobs skip a None benchmark
+        # Snakemake 9 has no public switch; its jobs skip a rule whose benchmark is None
+        declared._benchmark = None
 
 
 wildcard_constraints:
