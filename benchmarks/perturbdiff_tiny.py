@@ -41,7 +41,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from scpert import steps
+from scpert import runtime, steps
 from scpert.data import io, pairing, schema
 from scpert.methods import get_spec
 from scpert.methods.base import saved_method_class
@@ -131,6 +131,7 @@ def main(run: str, split: str, name: str, overrides: str = "{}", sampling: str =
         steps.train(inputs, model, entry, "control", 0, "cpu", threads=1)
         print(f"{name}: CPU s train {time.process_time() - start:.1f}")
     truth = Truth(inputs)
+    runtime.torch_setup("cpu", 1, 0)  # one thread, as the workflow's sample jobs
     method = saved_method_class(str(model)).load(str(model), device="cpu")
     adata = truth.adata
     split_table = io.read_split(inputs["split"], adata.obs[schema.CONDITION], inputs["h5ad"])
