@@ -74,6 +74,31 @@ def test_paper_preset_is_the_papers_model():
     assert get_spec("perturbdiff").presets["paper"] == PAPER
 
 
+def test_tiny_departs_from_the_paper_only_in_sizes_and_the_measured_departures():
+    """Tiny shrinks the model and its schedule; every other difference is one measured in
+    docs/decisions.md ("PerturbDiff tiny preset", "PerturbDiff on cell_ood")."""
+    sizes = {
+        "set_size", "batch_sets", "width", "depth", "heads", "steps", "warmup_steps",
+        "val_every", "val_sets", "val_sampler_steps", "sampler_steps", "checkpoint_every",
+        "pretrain_steps", "describe_n_genes", "describe_n_drugs", "describe_n_cell_lines",
+        "describe_n_plates",
+    }  # fmt: skip
+    measured = {
+        "ema_decay": 0.98,
+        "ema_every": 1,
+        "mse_reduction": "element_mean",
+        "guidance_scale": 0.5,
+        "lr": 4e-3,
+        "pretrain_lr": 2e-3,
+        "drug_features": "morgan_mdt",  # the MDT prior is on in the default config
+        "mixed_precision": "auto",
+    }
+    changed = {k for k in TINY if TINY[k] != PAPER[k]}
+    assert changed - sizes == set(measured)
+    assert {k: TINY[k] for k in measured} == measured
+    assert TINY["num_timesteps"] == 1000 and TINY["p_drop"] == 0.5 and TINY["block"] == "sequential"
+
+
 def test_paper_parameter_count_is_the_codes_size_and_counts_by_hand():
     """~104 M in the public code at G = 2,000 (App. B.3; REFERENCE_CODE); one MM-DiT block by
     hand: two AdaLN-Zero (d -> 6d), joint qkv (2d -> 6d) with per-head q/k RMSNorm, output
