@@ -429,6 +429,9 @@ def figure_targets():
     bases = list(method_bases().values())
     has_variants = any(bases.count(b) > 1 for b in bases)
     names = figure_names(split_types().values(), datasets, has_variants)
+    names = [
+        n for n in names if not n.startswith("gsea_") or gsea_gmt(n[len("gsea_") :])
+    ]
     return expand("results/figures/{name}.{ext}", name=names, ext=["pdf", "png", "tsv"])
 
 
@@ -448,18 +451,24 @@ def method_bases():
     return {name: entry.base for name, entry in RUN.methods.items()}
 
 
-def held_out_drug_splits(dataset):
+def held_out_drug_splits(dataset, generative=False):
     """drug_ood splits of ``dataset`` -> the methods scored on each (reference rows included):
-    the predictions the dose-response and padj-density figures read."""
+    the predictions the dose-response and padj-density figures read; ``generative``: only the
+    methods that are not baselines (the UMAP and GSEA figures)."""
+    baselines = set(baseline_methods()) if generative else set()
     return {
-        split: methods + oracle_rows(dataset)
+        split: (
+            [m for m in methods if m not in baselines]
+            if generative
+            else methods + oracle_rows(dataset)
+        )
         for (ds, split), methods in evaluations().items()
         if ds == dataset and config["splits"][split]["type"] == "drug_ood"
     }
 
 
-def held_out_drug_inputs(wildcards):
-    splits = held_out_drug_splits(wildcards.dataset)
+def held_out_drug_inputs(wildcards, generative=False):
+    splits = held_out_drug_splits(wildcards.dataset, generative)
     prefix = f"results/{wildcards.dataset}"
     return {
         "h5ad": f"{prefix}/processed.h5ad",
@@ -471,3 +480,21 @@ def held_out_drug_inputs(wildcards):
             for m in methods
         ],
     }
+
+
+def generative_drug_inputs(wildcards):
+    return held_out_drug_inputs(wildcards, generative=True)
+
+
+def gsea_gmt(dataset):
+    """Gene sets of the GSEA figure: ``figures.gsea_gmt``, else the synthetic world's GMT (None
+    for a real dataset without one: no GSEA figure)."""
+    if FIGURES_CONFIG.get("gsea_gmt"):
+        return FIGURES_CONFIG["gsea_gmt"]
+    if config["datasets"][dataset]["source"] == "simulate":
+        return f"{raw_dir(dataset)}/{WORLD_FILES['gene_sets']}"
+    return None
+
+
+def gsea_inputs(wildcards):
+    return {**generative_drug_inputs(wildcards), "gmt": gsea_gmt(wildcards.dataset)}
