@@ -91,6 +91,11 @@ def train_inputs(wildcards):
     return inputs
 
 
+def method_seed(wildcards):
+    """Seed of the method's train and sample jobs (``seeds``: one per replicate; else ``seed``)."""
+    return RUN.methods[wildcards.method].seed
+
+
 def method_gpus(wildcards):
     """GPUs a sample job of the method needs: 1 for GPU methods, 0 for baselines.
 
@@ -137,7 +142,8 @@ def all_targets():
     targets = ["results/tables/metrics_long.tsv", "results/tables/summary.tsv"]
     targets += paper_table_files()
     targets += expand("results/figures/heatmap_scperturbench.{ext}", ext=["pdf", "png"])
-    targets += ["results/tables/comparisons.tsv"]
+    targets += ["results/tables/comparisons.tsv", "results/tables/aggregate_score.tsv"]
+    targets += multiseed_files()
     targets += figure_targets()
     targets += prior_targets()
     targets += cell_state_targets()
@@ -206,6 +212,16 @@ def paper_table_files():
 
     names = paper_tables(config["evaluation"]["protocols"], split_types().values())
     return expand("results/tables/{name}.{ext}", name=names, ext=["md", "tex"])
+
+
+def multiseed_files():
+    """Tables across seeds (rule aggregate) when ``seeds`` names two or more."""
+    if len(config.get("seeds") or []) < 2:
+        return []
+    tsv = "results/tables/multiseed.tsv"
+    shown = report(tsv, caption="../report/multiseed.rst", category="Tables")
+    stem = "results/tables/multiseed_scperturbench_top100"
+    return [shown, f"{stem}.md", f"{stem}.tex"]
 
 
 # -- drug priors (rules in priors.smk) ----------------------------------------------------------
@@ -447,8 +463,13 @@ def baseline_methods():
 
 
 def method_bases():
-    """Configured method -> its base method (variants share a base)."""
-    return {name: entry.base for name, entry in RUN.methods.items()}
+    """Configured method -> its base method (variants share a base; the seed replicates of
+    ``seeds`` are not variants and are left out)."""
+    return {
+        name: entry.base
+        for name, entry in RUN.methods.items()
+        if layout.split_seed_replicate(name)[1] is None
+    }
 
 
 def held_out_drug_splits(dataset, generative=False):
