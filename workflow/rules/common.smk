@@ -211,7 +211,16 @@ def paper_table_files():
     from scpert.tables import paper_tables
 
     names = paper_tables(config["evaluation"]["protocols"], split_types().values())
-    return expand("results/tables/{name}.{ext}", name=names, ext=["md", "tex"])
+    files = []
+    for name in names:  # the markdown rendering in the report, the LaTeX beside it
+        shown = report(
+            f"results/tables/{name}.md",
+            caption="../report/paper_tables.rst",
+            category="Tables",
+            subcategory="paper layouts",
+        )
+        files += [shown, f"results/tables/{name}.tex"]
+    return files
 
 
 def multiseed_files():

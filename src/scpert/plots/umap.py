@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from scpert.plots.common import colours, empty, panel_grid, plt
+from scpert.plots.common import colours, empty, legend, panel_grid, plt
 from scpert.plots.lfc import TRUTH, condition_lfc
 from scpert.tables import method_order
 
@@ -162,8 +162,7 @@ def draw(table: pd.DataFrame, title: str = ""):
         ax.set_ylabel("log2 FC vs line's controls", fontsize=7)
         ax.set_title(f"{line}: top genes", fontsize=9)
         ax.tick_params(axis="y", labelsize=7)
-    if lines_shown:
-        axes[len(methods)].legend(fontsize=6, frameon=False)
+    legend(fig, axes[len(methods) :])  # the methods' colours, outside the violin panels
     fig.suptitle(
         title or f"Predicted and true cells of held-out drugs ({split}): UMAP and logFC",
         fontsize=10,
