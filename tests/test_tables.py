@@ -234,3 +234,33 @@ def test_seeds_make_method_replicates_with_their_seed():
     config["methods"]["x.seed1"] = {"base": first}
     with pytest.raises(ConfigError, match=r"^methods\.x\.seed1: names ending in '\.seed<n>'"):
         resolve_config(config)
+
+
+def test_run_aggregate_writes_score_and_tables_across_seeds(tmp_path):
+    """Rule aggregate's extra outputs: the aggregate score of the summary and, for a method with
+    a seed replicate, the tables across seeds (a: seeds 0 and 1 with MSE means 2 and 4)."""
+    long = _long()
+    replicate = long[long["method"] == "a"].assign(method="a.seed1")
+    replicate["value"] = replicate["value"] * 2
+    path = tmp_path / "metrics.tsv"
+    pd.concat([long, replicate]).to_csv(path, sep="\t", index=False)
+    across = [tmp_path / "multiseed.tsv", tmp_path / "multiseed.md", tmp_path / "multiseed.tex"]
+    steps.aggregate(
+        [path],
+        tmp_path / "long.tsv",
+        tmp_path / "summary.tsv",
+        [],
+        {"drug_ood": "drug_ood"},
+        tmp_path / "score.tsv",
+        across,
+        0,
+    )
+    score = pd.read_csv(tmp_path / "score.tsv", sep="\t")
+    summary = pd.read_csv(tmp_path / "summary.tsv", sep="\t")
+    expected = tables.aggregate_score(summary)
+    pd.testing.assert_frame_equal(score, expected, check_dtype=False, rtol=1e-5)
+    table = pd.read_csv(across[0], sep="\t").set_index(["method", "metric"])
+    assert table.at[("a", "mse"), "mean"] == pytest.approx(3.0)
+    assert table.at[("a", "mse"), "sd"] == pytest.approx(np.sqrt(2.0))
+    assert table.at[("a", "mse"), "seeds"] == "0,1"
+    assert "3 ± 1.414" in across[1].read_text() and r"$\pm$" in across[2].read_text()

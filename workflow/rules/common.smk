@@ -215,7 +215,7 @@ def paper_table_files():
     for name in names:  # the markdown rendering in the report, the LaTeX beside it
         shown = report(
             f"results/tables/{name}.md",
-            caption="../report/paper_tables.rst",
+            caption=str(REPO / "workflow/report/paper_tables.rst"),
             category="Tables",
             subcategory="paper layouts",
         )
@@ -228,7 +228,8 @@ def multiseed_files():
     if len(config.get("seeds") or []) < 2:
         return []
     tsv = "results/tables/multiseed.tsv"
-    shown = report(tsv, caption="../report/multiseed.rst", category="Tables")
+    caption = str(REPO / "workflow/report/multiseed.rst")
+    shown = report(tsv, caption=caption, category="Tables")
     stem = "results/tables/multiseed_scperturbench_top100"
     return [shown, f"{stem}.md", f"{stem}.tex"]
 
