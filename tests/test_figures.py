@@ -344,3 +344,24 @@ def test_read_gmt_names_the_file_on_a_bad_line(tmp_path):
     bad.write_text("SET_A\tdescription only\n")
     with pytest.raises(runtime.InputError, match="bad.gmt: line 1"):
         gsea.read_gmt(bad)
+
+
+def test_figure_logfc_is_the_scppdm_protocols():
+    """The logFC the violins and the GSEA rankings show is the scPPDM protocol's: the Pearson of
+    the truth's and a prediction's logFC over all genes equals its ``logfc_pearson`` (all)."""
+    from scpert.metrics.correlation import pearson
+    from scpert.metrics.evaluate import evaluate_predictions
+    from scpert.plots.lfc import condition_lfc
+
+    rng = np.random.default_rng(2)
+    truth = _drug_world(rng)
+    test = ["L1|a|1", "L1|b|1", "L2|a|1", "L2|b|1"]
+    pred = truth[truth.obs["drug"] != "control"].copy()
+    pred.X = pred.X + rng.normal(0, 0.3, pred.shape).astype(np.float32)
+    _, lfc = condition_lfc(truth, {"m": pred}, "control", test)
+    metrics = evaluate_predictions(truth, pred, test, "control", ("scppdm",))
+    rows = metrics[(metrics["metric"] == "logfc_pearson") & (metrics["deg_set"] == "all")]
+    for condition, value in rows.set_index("condition")["value"].items():
+        got = pearson(lfc["truth"].loc[condition].to_numpy(), lfc["m"].loc[condition].to_numpy())
+        assert got == pytest.approx(value, abs=1e-6)
+    assert len(rows) == len(test)
