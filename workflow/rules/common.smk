@@ -485,11 +485,15 @@ def method_bases():
 def held_out_drug_splits(dataset, generative=False):
     """drug_ood splits of ``dataset`` -> the methods scored on each (reference rows included):
     the predictions the dose-response and padj-density figures read; ``generative``: only the
-    methods that are not baselines (the UMAP and GSEA figures)."""
+    methods that are not baselines, at the first seed (the UMAP and GSEA figures)."""
     baselines = set(baseline_methods()) if generative else set()
     return {
         split: (
-            [m for m in methods if m not in baselines]
+            [
+                m
+                for m in methods
+                if m not in baselines and layout.split_seed_replicate(m)[1] is None
+            ]
             if generative
             else methods + oracle_rows(dataset)
         )
