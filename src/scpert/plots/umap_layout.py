@@ -1,7 +1,7 @@
 """UMAP (McInnes et al. 2018, arXiv:1802.03426) in numpy, for figures: umap-learn compiles its
-layout optimiser with numba in every process (about 14 s CPU before the first embedding, measured
-with ``python -c "import umap, numpy as np; umap.UMAP().fit_transform(np.random.rand(1500, 20))"``
-under ``/usr/bin/time``), more than a figure job may spend. The same algorithm, step by step:
+layout optimiser with numba in every process (13.6-15.4 s CPU before the first embedding of 1,500
+points; measurement and command in docs/decisions.md, "The UMAP and GSEA figures"), more than a
+figure job may spend. The same algorithm, step by step:
 
 1. the fuzzy kNN graph as scanpy builds it: exact Euclidean neighbours, self included
    (:func:`knn`, brute force in numpy: scikit-learn's import alone costs a figure job seconds)
