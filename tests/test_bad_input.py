@@ -402,8 +402,8 @@ CASES = [
         "config-unknown-top-level-key",
         "config",
         "a top-level key the schema does not know (`output: x`)",
-        "config: output: unknown key (allowed at the top level: seed, control_label, device, "
-        "benchmark, datasets, splits, methods, evaluation, figures, priors, latent, perturbdiff_pretrain, "
+        "config: output: unknown key (allowed at the top level: seed, seeds, control_label, "
+        "device, benchmark, datasets, splits, methods, evaluation, figures, priors, latent, perturbdiff_pretrain, "
         "downloads, citeseq, lincs, resources)",
         config_edit(lambda c: c.update(output="x")),
         args=DRY,

@@ -217,3 +217,151 @@ def test_padj_density_splits_genes_by_true_de_status(tmp_path):
     assert low["count"].sum() == 4  # every gene of the flat prediction in the lowest bins
     table = table.assign(dataset="d", split="drug_ood")[padj_density.COLUMNS]
     _render(padj_density.draw(table), tmp_path, "padj_density", table)
+
+
+def _drug_world(rng, lines=("L1", "L2"), drugs=("a", "b"), genes=12, cells=20):
+    """Controls and two drugs per line; drug ``a`` raises genes 0-3, ``b`` lowers genes 4-7."""
+    blocks, obs = [], []
+    for li, line in enumerate(lines):
+        base = 2.0 + li + 0.1 * np.arange(genes)
+        for drug in ("control", *drugs):
+            x = base + rng.normal(0, 0.2, (cells, genes))
+            if drug == "a":
+                x[:, :4] += 2.0
+            elif drug == "b":
+                x[:, 4:8] -= 1.5
+            blocks.append(np.maximum(x, 0))
+            obs += [(line, drug, "0" if drug == "control" else "1")] * cells
+    obs = pd.DataFrame(obs, columns=["cell_line", "drug", "dose"])
+    obs["condition"] = obs["cell_line"] + "|" + obs["drug"] + "|" + obs["dose"]
+    obs.index = [f"c{i}" for i in range(len(obs))]
+    var = pd.DataFrame(index=[f"g{i}" for i in range(genes)])
+    return ad.AnnData(np.vstack(blocks).astype(np.float32), obs=obs, var=var)
+
+
+def test_umap_layout_follows_umap_learn():
+    """a, b of the min_dist curve equal umap's; neighbours equal scikit-learn's; the embedding
+    preserves neighbourhoods as well as umap-learn's (trustworthiness within 0.02)."""
+    umap = pytest.importorskip("umap")
+    from sklearn.datasets import make_blobs
+    from sklearn.manifold import trustworthiness
+    from sklearn.neighbors import NearestNeighbors
+
+    from scpert.plots.umap_layout import find_ab_params, knn, umap_embedding
+
+    assert find_ab_params(1.0, 0.1) == pytest.approx(umap.umap_.find_ab_params(1.0, 0.1), rel=1e-6)
+    x, _ = make_blobs(600, 20, centers=5, cluster_std=3.0, random_state=0)
+    indices, distances = knn(x, 15)
+    ref_d, ref_i = NearestNeighbors(n_neighbors=15).fit(x).kneighbors(x)
+    assert (indices == ref_i).all()
+    assert distances == pytest.approx(ref_d, abs=1e-5)  # sklearn's self-distance is not 0
+    ours = trustworthiness(x, umap_embedding(x, seed=0), n_neighbors=10)
+    ref = umap.UMAP(n_epochs=200, random_state=0).fit_transform(x)
+    assert ours >= trustworthiness(x, ref, n_neighbors=10) - 0.02
+    assert ours > 0.9
+
+
+def test_umap_figure_logfc_by_hand(tmp_path):
+    """The violins' logFC is scPPDM's log2((mean + 0.1) / (control mean + 0.1)) per condition and
+    gene; the genes are the line's largest mean |logFC| in the truth; the UMAP keeps every source's
+    cells (fewer than the cap) with their cell line."""
+    from scpert.plots import umap
+
+    rng = np.random.default_rng(0)
+    truth = _drug_world(rng)
+    test = ["L1|a|1", "L1|b|1", "L2|a|1", "L2|b|1"]
+    pred = truth[truth.obs["drug"] != "control"].copy()
+    pred.X = pred.X + 0.5  # a shifted copy of the truth
+    table = umap.data(truth, {"m": pred}, "control", test)
+    table = table.assign(dataset="d", split="drug_ood")[umap.COLUMNS]
+    lfc = table[table["kind"] == "logfc"].set_index(["method", "condition", "gene"])["logfc"]
+    x = truth.X
+    for line in ("L1", "L2"):
+        ctrl = x[(truth.obs["condition"] == f"{line}|control|0").to_numpy()].mean(axis=0)
+        rows = (truth.obs["condition"] == f"{line}|a|1").to_numpy()
+        expected = np.log2((x[rows].mean(axis=0) + 0.1) / (ctrl + 0.1))
+        shifted = np.log2((x[rows].mean(axis=0) + 0.5 + 0.1) / (ctrl + 0.1))
+        genes = set(table[(table["kind"] == "logfc") & (table["cell_line"] == line)]["gene"])
+        assert len(genes) == umap.N_GENES and genes <= {f"g{i}" for i in range(8)}
+        for gene in genes:
+            g = int(gene[1:])
+            assert lfc["truth", f"{line}|a|1", gene] == pytest.approx(expected[g], abs=1e-5)
+            assert lfc["m", f"{line}|a|1", gene] == pytest.approx(shifted[g], abs=1e-5)
+    cells = table[table["kind"] == "umap"]
+    assert cells.groupby("method").size().to_dict() == {"truth": 80, "m": 80}
+    assert np.isfinite(cells[["umap1", "umap2"]].to_numpy()).all()
+    assert (cells.groupby("method")["cell_line"].value_counts() == 40).all()
+    _render(umap.draw(table), tmp_path, "umap", table)
+
+
+def _enrichment_score(ranking: pd.Series, genes: set) -> float:
+    """GSEA's ES (Subramanian et al. 2005, weight p = 1): the largest deviation from 0 of the
+    running sum of |r| over hits / total |r| of hits minus misses / number of misses."""
+    order = ranking.sort_values(ascending=False, kind="stable")
+    hit = order.index.isin(list(genes))
+    step = np.where(hit, np.abs(order.to_numpy()) / np.abs(order[hit]).sum(), -1 / (~hit).sum())
+    running = np.cumsum(step)
+    return float(running[np.argmax(np.abs(running))])
+
+
+def test_gsea_figure_scores_by_hand(tmp_path):
+    """gseapy's ES on the truth's mean logFC ranking equals GSEA's formula; the set of the genes
+    that drug ``a`` raises has the largest ES; a prediction equal to the truth has its ES."""
+    pytest.importorskip("gseapy")
+    from scpert.plots import gsea
+    from scpert.plots.lfc import condition_lfc
+
+    rng = np.random.default_rng(1)
+    truth = _drug_world(rng, drugs=("a", "b"))
+    # drug a's response is the largest: scale b's down
+    test = ["L1|a|1", "L2|a|1", "L1|b|1", "L2|b|1"]
+    gmt = tmp_path / "sets.gmt"
+    gmt.write_text("UP\tgenes a raises\tg0\tg1\tg2\tg3\tg9\nOTHER\tx\tg8\tg9\tg10\tg11\tg5\n")
+    sets = gsea.read_gmt(gmt)
+    same = truth[truth.obs["drug"] != "control"].copy()
+    table = gsea.enrichment(truth, {"same": same}, "control", test, sets)
+    table = table.assign(dataset="d", split="drug_ood")[gsea.COLUMNS]
+    scores = table[table["kind"] == "score"].set_index(["method", "term"])["value"]
+    described, lfc = condition_lfc(truth, {}, "control", test)
+    drug = table["drug"].iloc[0]
+    ranking = lfc["truth"].loc[described.index[described["drug"] == drug]].mean(axis=0)
+    for term in ("UP", "OTHER"):
+        expected = _enrichment_score(ranking, set(sets[term]))
+        assert scores["truth", term] == pytest.approx(expected, abs=1e-6)
+        assert scores["same", term] == pytest.approx(scores["truth", term])
+    hits = table[(table["kind"] == "hit") & (table["method"] == "truth") & (table["term"] == "UP")]
+    assert len(hits) == 5
+    curve = table[(table["kind"] == "curve") & (table["method"] == "truth")]
+    assert curve.groupby("term").size().eq(truth.n_vars).all()
+    _render(gsea.draw(table), tmp_path, "gsea", table)
+
+
+def test_read_gmt_names_the_file_on_a_bad_line(tmp_path):
+    from scpert import runtime
+    from scpert.plots import gsea
+
+    bad = tmp_path / "bad.gmt"
+    bad.write_text("SET_A\tdescription only\n")
+    with pytest.raises(runtime.InputError, match="bad.gmt: line 1"):
+        gsea.read_gmt(bad)
+
+
+def test_figure_logfc_is_the_scppdm_protocols():
+    """The logFC the violins and the GSEA rankings show is the scPPDM protocol's: the Pearson of
+    the truth's and a prediction's logFC over all genes equals its ``logfc_pearson`` (all)."""
+    from scpert.metrics.correlation import pearson
+    from scpert.metrics.evaluate import evaluate_predictions
+    from scpert.plots.lfc import condition_lfc
+
+    rng = np.random.default_rng(2)
+    truth = _drug_world(rng)
+    test = ["L1|a|1", "L1|b|1", "L2|a|1", "L2|b|1"]
+    pred = truth[truth.obs["drug"] != "control"].copy()
+    pred.X = pred.X + rng.normal(0, 0.3, pred.shape).astype(np.float32)
+    _, lfc = condition_lfc(truth, {"m": pred}, "control", test)
+    metrics = evaluate_predictions(truth, pred, test, "control", ("scppdm",))
+    rows = metrics[(metrics["metric"] == "logfc_pearson") & (metrics["deg_set"] == "all")]
+    for condition, value in rows.set_index("condition")["value"].items():
+        got = pearson(lfc["truth"].loc[condition].to_numpy(), lfc["m"].loc[condition].to_numpy())
+        assert got == pytest.approx(value, abs=1e-6)
+    assert len(rows) == len(test)

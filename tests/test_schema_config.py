@@ -29,8 +29,9 @@ def message(edit) -> str:
 
 def test_unknown_keys_name_their_allowed_siblings():
     assert message(lambda c: c.update(outputs=1)) == (
-        "outputs: unknown key (allowed at the top level: seed, control_label, device, benchmark, "
-        "datasets, splits, methods, evaluation, figures, priors, latent, perturbdiff_pretrain, downloads, "
+        "outputs: unknown key (allowed at the top level: seed, seeds, control_label, device, "
+        "benchmark, datasets, splits, methods, evaluation, figures, priors, latent, "
+        "perturbdiff_pretrain, downloads, "
         "citeseq, lincs, resources)"
     )
     assert message(lambda c: c["datasets"]["synthetic"]["hvg"].update(n_top=5)) == (

@@ -155,3 +155,112 @@ def test_run_aggregate_roundtrip(tmp_path):
     assert "No results for this layout" in out[2].read_text()  # no cell_ood split here
     with pytest.raises(InputError, match="unknown paper table 'nope'"):
         steps.aggregate(paths, tmp_path / "l.tsv", tmp_path / "s.tsv", [tmp_path / "nope.md"])
+
+
+def _summary_rows(rows):
+    """Summary rows (dataset d, split s, scPerturBench top100) from (method, metric, mean)."""
+    return pd.DataFrame(
+        [("d", "s", m, "scperturbench", metric, "top100", v, 0.1, 5) for m, metric, v in rows],
+        columns=[*tables.KEYS, "mean", "sd", "n"],
+    )
+
+
+def test_aggregate_score_by_hand():
+    """Three methods: E-dist/MSE/KL/WD min-max scaled (1 = best), PCCΔ and Common-DEGs raw.
+    A: 1, 1, .9, 1, 1, .5 -> 5.4/6; B: 0, .5, .5, 0, .5, .3 -> 1.8/6; C: .5, 0, .7, .5, 0, .4 ->
+    2.1/6. Ranks A 1 x6; B 3,2,3,3,2,3 (16/6); C 2,3,2,2,3,2 (14/6): order A, C, B. The oracle is
+    not a method; a metric on which every method ties leaves the score."""
+    values = {
+        "A": {"e_distance": 1, "mse": 0.1, "pcc_delta": 0.9, "kl": 10, "wasserstein": 2, "common_degs": 0.5},
+        "B": {"e_distance": 3, "mse": 0.3, "pcc_delta": 0.5, "kl": 30, "wasserstein": 4, "common_degs": 0.3},
+        "C": {"e_distance": 2, "mse": 0.5, "pcc_delta": 0.7, "kl": 20, "wasserstein": 6, "common_degs": 0.4},
+        "oracle": {"e_distance": 0, "mse": 0, "pcc_delta": 1, "kl": 0, "wasserstein": 0, "common_degs": 1},
+    }  # fmt: skip
+    summary = _summary_rows([(m, k, v) for m, row in values.items() for k, v in row.items()])
+    score = tables.aggregate_score(summary).set_index("method")
+    assert list(score.index) == ["A", "C", "B"]
+    assert score["score"].to_dict() == pytest.approx({"A": 0.9, "B": 0.3, "C": 0.35})
+    assert score["mean_rank"].to_dict() == pytest.approx({"A": 1, "B": 16 / 6, "C": 14 / 6})
+    assert score["rank"].to_dict() == {"A": 1, "C": 2, "B": 3}
+    assert (score["n_metrics"] == 6).all()
+    tie = _summary_rows(
+        [("A", "mse", 1.0), ("B", "mse", 1.0), ("A", "pcc_delta", 0.2), ("B", "pcc_delta", 0.6)]
+    )
+    score = tables.aggregate_score(tie).set_index("method")
+    assert score["score"].to_dict() == pytest.approx({"A": 0.2, "B": 0.6})  # MSE ties: left out
+    assert score["mean_rank"].to_dict() == pytest.approx({"A": 1.75, "B": 1.25})
+    assert score["rank"].to_dict() == {"B": 1, "A": 2}
+
+
+def test_multiseed_mean_sd_across_seeds_by_hand():
+    """m at seeds 0, 1, 2 with means 1, 2, 4: mean 7/3, sd sqrt(7/3); the oracle has one value."""
+    summary = _summary_rows(
+        [
+            ("m", "mse", 1.0),
+            ("m.seed1", "mse", 2.0),
+            ("m.seed2", "mse", 4.0),
+            ("oracle", "mse", 0.5),
+        ]
+    )
+    across = tables.multiseed(summary, first_seed=0).set_index("method")
+    assert list(across.columns) == [c for c in tables.MULTISEED_COLUMNS if c != "method"]
+    assert across.at["m", "mean"] == pytest.approx(7 / 3)
+    assert across.at["m", "sd"] == pytest.approx(np.sqrt(7 / 3))
+    assert across.at["m", "n_seeds"] == 3 and across.at["m", "seeds"] == "0,1,2"
+    assert across.at["oracle", "n_seeds"] == 1 and np.isnan(across.at["oracle", "sd"])
+    md = tables.render(tables.multiseed_table(across.reset_index()), ".md")
+    assert "| d | s | m | – | 2.333 ± 1.528 |" in md
+    assert "| d | s | [oracle] | – | 0.5 |" in md
+
+
+def test_seeds_make_method_replicates_with_their_seed():
+    import copy
+
+    import yaml
+    from snakemake.utils import validate
+
+    from scpert.workflow_config import ConfigError, resolve_config
+
+    from .conftest import REPO
+
+    config = yaml.safe_load((REPO / "config/ci.yaml").read_text())
+    config["seeds"] = [3, 5]
+    validate(config, str(REPO / "config/schema.yaml"))
+    run = resolve_config(copy.deepcopy(config))
+    first = next(iter(config["methods"]))
+    assert run.methods[first].seed == 3 and run.methods[f"{first}.seed5"].seed == 5
+    assert run.methods[f"{first}.seed5"].params == run.methods[first].params
+    assert len(run.jobs) == 2 * len(resolve_config({**config, "seeds": None}).jobs)
+    config["methods"]["x.seed1"] = {"base": first}
+    with pytest.raises(ConfigError, match=r"^methods\.x\.seed1: names ending in '\.seed<n>'"):
+        resolve_config(config)
+
+
+def test_run_aggregate_writes_score_and_tables_across_seeds(tmp_path):
+    """Rule aggregate's extra outputs: the aggregate score of the summary and, for a method with
+    a seed replicate, the tables across seeds (a: seeds 0 and 1 with MSE means 2 and 4)."""
+    long = _long()
+    replicate = long[long["method"] == "a"].assign(method="a.seed1")
+    replicate["value"] = replicate["value"] * 2
+    path = tmp_path / "metrics.tsv"
+    pd.concat([long, replicate]).to_csv(path, sep="\t", index=False)
+    across = [tmp_path / "multiseed.tsv", tmp_path / "multiseed.md", tmp_path / "multiseed.tex"]
+    steps.aggregate(
+        [path],
+        tmp_path / "long.tsv",
+        tmp_path / "summary.tsv",
+        [],
+        {"drug_ood": "drug_ood"},
+        tmp_path / "score.tsv",
+        across,
+        0,
+    )
+    score = pd.read_csv(tmp_path / "score.tsv", sep="\t")
+    summary = pd.read_csv(tmp_path / "summary.tsv", sep="\t")
+    expected = tables.aggregate_score(summary)
+    pd.testing.assert_frame_equal(score, expected, check_dtype=False, rtol=1e-5)
+    table = pd.read_csv(across[0], sep="\t").set_index(["method", "metric"])
+    assert table.at[("a", "mse"), "mean"] == pytest.approx(3.0)
+    assert table.at[("a", "mse"), "sd"] == pytest.approx(np.sqrt(2.0))
+    assert table.at[("a", "mse"), "seeds"] == "0,1"
+    assert "3 ± 1.414" in across[1].read_text() and r"$\pm$" in across[2].read_text()

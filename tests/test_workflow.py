@@ -120,6 +120,28 @@ def test_dry_run_default_lists_expected_jobs(tmp_path):
     assert job_counts(out) == expected
 
 
+def test_dry_run_multiseed_overlay_repeats_every_method_per_seed(tmp_path):
+    """config/multiseed.yaml: train and sample once per (method, split, seed), one aggregate job
+    that writes the tables across seeds; the replicates run in <method>.seed<s>/."""
+    default = snakemake("-n", "-d", tmp_path / "a", "--configfile", REPO / "config/config.yaml")
+    out = snakemake(
+        "-n",
+        "-d",
+        tmp_path / "b",
+        "--configfile",
+        REPO / "config/config.yaml",
+        REPO / "config/multiseed.yaml",
+    ).stdout
+    one, three = job_counts(default.stdout), job_counts(out)
+    seeds = yaml.safe_load((REPO / "config/multiseed.yaml").read_text())["seeds"]
+    assert seeds == [0, 1, 2]
+    assert three["train"] == 3 * one["train"] and three["sample"] == 3 * one["sample"]
+    assert three["aggregate"] == 1 and three.get("finetune_latent") == one.get("finetune_latent")
+    assert "results/synthetic/drug_ood/scppdm.seed2/pred.h5ad" in out
+    assert "results/tables/multiseed.tsv" in out and "multiseed.tsv" not in default.stdout
+    assert "results/tables/aggregate_score.tsv" in default.stdout
+
+
 HEAD_PROBE = """
 import sys
 from snakemake.cli import main

@@ -28,6 +28,7 @@ Priors
 
 from __future__ import annotations
 
+import re
 from pathlib import PurePosixPath
 
 #: raw files of the synthetic world, in ``resources/raw/{dataset}/``
@@ -65,6 +66,24 @@ PRIORS = {
 #: ``results/{dataset}/{split}/{name}/`` beside the methods; no method may take these names
 ORACLE, CEILING = "oracle", "ceiling"
 REFERENCE_ROWS = (ORACLE, CEILING)
+
+#: several seeds (config ``seeds: [s0, s1, ...]``): a method runs at ``s0`` under its own name and
+#: at every further seed ``s`` as ``<method>.seed<s>`` (``results/{dataset}/{split}/<method>.seed<s>/``)
+SEED_SUFFIX = ".seed"
+_SEED_REPLICATE = re.compile(r"^(.+)\.seed(\d+)$")
+
+
+def seed_replicate(method: str, seed: int) -> str:
+    """Name (and results folder) of ``method`` run at a further seed: ``scppdm.seed1``."""
+    return f"{method}{SEED_SUFFIX}{seed}"
+
+
+def split_seed_replicate(name: str) -> tuple[str, int | None]:
+    """``("scppdm", 1)`` for ``scppdm.seed1``; ``(name, None)`` for a name without a seed suffix
+    (a method at the first seed, a reference row)."""
+    match = _SEED_REPLICATE.match(name)
+    return (match.group(1), int(match.group(2))) if match else (name, None)
+
 
 #: split names that would collide with the layout (``results/{dataset}/priors/``, ``splits/``)
 RESERVED_SPLIT_NAMES = ("priors", "splits")

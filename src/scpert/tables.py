@@ -761,3 +761,136 @@ def metric_directions() -> dict[tuple[str, str], bool]:
         *SCDFM_COLUMNS,
     ]
     return {**{(c.protocol, c.metric): c.higher_better for c in columns}, **EXTRA_DIRECTIONS}
+
+
+# -- scPerturBench's aggregate score and rank ----------------------------------------------------
+
+#: the scPerturBench metrics that its aggregate score min-max scales (lower is better)
+SCALED_METRICS = ("e_distance", "mse", "wasserstein", "kl")
+AGGREGATE_COLUMNS = [
+    "dataset",
+    "split",
+    "deg_set",
+    "method",
+    "score",
+    "mean_rank",
+    "rank",
+    "n_metrics",
+]
+
+
+def aggregate_score(summary: pd.DataFrame) -> pd.DataFrame:
+    """scPerturBench's aggregate score and rank of every method per (dataset, split, DEG set), from
+    the summary's scPerturBench means (reference rows excluded: they are not methods):
+
+    - ``score``: the mean over its metrics of E-distance, MSE, Wasserstein and KL min-max scaled
+      across the block's methods with 1 = best (``(max - x) / (max - min)``), and PCCΔ and
+      Common-DEGs as they are (already "higher is better" on [-1, 1] / [0, 1]); a metric on which
+      every method ties (max = min) is left out of the mean;
+    - ``mean_rank``: the mean over the metrics of the method's rank on each (1 = best, ties
+      averaged); ``rank``: the rank of ``mean_rank`` (1 = best, ties share the lower rank);
+    - ``n_metrics``: the metrics the method has values for (WD exists for top-100 only).
+    """
+    directions = {m: hb for m, _, hb in SCPERTURBENCH_COLUMNS}
+    rows = summary[
+        (summary["protocol"] == "scperturbench")
+        & summary["metric"].isin(list(directions))
+        & ~summary["method"].map(is_reference)
+    ]
+    out = []
+    for (dataset, split, deg_set), block in rows.groupby(["dataset", "split", "deg_set"]):
+        wide = block.pivot_table(index="method", columns="metric", values="mean", aggfunc="first")
+        scaled = pd.DataFrame(index=wide.index)
+        ranks = pd.DataFrame(index=wide.index)
+        for metric in wide.columns:
+            values = wide[metric]
+            ranks[metric] = values.rank(ascending=not directions[metric], method="average")
+            if metric in SCALED_METRICS:
+                spread = values.max() - values.min()
+                if spread > 0:
+                    scaled[metric] = (values.max() - values) / spread
+            else:
+                scaled[metric] = values
+        mean_rank = ranks.mean(axis=1)
+        out.append(
+            pd.DataFrame(
+                {
+                    "dataset": dataset,
+                    "split": split,
+                    "deg_set": deg_set,
+                    "method": wide.index,
+                    "score": scaled.mean(axis=1).to_numpy(),
+                    "mean_rank": mean_rank.to_numpy(),
+                    "rank": mean_rank.rank(method="min").astype(int).to_numpy(),
+                    "n_metrics": wide.notna().sum(axis=1).to_numpy(),
+                }
+            )
+        )
+    if not out:
+        return pd.DataFrame(columns=AGGREGATE_COLUMNS)
+    table = pd.concat(out, ignore_index=True)
+    return table.sort_values(["dataset", "split", "deg_set", "rank", "method"], kind="stable")[
+        AGGREGATE_COLUMNS
+    ].reset_index(drop=True)
+
+
+# -- several seeds -------------------------------------------------------------------------------
+
+MULTISEED_COLUMNS = [*KEYS, "mean", "sd", "n_seeds", "seeds"]
+
+
+def multiseed(summary: pd.DataFrame, first_seed: int = 0) -> pd.DataFrame:
+    """Mean and sample sd (ddof=1; empty with one seed) across seeds of each method's per-seed
+    means: the replicates of a method (``<method>.seed<k>``, :func:`scpert.layout.seed_replicate`)
+    pooled with the method itself (run at ``first_seed``); ``seeds``: the seeds pooled,
+    comma-separated (empty for the reference rows, which no method seed changes)."""
+    from scpert.layout import split_seed_replicate
+
+    parsed = summary["method"].map(split_seed_replicate)
+    seed = ["" if is_reference(name) else str(first_seed if k is None else k) for name, k in parsed]
+    table = summary.assign(method=[name for name, _ in parsed], seed=seed)
+    table = table.assign(order=pd.to_numeric(table["seed"], errors="coerce")).sort_values(
+        [*KEYS, "order"], kind="stable"
+    )
+    g = table.groupby(KEYS, sort=True)
+    out = pd.DataFrame(
+        {
+            "mean": g["mean"].mean(),
+            "sd": g["mean"].std(ddof=1),
+            "n_seeds": g["mean"].count(),
+            "seeds": g["seed"].agg(lambda s: ",".join(x for x in s if x)),
+        }
+    ).reset_index()
+    return out[MULTISEED_COLUMNS]
+
+
+def multiseed_table(table: pd.DataFrame, deg_set: str = "top100") -> list[Table]:
+    """StateXDiff Table 1's columns as ``mean ± sd`` across seeds (rows: dataset, split, method)."""
+    columns = _scperturbench_columns(deg_set)
+    rows: list[list[Cell] | str] = []
+    for (dataset, split), block in table.groupby(["dataset", "split"], sort=True):
+        for method in method_order(block["method"].unique()):
+            cells: list[Cell] = [(dataset, 0, ""), (split, 0, ""), (method_label(method), 0, "")]
+            for column in columns:
+                row = block[
+                    (block["method"] == method)
+                    & (block["protocol"] == column.protocol)
+                    & (block["metric"] == column.metric)
+                    & (block["deg_set"] == column.deg_set)
+                ]
+                if row.empty:
+                    cells.append(("–", 0, ""))
+                    continue
+                mean, sd, n = row["mean"].iloc[0], row["sd"].iloc[0], int(row["n_seeds"].iloc[0])
+                text = _fmt(mean) if n < 2 else f"{_fmt(mean)} ± {_fmt(sd)}"
+                cells.append((text, 0, ""))
+            rows.append(cells)
+    header = ["dataset", "split", "method"] + [
+        f"{c.label} {_arrow(c.higher_better)}" for c in columns
+    ]
+    note = (
+        "Mean ± sd across seeds of each seed's mean over the split's test conditions "
+        "(the seeds of `seeds:` in the config; a row with one value has one seed)."
+    )
+    title = f"scPerturBench metrics (top-{deg_set[3:]} DEGs) across seeds"
+    return [Table(title, header, rows, 3, note)]

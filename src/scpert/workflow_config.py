@@ -38,6 +38,8 @@ class MethodEntry:
     splits: tuple[str, ...] | None = None
     uses_gpu: bool = False
     priors: tuple[str, ...] = ()
+    #: the seed of its train and sample jobs (``seeds`` in the config; else ``seed``)
+    seed: int = 0
 
     def recordable(self) -> dict[str, Any]:
         """Plain values for a rule's ``params`` (Snakemake records them and reruns on a change)."""
@@ -52,7 +54,14 @@ class Run:
 
 
 def resolve_config(config: dict) -> Run:
-    from scpert.layout import PRIORS, REFERENCE_ROWS, RESERVED_SPLIT_NAMES
+    from scpert.layout import (
+        PRIORS,
+        REFERENCE_ROWS,
+        RESERVED_SPLIT_NAMES,
+        SEED_SUFFIX,
+        seed_replicate,
+        split_seed_replicate,
+    )
     from scpert.methods.registry import get_spec
 
     for split in config["splits"]:
@@ -75,8 +84,14 @@ def resolve_config(config: dict) -> Run:
                     f"datasets.{name}.splits: '{split}' is not defined under 'splits'"
                 )
 
+    seeds = config.get("seeds") or [config.get("seed", 0)]
     methods = {}
     for name, entry in config["methods"].items():
+        if split_seed_replicate(name)[1] is not None:
+            raise ConfigError(
+                f"methods.{name}: names ending in '{SEED_SUFFIX}<n>' are reserved for the seed "
+                "replicates of `seeds`"
+            )
         if name in REFERENCE_ROWS:
             raise ConfigError(
                 f"methods.{name}: the name is reserved for a reference row of the tables "
@@ -101,15 +116,18 @@ def resolve_config(config: dict) -> Run:
                 f"methods.{name}: method '{base}' needs prior '{unknown[0]}', which no rule "
                 f"provides (priors: {', '.join(PRIORS)})"
             )
-        methods[name] = MethodEntry(
-            name,
-            base,
-            preset,
-            params,
-            tuple(restrict) if restrict else None,
-            spec.uses_gpu,
-            priors,
-        )
+        for i, seed in enumerate(seeds):
+            replicate = name if i == 0 else seed_replicate(name, seed)
+            methods[replicate] = MethodEntry(
+                replicate,
+                base,
+                preset,
+                params,
+                tuple(restrict) if restrict else None,
+                spec.uses_gpu,
+                priors,
+                seed,
+            )
 
     jobs = [
         (ds_name, split, m.name)

@@ -103,6 +103,11 @@ def train_inputs(wildcards):
     return inputs
 
 
+def method_seed(wildcards):
+    """Seed of the method's train and sample jobs (``seeds``: one per replicate; else ``seed``)."""
+    return RUN.methods[wildcards.method].seed
+
+
 def method_gpus(wildcards):
     """GPUs a sample job of the method needs: 1 for GPU methods, 0 for baselines.
 
@@ -149,7 +154,8 @@ def all_targets():
     targets = ["results/tables/metrics_long.tsv", "results/tables/summary.tsv"]
     targets += paper_table_files()
     targets += expand("results/figures/heatmap_scperturbench.{ext}", ext=["pdf", "png"])
-    targets += ["results/tables/comparisons.tsv"]
+    targets += ["results/tables/comparisons.tsv", "results/tables/aggregate_score.tsv"]
+    targets += multiseed_files()
     targets += figure_targets()
     targets += prior_targets()
     targets += cell_state_targets()
@@ -217,7 +223,27 @@ def paper_table_files():
     from scpert.tables import paper_tables
 
     names = paper_tables(config["evaluation"]["protocols"], split_types().values())
-    return expand("results/tables/{name}.{ext}", name=names, ext=["md", "tex"])
+    files = []
+    for name in names:  # the markdown rendering in the report, the LaTeX beside it
+        shown = report(
+            f"results/tables/{name}.md",
+            caption=str(REPO / "workflow/report/paper_tables.rst"),
+            category="Tables",
+            subcategory="paper layouts",
+        )
+        files += [shown, f"results/tables/{name}.tex"]
+    return files
+
+
+def multiseed_files():
+    """Tables across seeds (rule aggregate) when ``seeds`` names two or more."""
+    if len(config.get("seeds") or []) < 2:
+        return []
+    tsv = "results/tables/multiseed.tsv"
+    caption = str(REPO / "workflow/report/multiseed.rst")
+    shown = report(tsv, caption=caption, category="Tables")
+    stem = "results/tables/multiseed_scperturbench_top100"
+    return [shown, f"{stem}.md", f"{stem}.tex"]
 
 
 # -- drug priors (rules in priors.smk) ----------------------------------------------------------
@@ -441,6 +467,9 @@ def figure_targets():
     bases = list(method_bases().values())
     has_variants = any(bases.count(b) > 1 for b in bases)
     names = figure_names(split_types().values(), datasets, has_variants)
+    names = [
+        n for n in names if not n.startswith("gsea_") or gsea_gmt(n[len("gsea_") :])
+    ]
     return expand("results/figures/{name}.{ext}", name=names, ext=["pdf", "png", "tsv"])
 
 
@@ -456,22 +485,37 @@ def baseline_methods():
 
 
 def method_bases():
-    """Configured method -> its base method (variants share a base)."""
-    return {name: entry.base for name, entry in RUN.methods.items()}
-
-
-def held_out_drug_splits(dataset):
-    """drug_ood splits of ``dataset`` -> the methods scored on each (reference rows included):
-    the predictions the dose-response and padj-density figures read."""
+    """Configured method -> its base method (variants share a base; the seed replicates of
+    ``seeds`` are not variants and are left out)."""
     return {
-        split: methods + oracle_rows(dataset)
+        name: entry.base
+        for name, entry in RUN.methods.items()
+        if layout.split_seed_replicate(name)[1] is None
+    }
+
+
+def held_out_drug_splits(dataset, generative=False):
+    """drug_ood splits of ``dataset`` -> the methods scored on each (reference rows included):
+    the predictions the dose-response and padj-density figures read; ``generative``: only the
+    methods that are not baselines, at the first seed (the UMAP and GSEA figures)."""
+    baselines = set(baseline_methods()) if generative else set()
+    return {
+        split: (
+            [
+                m
+                for m in methods
+                if m not in baselines and layout.split_seed_replicate(m)[1] is None
+            ]
+            if generative
+            else methods + oracle_rows(dataset)
+        )
         for (ds, split), methods in evaluations().items()
         if ds == dataset and config["splits"][split]["type"] == "drug_ood"
     }
 
 
-def held_out_drug_inputs(wildcards):
-    splits = held_out_drug_splits(wildcards.dataset)
+def held_out_drug_inputs(wildcards, generative=False):
+    splits = held_out_drug_splits(wildcards.dataset, generative)
     prefix = f"results/{wildcards.dataset}"
     return {
         "h5ad": f"{prefix}/processed.h5ad",
@@ -483,3 +527,21 @@ def held_out_drug_inputs(wildcards):
             for m in methods
         ],
     }
+
+
+def generative_drug_inputs(wildcards):
+    return held_out_drug_inputs(wildcards, generative=True)
+
+
+def gsea_gmt(dataset):
+    """Gene sets of the GSEA figure: ``figures.gsea_gmt``, else the synthetic world's GMT (None
+    for a real dataset without one: no GSEA figure)."""
+    if FIGURES_CONFIG.get("gsea_gmt"):
+        return FIGURES_CONFIG["gsea_gmt"]
+    if config["datasets"][dataset]["source"] == "simulate":
+        return f"{raw_dir(dataset)}/{WORLD_FILES['gene_sets']}"
+    return None
+
+
+def gsea_inputs(wildcards):
+    return {**generative_drug_inputs(wildcards), "gmt": gsea_gmt(wildcards.dataset)}

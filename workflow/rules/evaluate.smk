@@ -57,6 +57,12 @@ rule aggregate:
             category="Tables",
         ),
         tables=paper_table_files(),
+        score=report(
+            "results/tables/aggregate_score.tsv",
+            caption="../report/aggregate_score.rst",
+            category="Tables",
+        ),
+        multiseed=multiseed_files(),
     log:
         "results/logs/aggregate.log",
     conda:
@@ -67,6 +73,7 @@ rule aggregate:
         runtime=RES["runtime"],
     params:
         split_types=split_types(),
+        first_seed=(config.get("seeds") or [config["seed"]])[0],
     script:
         "../scripts/aggregate.py"
 

@@ -149,6 +149,60 @@ rule figure_padj_density:
         "../scripts/figure_padj_density.py"
 
 
+# UMAP of predicted and true cells by cell line, logFC violins (scPPDM Fig. 3).
+rule figure_umap:
+    input:
+        unpack(generative_drug_inputs),
+    output:
+        **figure_outputs("umap_{dataset}"),
+    log:
+        "results/logs/figures/umap_{dataset}.log",
+    benchmark:
+        "results/benchmarks/figures/umap_{dataset}.tsv"
+    conda:
+        "../../envs/plots.yaml"
+    threads: 1
+    resources:
+        mem_mb=RES["mem_mb"],
+        runtime=RES["runtime"],
+    params:
+        dataset=lambda wc: wc.dataset,
+        splits=lambda wc: list(held_out_drug_splits(wc.dataset, generative=True)),
+        methods=lambda wc: list(
+            held_out_drug_splits(wc.dataset, generative=True).values()
+        ),
+        control=CONTROL,
+    script:
+        "../scripts/figure_umap.py"
+
+
+# GSEA running ES and hits on predicted vs true logFC rankings (scPPDM Fig. 5, gseapy).
+rule figure_gsea:
+    input:
+        unpack(gsea_inputs),
+    output:
+        **figure_outputs("gsea_{dataset}"),
+    log:
+        "results/logs/figures/gsea_{dataset}.log",
+    benchmark:
+        "results/benchmarks/figures/gsea_{dataset}.tsv"
+    conda:
+        "../../envs/plots.yaml"
+    threads: 1
+    resources:
+        mem_mb=RES["mem_mb"],
+        runtime=RES["runtime"],
+    params:
+        dataset=lambda wc: wc.dataset,
+        splits=lambda wc: list(held_out_drug_splits(wc.dataset, generative=True)),
+        methods=lambda wc: list(
+            held_out_drug_splits(wc.dataset, generative=True).values()
+        ),
+        control=CONTROL,
+    script:
+        "../scripts/figure_gsea.py"
+
+
 # The variants of each method with two or more of them (StateXDiff Table 2, scPPDM Fig. 4).
 rule figure_ablations:
     input:

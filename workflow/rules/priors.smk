@@ -75,7 +75,12 @@ rule evaluate_priors:
         mdt=layout.prior_dir("mdt"),
         graph=layout.prior_dir("graph"),
     output:
-        tsv="results/{dataset}/{split}/priors_eval.tsv",
+        tsv=report(
+            "results/{dataset}/{split}/priors_eval.tsv",
+            caption="../report/priors_eval.rst",
+            category="Tables",
+            subcategory="priors",
+        ),
     log:
         "results/logs/evaluate_priors/{dataset}/{split}.log",
     benchmark:

@@ -23,7 +23,7 @@ rule sample:
         gpu=method_gpus,
     params:
         control=CONTROL,
-        seed=config["seed"],
+        seed=method_seed,
         device=config["device"],
         max_cells=config["evaluation"]["max_pred_cells"],
     script:

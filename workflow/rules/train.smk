@@ -21,7 +21,7 @@ rule train:
     params:
         method=method_entry,
         control=CONTROL,
-        seed=config["seed"],
+        seed=method_seed,
         device=config["device"],
     script:
         "../scripts/train.py"

@@ -1,4 +1,5 @@
-"""Rule aggregate: long metric table, summary, paper-layout tables (scpert.tables)."""
+"""Rule aggregate: long metric table, summary, paper-layout tables, aggregate
+score, tables across seeds (scpert.tables)."""
 
 from scpert import runtime, steps
 
@@ -10,4 +11,7 @@ runtime.run_step(
     snakemake.output.summary,
     list(snakemake.output.tables),
     snakemake.params.split_types,
+    snakemake.output.score,
+    list(snakemake.output.multiseed),
+    snakemake.params.first_seed,
 )

@@ -40,6 +40,10 @@ FIGURES: dict[str, FigureFamily] = {
     "dose_response": FigureFamily("dose_response", "predictions", ("drug_ood",)),
     # PerturbDiff Fig. 5: -log10 FDR of predicted DE for truly DE and non-DE genes
     "padj_density": FigureFamily("padj_density", "predictions", ("drug_ood",)),
+    # scPPDM Fig. 3: UMAP of predicted and true cells by cell line, logFC violins
+    "umap": FigureFamily("umap", "predictions", ("drug_ood",)),
+    # scPPDM Fig. 5: GSEA running enrichment scores on predicted vs true rankings (gseapy)
+    "gsea": FigureFamily("gsea", "predictions", ("drug_ood",)),
     # StateXDiff Table 2 / scPPDM Fig. 4 / scDFM Fig. 5: the variants of each method
     "ablations": FigureFamily("ablations", "summary", needs_variants=True),
     # paired statistics against the best baseline (scpert.stats)

@@ -35,6 +35,8 @@ figure_scatter            :func:`scpert.steps.figures.figure_scatter`
 figure_combinations       :func:`scpert.steps.figures.figure_combinations`
 figure_dose_response      :func:`scpert.steps.figures.figure_dose_response`
 figure_padj_density       :func:`scpert.steps.figures.figure_padj_density`
+figure_umap               :func:`scpert.steps.figures.figure_umap`
+figure_gsea               :func:`scpert.steps.figures.figure_gsea`
 figure_ablations          :func:`scpert.steps.figures.figure_ablations`
 figure_comparisons        :func:`scpert.steps.figures.figure_comparisons`
 download                  :func:`scpert.steps.downloads.download`
@@ -84,6 +86,8 @@ RULES = {
     "figure_combinations": "figures",
     "figure_dose_response": "figures",
     "figure_padj_density": "figures",
+    "figure_umap": "figures",
+    "figure_gsea": "figures",
     "figure_ablations": "figures",
     "figure_comparisons": "figures",
     "download": "downloads",

@@ -163,15 +163,34 @@ def oracle(inputs: dict, out_path, control: str, seed: int, max_cells: int) -> N
 
 
 def aggregate(
-    metric_paths, long_path, summary_path, table_paths, split_types: dict[str, str] | None = None
+    metric_paths,
+    long_path,
+    summary_path,
+    table_paths,
+    split_types: dict[str, str] | None = None,
+    score_path=None,
+    multiseed_paths=(),
+    first_seed: int = 0,
 ) -> None:
-    """Rule aggregate: the long table, the summary and each paper table named by a path's stem."""
+    """Rule aggregate: the long table, the summary, each paper table named by a path's stem,
+    scPerturBench's aggregate score (``score_path``) and, with several seeds, the tables across
+    seeds (``multiseed_paths``: a ``.tsv`` and markdown/LaTeX renderings)."""
     from scpert import tables
 
     long = tables.read_long(metric_paths)
     summary = tables.summarise(long)
     runtime.write_tsv(long, long_path, float_format="%.10g")
     runtime.write_tsv(summary, summary_path, float_format="%.10g")
+    if score_path is not None:
+        runtime.write_tsv(tables.aggregate_score(summary), score_path, float_format="%.6g")
+    if multiseed_paths:
+        across = tables.multiseed(summary, first_seed)
+        for path in map(Path, multiseed_paths):
+            if path.suffix == ".tsv":
+                runtime.write_tsv(across, path, float_format="%.10g")
+            else:
+                text = tables.render(tables.multiseed_table(across), path.suffix)
+                runtime.write_atomic(path, lambda p, t=text: p.write_text(t))
     split_types = split_types or {}
     for path in map(Path, table_paths):
         if path.stem not in tables.PAPER_TABLES:

@@ -137,3 +137,38 @@ def figure_padj_density(
         inputs, dataset, splits, methods, control, padj_density.histograms, padj_density.COLUMNS
     )
     _save(padj_density.draw(table), table, outputs)
+
+
+def figure_umap(
+    inputs: dict,
+    outputs: dict,
+    dataset: str,
+    splits: list[str],
+    methods: list[list[str]],
+    control: str,
+) -> None:
+    """Rule figure_umap: UMAP of predicted and true cells by cell line and logFC violins of the
+    generative methods on the dataset's drug_ood splits (inputs as :func:`figure_dose_response`)."""
+    from scpert.plots import umap
+
+    table = _prediction_figure(inputs, dataset, splits, methods, control, umap.data, umap.COLUMNS)
+    _save(umap.draw(table), table, outputs)
+
+
+def figure_gsea(
+    inputs: dict,
+    outputs: dict,
+    dataset: str,
+    splits: list[str],
+    methods: list[list[str]],
+    control: str,
+) -> None:
+    """Rule figure_gsea: GSEA running ES and hits on predicted vs true logFC rankings of the
+    dataset's drug_ood splits (inputs as :func:`figure_dose_response` plus ``gmt``)."""
+    from functools import partial
+
+    from scpert.plots import gsea
+
+    compute = partial(gsea.enrichment, gene_sets=gsea.read_gmt(inputs["gmt"]))
+    table = _prediction_figure(inputs, dataset, splits, methods, control, compute, gsea.COLUMNS)
+    _save(gsea.draw(table), table, outputs)
