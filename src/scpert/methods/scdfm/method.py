@@ -8,7 +8,10 @@ Fit
     training-cell ranking; the split's evaluated genes at 0). The co-expression graph from
     ``PerturbData.adata`` (training conditions and controls only), the drug table (fingerprints
     of every drug, held-out ones too; the id vocabulary = drugs of the training conditions), then
-    flow matching with the MMD regulariser (:mod:`.train`).
+    flow matching with the MMD regulariser (:mod:`.train`). ``standardize: control`` z-scores the
+    genes by the training controls (:class:`.train.GeneScale`, saved with the model);
+    ``gene_init: pca`` sets the gene-identity rows from the PC loadings of the same correlation
+    matrix the graph uses (:func:`.graph.principal_loadings`).
 Predict
     Cells are drawn as in every method (:class:`scpert.data.pairing.ControlCells`): ``n_cells``
     control cells per test condition from its context's controls (all plates: the spec does not
