@@ -50,6 +50,10 @@ def test_paper_preset_equals_appendix_a43():
         "subset_genes": 1000,
         "fusion": False,
         "time_distribution": "uniform",
+        # the tiny preset's named departures keep the paper's values here
+        "standardize": "none",
+        "groups_per_step": 1,
+        "gene_init": "random",
     }
     assert {k: PAPER[k] for k in expected} == expected
     assert set(TINY) == set(PAPER)  # complete presets
@@ -216,7 +220,14 @@ def _data(root, world, h5ad=None):
     )
 
 
-FAST = {"width": 16, "depth": 1, "steps": 2, "batch_size": 8, "subset_genes": 32}
+FAST = {
+    "width": 16,
+    "depth": 1,
+    "steps": 2,
+    "batch_size": 8,
+    "subset_genes": 32,
+    "groups_per_step": 2,
+}
 
 
 def test_graph_uses_training_cells_only(processed, world, tmp_path):
@@ -343,7 +354,12 @@ def test_training_loss_is_cfm_plus_half_mmd_on_the_endpoint(monkeypatch):
     monkeypatch.setattr(train_mod, "Trainer", Capture)
     torch.manual_seed(0)
     table = _table()
-    p = get_method("scdfm").from_preset("tiny", {**FAST, "perturbation_encoder": "id"}).params
+    paper_batches = {"standardize": "none", "groups_per_step": 1}  # one group, raw values
+    p = (
+        get_method("scdfm")
+        .from_preset("tiny", {**FAST, **paper_batches, "perturbation_encoder": "id"})
+        .params
+    )
     net = PADTransformer(p, 40, torch.from_numpy(table.fingerprints), 2)
     obs = pd.DataFrame(
         {
@@ -371,6 +387,96 @@ def test_training_loss_is_cfm_plus_half_mmd_on_the_endpoint(monkeypatch):
     assert len(genes) == 32 and np.array_equal(
         x1.numpy(), X[np.ix_(sets_rows(b, X, x1), genes.numpy())]
     )
+
+
+def test_groups_per_step_z_scores_by_the_controls_and_averages_the_mmd_per_group(monkeypatch):
+    """Tiny preset batches: 2 groups x 4 cells, values z-scored by the training controls' mean and
+    sd (floored), the MMD the mean of one MMD per group."""
+    from scpert.data import pairing
+    from scpert.methods.scdfm import train as train_mod
+
+    seen = {}
+
+    class Capture(train_mod.Trainer):
+        def fit(self, batch_fn, loss_fn, **kw):
+            b = batch_fn(0, torch.Generator().manual_seed(0))
+            seen["loss"], seen["batch"] = loss_fn(self.model, b, 0)[0], b
+            raise StopIteration
+
+    monkeypatch.setattr(train_mod, "Trainer", Capture)
+    torch.manual_seed(0)
+    table = _table()
+    p = get_method("scdfm").from_preset("tiny", {**FAST, "perturbation_encoder": "id"}).params
+    assert p["standardize"] == "control" and p["groups_per_step"] == 2
+    net = PADTransformer(p, 40, torch.from_numpy(table.fingerprints), 2)
+    obs = pd.DataFrame(
+        {
+            schema.CELL_LINE: "L1",
+            schema.DRUG: ["control"] * 10 + ["dA"] * 10 + ["dB"] * 10,
+            schema.DOSE: ["0"] * 10 + ["1"] * 20,
+            schema.PLATE: "p0",
+        }
+    )
+    X = np.abs(np.random.default_rng(0).normal(size=(30, 40))).astype(np.float32)
+    X[:10, 0] = 1.0  # constant in the controls: sd floored
+    scale = train_mod.GeneScale.fit(X[:10], "control")
+    np.testing.assert_allclose(scale.mean, X[:10].mean(0), rtol=1e-6)
+    assert scale.sd[0] == train_mod.SD_FLOOR
+    np.testing.assert_allclose(scale.sd[1:], X[:10, 1:].std(0), rtol=1e-5)
+    sets = pairing.CellSets(obs, CONTROL, train_mod.groups_and_cells(p)[1])
+    cond = ConditionBatch.encode(sets.keys[schema.DRUG], sets.keys[schema.DOSE], table)
+    with pytest.raises(StopIteration):
+        train_mod.fit_network(
+            net, X, sets, cond, torch.ones(40, 40, dtype=bool), p, "cpu", 0, scale=scale
+        )
+    b = seen["batch"]
+    genes = b.shared["genes"].numpy()
+    x1, x0, t, group = b.rows["x1"], b.rows["x0"], b.rows["t"], b.rows["group"]
+    assert len(x1) == 8 and len(set(group[:4].tolist())) == 1 and len(set(group[4:].tolist())) == 1
+    raw = x1.numpy() * scale.sd[genes] + scale.mean[genes]
+    for row, g in zip(raw, group.tolist()):  # each row is a cell of its group
+        members = np.flatnonzero(obs[schema.DRUG].to_numpy() == sets.keys[schema.DRUG][g])
+        assert np.abs(X[np.ix_(members, genes)] - row).max(axis=1).min() < 1e-5
+    x_t = (1 - t[:, None]) * x0 + t[:, None] * x1
+    v = net(x_t, t, b.rows["c_x"], b.shared["genes"], None, cond[group], b.rows["keep_id"])
+    x1_hat = x_t + (1 - t[:, None]) * v
+    mmd = (mmd2_unbiased(x1[:4], x1_hat[:4]) + mmd2_unbiased(x1[4:], x1_hat[4:])) / 2
+    torch.testing.assert_close(seen["loss"], ((v - (x1 - x0)) ** 2).mean() + 0.5 * mmd)
+
+
+def test_too_many_groups_per_step_for_the_batch_is_one_clear_error():
+    from scpert.methods.scdfm.train import groups_and_cells
+
+    assert groups_and_cells({"groups_per_step": 8, "batch_size": 32}) == (8, 4)
+    with pytest.raises(ValueError, match="groups_per_step 8 leaves fewer than 2 cells"):
+        groups_and_cells({"groups_per_step": 8, "batch_size": 8})
+
+
+def test_z_scored_sampling_clamps_at_expression_zero_and_maps_back():
+    from scpert.methods.scdfm.train import GeneScale
+
+    scale = GeneScale(np.array([1.0, 2.0, 0.5]), np.array([0.5, 2.0, 1.0]))
+    x = torch.tensor([[0.0, 1.0, 3.0]])
+    torch.testing.assert_close(scale.to_z(x, [0, 1, 2]), torch.tensor([[-2.0, -0.5, 2.5]]))
+    torch.testing.assert_close(scale.from_z(scale.to_z(x, [0, 1, 2]), [0, 1, 2]), x)
+    torch.testing.assert_close(scale.zero_in_z([2, 0], x), torch.tensor([-0.5, -2.0]))
+    p = {"sampler": "euler", "sampler_steps": 3, "subset_genes": 2, "source": "noise"}
+    full = torch.ones(3, 3, dtype=torch.bool)
+    noise = torch.tensor([[0.5, -0.25, 1.0]]).double()
+    c = torch.tensor([1.0, -3.0, 0.5]).double()  # gene 1 ends below expression 0: clamped
+    out = integrate(ConstantVelocity(c), torch.ones(1, 3).double(), None, noise, full, p, 0, scale)
+    z = noise + c
+    expected = torch.tensor([[1.0 + 0.5 * z[0, 0], 0.0, 0.5 + z[0, 2]]]).double()
+    torch.testing.assert_close(out, expected)
+
+
+def test_principal_loadings_by_hand():
+    # correlation of two perfectly correlated genes and an independent one: eigenvalues 2, 1, 0
+    corr = np.array([[1.0, 1.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    loadings = gene_graph.principal_loadings(corr, 4)
+    raw = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])  # v sqrt(lambda), largest entry > 0
+    raw = np.c_[raw, np.zeros((3, 2))]  # rank 2: columns 3-4 are zero
+    np.testing.assert_allclose(loadings, raw / np.sqrt((raw**2).mean()), atol=1e-12)
 
 
 def sets_rows(b, X, x1):

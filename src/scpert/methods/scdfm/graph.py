@@ -58,6 +58,25 @@ def coexpression_graph(X, k: int = 30, max_cells: int = 0, seed: int = 0) -> np.
     return knn_graph(np.abs(correlation(X, max_cells, seed)), k)
 
 
+def principal_loadings(corr: np.ndarray, k: int) -> np.ndarray:
+    """(G, k) gene loadings of the ``k`` leading principal components of the z-scored training
+    cells: eigenvectors of their correlation matrix ``corr`` times the square roots of the
+    eigenvalues (largest first; each column's sign fixed so that its largest entry is positive),
+    rescaled to unit root-mean-square over all entries (the scale of ``nn.Embedding``'s N(0, 1)
+    initialisation). Columns beyond the rank of ``corr`` are 0. The tiny preset's
+    ``gene_init: pca`` (:mod:`scpert.methods.scdfm`)."""
+    G = len(corr)
+    values, vectors = np.linalg.eigh(np.asarray(corr, dtype=np.float64))
+    order = np.argsort(values)[::-1][: min(k, G)]
+    loadings = vectors[:, order] * np.sqrt(np.clip(values[order], 0.0, None))
+    signs = np.sign(loadings[np.abs(loadings).argmax(axis=0), np.arange(loadings.shape[1])])
+    loadings = loadings * np.where(signs == 0, 1.0, signs)
+    out = np.zeros((G, k))
+    out[:, : loadings.shape[1]] = loadings
+    rms = np.sqrt((out**2).mean())
+    return out / rms if rms > 0 else out
+
+
 def to_edges(adjacency: np.ndarray) -> np.ndarray:
     """(E, 2) int32 edges ``(i, j)`` of a boolean adjacency (for saving)."""
     return np.argwhere(adjacency).astype(np.int32)

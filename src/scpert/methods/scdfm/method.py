@@ -8,7 +8,10 @@ Fit
     training-cell ranking; the split's evaluated genes at 0). The co-expression graph from
     ``PerturbData.adata`` (training conditions and controls only), the drug table (fingerprints
     of every drug, held-out ones too; the id vocabulary = drugs of the training conditions), then
-    flow matching with the MMD regulariser (:mod:`.train`).
+    flow matching with the MMD regulariser (:mod:`.train`). ``standardize: control`` z-scores the
+    genes by the training controls (:class:`.train.GeneScale`, saved with the model);
+    ``gene_init: pca`` sets the gene-identity rows from the PC loadings of the same correlation
+    matrix the graph uses (:func:`.graph.principal_loadings`).
 Predict
     Cells are drawn as in every method (:class:`scpert.data.pairing.ControlCells`): ``n_cells``
     control cells per test condition from its context's controls (all plates: the spec does not
@@ -41,7 +44,7 @@ from scpert.methods.registry import register
 from scpert.methods.scdfm import graph
 from scpert.methods.scdfm.model import PADTransformer
 from scpert.methods.scdfm.sample import integrate, round_robin, unit_noise
-from scpert.methods.scdfm.train import dense_rows, fit_network
+from scpert.methods.scdfm.train import GeneScale, dense_rows, fit_network, groups_and_cells
 from scpert.methods.scppdm.model import ConditionBatch, DrugTable
 from scpert.methods.scppdm.train import drug_table
 
@@ -89,15 +92,18 @@ class ScDFM(Method):
         self.device = torch.device(device)
         adata = train.adata
         self.genes = [str(g) for g in adata.var_names]
-        self.adjacency = graph.coexpression_graph(
-            adata.X, int(p["knn"]), int(p["graph_max_cells"]), self.seed
-        )
+        corr = graph.correlation(adata.X, int(p["graph_max_cells"]), self.seed)
+        self.adjacency = graph.knn_graph(np.abs(corr), int(p["knn"]))
+        is_control = (adata.obs[DRUG] == train.control).to_numpy()
+        self.scale = GeneScale.fit(adata.X[is_control], p["standardize"])
         sets = pairing.CellSets(
-            adata.obs, train.control, int(p["batch_size"]), source="scdfm training cells"
+            adata.obs, train.control, groups_and_cells(p)[1], source="scdfm training cells"
         )
         seen = sorted({c for drug in sets.keys[DRUG] for c in schema.components(str(drug))})
         drugs = drug_table(train, seen, p)
         self._build(len(self.genes), drugs)
+        if p["gene_init"] == "pca":
+            self.net.gene_encoder.initialise(graph.principal_loadings(corr, int(p["width"])))
         conditions = ConditionBatch.encode(sets.keys[DRUG], sets.keys[DOSE], drugs)
         log.info(
             "scdfm: %d training groups (cell line, drug, dose, plate), %d genes (graph: %d edges), "
@@ -118,6 +124,7 @@ class ScDFM(Method):
             self.device,
             self.seed,
             self.checkpoint_dir,
+            self.scale,
         )
         self.history = result.as_dict()
 
@@ -176,6 +183,7 @@ class ScDFM(Method):
                 adjacency,
                 self.params,
                 seed,
+                self.scale,
             )
             out[part] = x.cpu().numpy()
             done, now = min(start + step, len(sources)), time.monotonic()
@@ -202,6 +210,8 @@ class ScDFM(Method):
                 "drugs": self.drugs.names,
                 "fingerprints": self.drugs.fingerprints,
                 "train_drugs": self.drugs.train_drugs,
+                "gene_mean": self.scale.mean,
+                "gene_sd": self.scale.sd,
                 "history": self.history,
             },
             path / STATE_FILE,
@@ -212,6 +222,7 @@ class ScDFM(Method):
         state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=False)
         self.adjacency = graph.from_edges(state["edges"], len(self.genes))
         self.history = state["history"]
+        self.scale = GeneScale(state["gene_mean"], state["gene_sd"])
         drugs = DrugTable(list(state["drugs"]), state["fingerprints"], list(state["train_drugs"]))
         self._build(len(self.genes), drugs)
         self.net.load_state_dict(state["net"])

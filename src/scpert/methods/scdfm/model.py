@@ -22,7 +22,7 @@ Genes are tokens. For a gene subset ``I`` (``s`` genes) and a batch of B cells:
   cross-differential attention to the control tokens ``h' = h~ + DiffAttn(h~, h_c)`` (eq. 12),
   then an MLP (width x4, the code's); every sub-block pre-normed and modulated by adaLN-Zero
   from ``t_emb = MLP(SinCos(t))`` (Peebles & Xie 2023: shift, scale and a zero-initialised gate
-  per sub-block; :class:`AdaLNZero`);
+  per sub-block; :class:`scpert.nn.adaln.AdaLNZero`);
 - :class:`VelocityDecoder` ``D([h^L ; 1 e_p])`` -> one velocity per gene (eq. 13).
 
 ``fusion: true`` adds the released code's token fusion ``h_v^0 = LN(MLP([h_v^0 ; h_c]))``: each
@@ -44,36 +44,15 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from scpert.methods.scppdm.model import ConditionBatch
 from scpert.nn import TimestepEmbedder
+from scpert.nn.adaln import AdaLNZero, modulate
 from scpert.nn.diff_attn import DifferentialAttention
 
 PERTURBATION_ENCODERS = ("id", "structure", "id_structure")
 ATTENTIONS = ("differential", "standard")
-
-
-def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """adaLN: ``x (1 + scale) + shift`` with one (shift, scale) per cell broadcast over tokens."""
-    return x * (1 + scale[:, None]) + shift[:, None]
-
-
-class AdaLNZero(nn.Module):
-    """``SiLU -> Linear`` from the time embedding to (shift, scale, gate) of ``n`` sub-blocks,
-    zero-initialised so that every block starts as the identity (DiT's adaLN-Zero).
-    Written here until a shared block lands in ``scpert.nn``."""
-
-    def __init__(self, width: int, n: int):
-        super().__init__()
-        self.n = n
-        self.linear = nn.Linear(width, 3 * n * width)
-        nn.init.zeros_(self.linear.weight)
-        nn.init.zeros_(self.linear.bias)
-
-    def forward(self, t_emb: torch.Tensor) -> list[torch.Tensor]:
-        return list(self.linear(F.silu(t_emb)).chunk(3 * self.n, dim=-1))
 
 
 class ValueEncoder(nn.Module):
@@ -102,6 +81,12 @@ class GeneEncoder(nn.Module):
         self.embedding = nn.Embedding(n_genes, width)
         self.attention = nn.MultiheadAttention(width, heads, dropout=dropout, batch_first=True)
         self.norm = nn.LayerNorm(width)
+
+    @torch.no_grad()
+    def initialise(self, loadings: np.ndarray) -> None:
+        """Gene-identity rows from (G, d) ``loadings`` (``gene_init: pca``:
+        :func:`scpert.methods.scdfm.graph.principal_loadings`); trained as usual afterwards."""
+        self.embedding.weight.copy_(torch.as_tensor(loadings, dtype=self.embedding.weight.dtype))
 
     def forward(self, genes: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """genes: (s,) indices; mask: (s, s) True = may attend (None: all) -> (s, d)."""
@@ -164,7 +149,7 @@ class PADBlock(nn.Module):
             nn.Linear(4 * width, width),
         )
         self.dropout = nn.Dropout(dropout)
-        self.ada = AdaLNZero(width, 3)
+        self.ada = AdaLNZero(width, width, 9)  # (shift, scale, gate) x 3 sub-blocks
 
     def control_kv(self, h_c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys and values of the control tokens for the cross-attention (eq. 12)."""

@@ -2,10 +2,12 @@
 trainer.
 
 Batches (Algorithm 2; the code: "one perturbation per step")
-    Every step draws ONE training group (cell line, drug, dose, plate) and ``batch_size`` of its
-    cells ``x1`` with as many random control cells ``c_x`` of the same (cell line, plate)
-    (:class:`scpert.data.pairing.CellSets`; a group smaller than the batch is padded by
-    resampling its cells), so that the MMD compares two samples of one perturbed population. One
+    Every step draws ``groups_per_step`` training groups (cell line, drug, dose, plate; the code
+    and the paper preset: ONE) and ``batch_size / groups_per_step`` cells ``x1`` of each with as
+    many random control cells ``c_x`` of the same (cell line, plate)
+    (:class:`scpert.data.pairing.CellSets`; a group smaller than that is padded by resampling its
+    cells); the MMD is computed per group, so that it compares two samples of one perturbed
+    population, and averaged over the groups. One
     random gene subset ``I`` of ``subset_genes`` genes per step (``M_I = W[I, I]``), one time
     ``t ~ U(0, 1)`` per cell and source noise ``x0 ~ N(0, I)``.
 Objective (eqs. 2-5, Algorithm 1)
@@ -35,6 +37,55 @@ from scpert.generative.trainer import Batch, TrainConfig, Trainer, TrainResult, 
 from scpert.methods.scdfm.model import PADTransformer, gene_subset_mask
 from scpert.methods.scppdm.model import ConditionBatch
 
+#: smallest per-gene standard deviation of ``standardize: control`` (log1p units), so that genes
+#: almost constant in the controls do not get huge z-scores
+SD_FLOOR = 0.1
+
+
+class GeneScale:
+    """Per-gene affine map ``z = (x - mean) / sd`` (module docstring, ``standardize``)."""
+
+    MODES = ("none", "control")
+
+    def __init__(self, mean: np.ndarray, sd: np.ndarray):
+        self.mean = np.asarray(mean, dtype=np.float32)
+        self.sd = np.asarray(sd, dtype=np.float32)
+
+    @classmethod
+    def identity(cls, n_genes: int) -> GeneScale:
+        return cls(np.zeros(n_genes), np.ones(n_genes))
+
+    @classmethod
+    def fit(cls, X_controls, mode: str) -> GeneScale:
+        """From the training control cells (dense or CSR); ``none`` = the identity."""
+        if mode not in cls.MODES:
+            raise ValueError(f"unknown standardize '{mode}' ({cls.MODES})")
+        G = X_controls.shape[1]
+        if mode == "none":
+            return cls.identity(G)
+        X = X_controls.toarray() if sp.issparse(X_controls) else np.asarray(X_controls)
+        X = X.astype(np.float64)
+        return cls(X.mean(axis=0), np.maximum(X.std(axis=0), SD_FLOOR))
+
+    def to_z(self, x: torch.Tensor, genes: np.ndarray | torch.Tensor) -> torch.Tensor:
+        mean, sd = self._at(genes, x)
+        return (x - mean) / sd
+
+    def from_z(self, z: torch.Tensor, genes: np.ndarray | torch.Tensor) -> torch.Tensor:
+        mean, sd = self._at(genes, z)
+        return z * sd + mean
+
+    def zero_in_z(self, genes: np.ndarray | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """z-value of expression 0 per gene (the clamp of the sampler in z-space)."""
+        mean, sd = self._at(genes, like)
+        return -mean / sd
+
+    def _at(self, genes, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        genes = genes.cpu().numpy() if isinstance(genes, torch.Tensor) else np.asarray(genes)
+        mean = torch.from_numpy(self.mean[genes]).to(like)
+        sd = torch.from_numpy(self.sd[genes]).to(like)
+        return mean, sd
+
 
 def dense_rows(X, rows: np.ndarray, genes: np.ndarray) -> torch.Tensor:
     """``X[rows][:, genes]`` as a float32 tensor (X dense or CSR)."""
@@ -49,6 +100,19 @@ def source(c_x: torch.Tensor, noise: torch.Tensor, p: dict) -> torch.Tensor:
     if p["source"] == "control":
         return c_x + float(p["source_noise"]) * noise
     return noise
+
+
+def groups_and_cells(p: dict) -> tuple[int, int]:
+    """``(groups_per_step, cells per group)``: ``batch_size`` cells split over the step's groups
+    (at least 2 cells each, the unbiased MMD's minimum)."""
+    n_groups = max(int(p["groups_per_step"]), 1)
+    m = int(p["batch_size"]) // n_groups
+    if m < 2:
+        raise ValueError(
+            f"scdfm: batch_size {p['batch_size']} / groups_per_step {n_groups} leaves fewer than "
+            "2 cells per group (the unbiased MMD needs 2)"
+        )
+    return n_groups, m
 
 
 def train_config(p: dict, seed: int) -> TrainConfig:
@@ -73,12 +137,15 @@ def fit_network(
     device: torch.device,
     seed: int,
     checkpoint_dir=None,
+    scale: GeneScale | None = None,
 ) -> TrainResult:
     """Train ``net`` on the cells ``X`` (rows of ``sets``' obs); ``conditions`` has one row per
-    group of ``sets`` (module docstring)."""
+    group of ``sets``; ``scale`` the gene scale (None = identity; module docstring)."""
+    scale = scale or GeneScale.identity(X.shape[1])
     n_genes = X.shape[1]
     s = min(int(p["subset_genes"]), n_genes)
-    B = int(p["batch_size"])
+    n_groups, m = groups_and_cells(p)
+    B = n_groups * m
     lam = float(p["mmd_weight"])
     scales = [float(x) for x in p["mmd_scales"]]
     p_drop_id = float(p["p_drop_id"])
@@ -87,17 +154,16 @@ def fit_network(
 
     def batch(step: int, g: torch.Generator) -> Batch:
         rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=g)))
-        cellset = sets.sample(1, rng)
+        cellset = sets.sample(n_groups, rng)
         genes = np.sort(rng.choice(n_genes, size=s, replace=False))
-        group = int(cellset.group[0])
         return Batch(
             {
-                "x1": dense_rows(X, cellset.perturbed[0], genes),
-                "c_x": dense_rows(X, cellset.controls[0], genes),
+                "x1": scale.to_z(dense_rows(X, cellset.perturbed.ravel(), genes), genes),
+                "c_x": scale.to_z(dense_rows(X, cellset.controls.ravel(), genes), genes),
                 "x0": torch.randn(B, s, generator=g),
                 "t": flow.sample_time(B, g, p["time_distribution"]),
                 "keep_id": torch.rand(B, generator=g) >= p_drop_id,
-                "group": torch.full((B,), group, dtype=torch.long),
+                "group": torch.from_numpy(np.repeat(cellset.group, m).astype(np.int64)),
             },
             {"genes": torch.from_numpy(genes)},
         )
@@ -119,8 +185,14 @@ def fit_network(
         cfm = F.mse_loss(v, flow.target_velocity(x0, x1))
         total = cfm
         terms = {"cfm": cfm.detach()}
-        if lam > 0:
-            mmd = mmd2_unbiased(x1, flow.endpoint(x_t, t, v), scales)
+        if lam > 0:  # per group: two samples of one perturbed population
+            x1_hat = flow.endpoint(x_t, t, v)
+            mmd = torch.stack(
+                [
+                    mmd2_unbiased(real, fake, scales)
+                    for real, fake in zip(x1.split(m), x1_hat.split(m))
+                ]
+            ).mean()
             total = total + lam * mmd
             terms["mmd"] = mmd.detach()
         return total, terms
