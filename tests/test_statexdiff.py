@@ -461,10 +461,9 @@ def test_configured_ablations_are_table_2():
     off one component of the full model (the base config's statexdiff, "Ours"); every name has a
     Table 2 row; the base config's other generative methods are switched off."""
     import yaml
-
-    from scpert.tables import STATEXDIFF_ABLATIONS
     from snakemake.utils import update_config
 
+    from scpert.tables import STATEXDIFF_ABLATIONS
     from scpert.workflow_config import resolve_config
 
     from .conftest import REPO

@@ -37,6 +37,7 @@ figure_dose_response      :func:`scpert.steps.figures.figure_dose_response`
 figure_padj_density       :func:`scpert.steps.figures.figure_padj_density`
 figure_ablations          :func:`scpert.steps.figures.figure_ablations`
 figure_comparisons        :func:`scpert.steps.figures.figure_comparisons`
+figure_protein_modality   :func:`scpert.steps.figures.figure_protein_modality`
 download                  :func:`scpert.steps.downloads.download`
 gunzip                    :func:`scpert.steps.downloads.gunzip`
 extract                   :func:`scpert.steps.downloads.extract`
@@ -86,6 +87,7 @@ RULES = {
     "figure_padj_density": "figures",
     "figure_ablations": "figures",
     "figure_comparisons": "figures",
+    "figure_protein_modality": "figures",
     "download": "downloads",
     "gunzip": "downloads",
     "extract": "downloads",
