@@ -19,9 +19,6 @@ ARMS = {
     "statexdiff": "PseudoProt",
 }
 
-#: the methods whose presence makes the comparison (scpert.plots.FIGURES)
-REQUIRED = ("statexdiff_rna_only", "statexdiff")
-
 COLUMNS = [
     Column("scperturbench", m, "top100", label, hb) for m, label, hb in SCPERTURBENCH_COLUMNS
 ]
@@ -48,13 +45,10 @@ def draw(table: pd.DataFrame, title: str = ""):
         return empty("protein modality: none of the Fig. 3c arms was evaluated in this run")
     arms = table.drop_duplicates("method").sort_values("order")
     # grouped_bars orders methods by scpert.tables.method_order; name them "<order>. <arm>"
-    named = table.assign(
-        method=table["order"].astype(str) + ". " + table["arm"],
-    )
-    fig = grouped_bars(
+    named = table.assign(method=table["order"].astype(str) + ". " + table["arm"])
+    return grouped_bars(
         named,
         COLUMNS,
         "split",
         title or f"Protein modality (StateXDiff Fig. 3c): {', '.join(arms['arm'])}",
     )
-    return fig
