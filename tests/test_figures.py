@@ -365,3 +365,35 @@ def test_figure_logfc_is_the_scppdm_protocols():
         got = pearson(lfc["truth"].loc[condition].to_numpy(), lfc["m"].loc[condition].to_numpy())
         assert got == pytest.approx(value, abs=1e-6)
     assert len(rows) == len(test)
+
+
+def test_protein_modality_shows_the_fig_3c_arms_in_order(tmp_path):
+    """The arms of config/statexdiff_protein_modality.yaml, hand-made values: per arm two test
+    conditions of E-dist (1, 3) + 2 k; the mean and sem are the summary's; base_reg is no
+    arm."""
+    from scpert.plots import protein_modality
+
+    rows = []
+    for k, method in enumerate(["statexdiff", "base_control", "statexdiff_rna_only", "base_reg"]):
+        for c, value in enumerate([1.0, 3.0]):
+            row = ("w", "cite_uc", method, f"L|d{c}|1", "scperturbench", "e_distance", "top100")
+            rows.append((*row, value + 2 * k))
+    summary = tables.summarise(pd.DataFrame(rows, columns=LONG_COLUMNS))
+    table = protein_modality.data(summary, "w")
+    assert table["arm"].tolist() == ["baseControl", "RNA-only", "PseudoProt"]  # Fig. 3c order
+    means = table.set_index("method")["mean"]
+    assert means["statexdiff"] == pytest.approx(2.0)  # (1 + 3) / 2
+    assert means["base_control"] == pytest.approx(4.0)
+    # sd of (1, 3) = sqrt(2), sem = sqrt(2) / sqrt(2) = 1
+    assert table["sem"].tolist() == pytest.approx([1.0, 1.0, 1.0])
+    _render(protein_modality.draw(table), tmp_path, "protein_modality", table)
+
+
+def test_protein_modality_figure_needs_its_arms_and_writes_a_run_table():
+    assert "protein_modality_d" not in plots.figure_names(["cell_ood"], ["d"], methods=["x"])
+    names = plots.figure_names(["cell_ood"], ["d"], methods=["statexdiff", "statexdiff_rna_only"])
+    assert "protein_modality_d" in names
+    files = plots.figure_files("protein_modality_d")
+    assert files["tsv"] == "results/tables/statexdiff_fig3c_d.tsv"
+    assert files["png"] == "results/figures/protein_modality_d.png"
+    assert plots.figure_files("radar_d")["tsv"] == "results/figures/radar_d.tsv"

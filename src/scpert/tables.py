@@ -33,8 +33,7 @@ tied to split types, one of them is configured):
 - StateXDiff Table 2 (``statexdiff_table2_top100``) and its top-5000 twin (App. Table 15):
   rows per setting, UD = drug_ood and UC = cell_ood, and per variant of
   ``config/statexdiff_ablations.yaml`` (method names in :data:`STATEXDIFF_ABLATIONS`, the paper's
-  order, "Ours" = the full model last; the default config's ``statexdiff`` beside them); the
-  Table 1 columns.
+  order, "Ours" = the full model last: the default config's ``statexdiff``); the Table 1 columns.
 - scDFM Table 1 (additive split; ours: every split): L2, MSE, MAE, DE-Spearman ρ, Pearson Δ, DS,
   Pearson Δ̂, Pearson Δ̂20. Table 2 (holdout): the same columns with rows per setting, "Single"
   (single-drug test conditions) and "Double" (combinations), for the held-out-drug split types.
@@ -481,8 +480,7 @@ STATEXDIFF_ABLATIONS = {
     "statexdiff_no_pqm": "w/o PQM",
     "statexdiff_no_triplet": "w/o triplet",
     "statexdiff_no_icfg": "w/o ICFG",
-    "statexdiff_full": "Ours",
-    "statexdiff": "statexdiff (config/config.yaml)",
+    "statexdiff": "Ours",
 }
 #: the ablation settings: (heading, split type)
 STATEXDIFF_ABLATION_SETTINGS = (("UD", "drug_ood"), ("UC", "cell_ood"))

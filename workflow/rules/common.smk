@@ -445,32 +445,38 @@ if FIGURES_CONFIG["scatter_reference"] not in (None, *RUN.methods):
 
 
 def figure_outputs(stem):
-    """Named outputs of a figure rule: pdf, png (in the report with its caption), tsv (data)."""
+    """Named outputs of a figure rule: pdf, png (in the report with its caption), tsv (data;
+    scpert.plots.figure_files)."""
+    from scpert.plots import figure_files
+
     family = stem.split("_{")[0]
+    files = figure_files(stem)
     return {
-        "pdf": f"results/figures/{stem}.pdf",
+        "pdf": files["pdf"],
         "png": report(
-            f"results/figures/{stem}.png",
+            files["png"],
             caption=f"../report/figure_{family}.rst",
             category="Figures",
             subcategory=family,
         ),
-        "tsv": f"results/figures/{stem}.tsv",
+        "tsv": files["tsv"],
     }
 
 
 def figure_targets():
     """PDF, PNG and data table of every figure family the configured splits can fill."""
-    from scpert.plots import figure_names
+    from scpert.plots import figure_files, figure_names
 
     datasets = sorted({ds for ds, _ in evaluations()})
     bases = list(method_bases().values())
     has_variants = any(bases.count(b) > 1 for b in bases)
-    names = figure_names(split_types().values(), datasets, has_variants)
+    names = figure_names(
+        split_types().values(), datasets, has_variants, list(RUN.methods)
+    )
     names = [
         n for n in names if not n.startswith("gsea_") or gsea_gmt(n[len("gsea_") :])
     ]
-    return expand("results/figures/{name}.{ext}", name=names, ext=["pdf", "png", "tsv"])
+    return [path for name in names for path in figure_files(name).values()]
 
 
 def baseline_methods():

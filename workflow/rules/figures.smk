@@ -244,3 +244,26 @@ rule figure_comparisons:
         runtime=RES["runtime"],
     script:
         "../scripts/figure_comparisons.py"
+
+
+# StateXDiff Fig. 3c: the protein-modality arms (config/statexdiff_protein_modality.yaml).
+rule figure_protein_modality:
+    input:
+        summary="results/tables/summary.tsv",
+    output:
+        **figure_outputs("protein_modality_{dataset}"),
+    log:
+        "results/logs/figures/protein_modality_{dataset}.log",
+    benchmark:
+        "results/benchmarks/figures/protein_modality_{dataset}.tsv"
+    conda:
+        "../../envs/plots.yaml"
+    threads: 1
+    resources:
+        mem_mb=RES["mem_mb"],
+        runtime=RES["runtime"],
+    params:
+        dataset=lambda wc: wc.dataset,
+        extra=[],
+    script:
+        "../scripts/figure_protein_modality.py"

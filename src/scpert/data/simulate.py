@@ -83,7 +83,8 @@ Priors
 CITE-seq
     Untreated cells of the single-cell lines in their own batch, plus treated cells (every
     single-cell drug at every dose, the drug effect of the single-cell data) in the first
-    ``citeseq_treated_lines`` lines (obs ``drug``, ``dose``; controls ``control``, ``0``); ADT
+    ``citeseq_treated_lines`` lines (obs ``drug``, ``dose``; controls ``control``, ``0``; one
+    ``plate``, so that the set is also a perturbation dataset of the data contract); ADT
     counts for ``n_proteins`` coding genes ``NB(10, a_c (bg + amp · sigmoid(k · x + c)))`` with
     ``x`` the latent RNA log-rate of the protein's gene standardised over the untreated cells
     (saturating, noisy). The panel holds whole complexes of ``complexes.tsv`` (at most 40 % of
@@ -180,6 +181,9 @@ EC50_LOG10_MEAN = -0.7
 EC50_LOG10_SD = 0.8
 HILL_RANGE = (0.8, 2.0)
 PLATE_LIBRARY_SD = 0.2
+#: the CITE-seq set is one plate (obs ``plate``, so that it is also a perturbation dataset of
+#: the data contract, config/statexdiff_protein_modality.yaml)
+CITESEQ_PLATE = "citeseq"
 CELL_LIBRARY_SD = 0.65
 L1000_Z_PER_LOG = 2.2
 L1000_NOISE_SD = 1.1
@@ -1130,6 +1134,7 @@ def _citeseq(
             schema.CELL_LINE: [lines.names[i] for i in line_idx],
             schema.DRUG: schema.DEFAULT_CONTROL,
             schema.DOSE: "0",
+            schema.PLATE: CITESEQ_PLATE,
             schema.PHASE: np.asarray(p["phases"])[phase_idx],
         },
         index=[f"cite{i:06d}" for i in range(n)],
@@ -1169,6 +1174,7 @@ def _citeseq(
                             schema.CELL_LINE: lines.names[line],
                             schema.DRUG: cond.drug,
                             schema.DOSE: cond.dose,
+                            schema.PLATE: CITESEQ_PLATE,
                             schema.PHASE: np.asarray(p["phases"])[ph],
                         },
                         index=[f"cite{start + i:06d}" for i in range(per)],

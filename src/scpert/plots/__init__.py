@@ -17,7 +17,9 @@ class FigureFamily:
     ``long``, ``comparisons``, ``predictions``), the split types it needs (None: any; the figure
     is made when a configured split has one of them), whether one figure is made per dataset
     (``results/figures/<name>_<dataset>.*``) or one for the run (``<name>.*``), and whether it
-    needs a method with two or more configured variants (the ablation bars)."""
+    needs a method with two or more configured variants (the ablation bars), the configured
+    methods it needs (all of them; none: any run), and the stem of its data table when that is
+    one of the run's tables (``results/tables/<table>_<dataset>.tsv``, not beside the figure)."""
 
     name: str
     reads: str
@@ -25,6 +27,8 @@ class FigureFamily:
     per_dataset: bool = True
     min_split_types: int = 1
     needs_variants: bool = False
+    needs_methods: tuple[str, ...] = ()
+    table: str | None = None
 
 
 FIGURES: dict[str, FigureFamily] = {
@@ -48,17 +52,26 @@ FIGURES: dict[str, FigureFamily] = {
     "ablations": FigureFamily("ablations", "summary", needs_variants=True),
     # paired statistics against the best baseline (scpert.stats)
     "comparisons": FigureFamily("comparisons", "comparisons", per_dataset=False),
+    # StateXDiff Fig. 3c: the protein-modality arms (config/statexdiff_protein_modality.yaml)
+    "protein_modality": FigureFamily(
+        "protein_modality",
+        "summary",
+        needs_methods=("statexdiff_rna_only", "statexdiff"),
+        table="statexdiff_fig3c",
+    ),
 }
 
 
-def figure_names(split_types, datasets, has_variants: bool = True) -> list[str]:
+def figure_names(split_types, datasets, has_variants: bool = True, methods=()) -> list[str]:
     """File stems (without extension) of the figures a run with these split types (of the
     configured splits) and datasets makes; ``has_variants``: some method has two or more
-    configured variants."""
+    configured variants; ``methods``: the configured method names."""
     split_types = set(split_types)
     names = []
     for family in FIGURES.values():
         if family.needs_variants and not has_variants:
+            continue
+        if not set(family.needs_methods) <= set(methods):
             continue
         if family.split_types is not None and (
             len(split_types & set(family.split_types)) < family.min_split_types
@@ -69,3 +82,14 @@ def figure_names(split_types, datasets, has_variants: bool = True) -> list[str]:
         else:
             names.append(family.name)
     return names
+
+
+def figure_files(name: str) -> dict[str, str]:
+    """The files of figure ``name`` (a stem of :func:`figure_names`): ``pdf``, ``png`` and its
+    data table ``tsv`` (beside the figure, or under ``results/tables/`` for a family with a
+    ``table``)."""
+    family = next(f for f in FIGURES.values() if name == f.name or name.startswith(f.name + "_"))
+    tsv = f"results/figures/{name}.tsv"
+    if family.table is not None:
+        tsv = f"results/tables/{family.table}{name[len(family.name) :]}.tsv"
+    return {"pdf": f"results/figures/{name}.pdf", "png": f"results/figures/{name}.png", "tsv": tsv}

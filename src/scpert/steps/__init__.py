@@ -39,6 +39,7 @@ figure_umap               :func:`scpert.steps.figures.figure_umap`
 figure_gsea               :func:`scpert.steps.figures.figure_gsea`
 figure_ablations          :func:`scpert.steps.figures.figure_ablations`
 figure_comparisons        :func:`scpert.steps.figures.figure_comparisons`
+figure_protein_modality   :func:`scpert.steps.figures.figure_protein_modality`
 download                  :func:`scpert.steps.downloads.download`
 gunzip                    :func:`scpert.steps.downloads.gunzip`
 extract                   :func:`scpert.steps.downloads.extract`
@@ -90,6 +91,7 @@ RULES = {
     "figure_gsea": "figures",
     "figure_ablations": "figures",
     "figure_comparisons": "figures",
+    "figure_protein_modality": "figures",
     "download": "downloads",
     "gunzip": "downloads",
     "extract": "downloads",

@@ -66,6 +66,14 @@ def figure_ablations(summary_path, outputs: dict, dataset: str, bases: dict) -> 
     _save(ablations.draw(table), table, outputs)
 
 
+def figure_protein_modality(summary_path, outputs: dict, dataset: str) -> None:
+    """Rule figure_protein_modality: StateXDiff's protein-modality arms (Fig. 3c)."""
+    from scpert.plots import protein_modality
+
+    table = protein_modality.data(_read(summary_path), dataset)
+    _save(protein_modality.draw(table), table, outputs)
+
+
 def figure_comparisons(comparisons_path, outputs: dict) -> None:
     """Rule figure_comparisons: forest plot of the paired comparisons (scpert.stats)."""
     from scpert.plots import comparisons
