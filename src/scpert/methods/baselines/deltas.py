@@ -61,11 +61,12 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from scpert.chem.featurize import SMILES_FIELD, drug_features, morgan_fingerprints
+from scpert.chem.featurize import drug_features
 from scpert.data import pairing, schema
 from scpert.data.schema import CELL_LINE, CONDITION, DOSE, DRUG, SchemaError
 from scpert.methods.base import Method, PerturbData
 from scpert.methods.registry import register
+from scpert.perturbations import method_features
 
 STATE_FILE = "state.npz"
 SAMPLER = "control+delta"
@@ -347,15 +348,8 @@ class ConditionFeatures:
         n_bits: int,
         n_context_pcs: int,
     ) -> ConditionFeatures:
-        source = train.drugs.attrs.get("source", "drug table")
-        if SMILES_FIELD not in train.drugs.columns:
-            raise SchemaError(f"{source}: column '{SMILES_FIELD}' is missing")
-        smiles = {
-            str(d): s
-            for d, s in zip(train.drugs.index, train.drugs[SMILES_FIELD])
-            if str(d) != train.control
-        }
-        fps = morgan_fingerprints(smiles, radius=radius, n_bits=n_bits, source=source)
+        names = [str(d) for d in train.drugs.index if str(d) != train.control]
+        fps = method_features(train, names, n_bits=n_bits, radius=radius)
         doses = [d for text in td.conditions[DOSE] for d in schema.component_doses(text)]
         contexts = td.control_means.to_numpy()
         k = min(int(n_context_pcs), len(contexts) - 1)

@@ -141,7 +141,7 @@ class PerturbDiff(Method):
         self.genes = [str(g) for g in train.adata.var_names]
         obs = train.adata.obs
         vocab = vocabularies(obs, train.drugs, train.control)
-        fps, mdt = structure_features(train.drugs, vocab, p, train.priors.get("mdt"))
+        fps, mdt, vocab = structure_features(train, vocab, p, train.priors.get("mdt"))
         self._build(vocab, fps, mdt)
         if p["init"] == "pretrained":
             self._from_prior(train)

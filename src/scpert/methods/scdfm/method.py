@@ -42,8 +42,8 @@ from scpert.methods.scdfm import graph
 from scpert.methods.scdfm.model import PADTransformer
 from scpert.methods.scdfm.sample import integrate, round_robin, unit_noise
 from scpert.methods.scdfm.train import dense_rows, fit_network
-from scpert.methods.scppdm.model import ConditionBatch, DrugTable
-from scpert.methods.scppdm.train import drug_table
+from scpert.methods.scppdm.model import ConditionBatch
+from scpert.perturbations import DrugTable, drug_table
 
 log = logging.getLogger(__name__)
 
@@ -202,6 +202,7 @@ class ScDFM(Method):
                 "drugs": self.drugs.names,
                 "fingerprints": self.drugs.fingerprints,
                 "train_drugs": self.drugs.train_drugs,
+                "unpredictable": self.drugs.unpredictable,
                 "history": self.history,
             },
             path / STATE_FILE,
@@ -212,7 +213,12 @@ class ScDFM(Method):
         state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=False)
         self.adjacency = graph.from_edges(state["edges"], len(self.genes))
         self.history = state["history"]
-        drugs = DrugTable(list(state["drugs"]), state["fingerprints"], list(state["train_drugs"]))
+        drugs = DrugTable(
+            list(state["drugs"]),
+            state["fingerprints"],
+            list(state["train_drugs"]),
+            state.get("unpredictable"),
+        )
         self._build(len(self.genes), drugs)
         self.net.load_state_dict(state["net"])
         self.net.eval()
