@@ -657,9 +657,7 @@ CASES = [
         "drug table",
         "an unparsable SMILES of a drug in the data (failed late, at train)",
         "data/drugs.tsv: field 'smiles' of drug 'dA' is not a valid SMILES: 'C1CC(('",
-        drugs_edit(
-            lambda t: t.assign(smiles=np.where(t["drug"] == "dA", "C1CC((", t["smiles"]))
-        ),
+        drugs_edit(lambda t: t.assign(smiles=np.where(t["drug"] == "dA", "C1CC((", t["smiles"]))),
         args=PREPROCESS,
         rule="preprocess",
     ),

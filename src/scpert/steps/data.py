@@ -46,10 +46,14 @@ def preprocess(
         from scpert.data.input_forms import counts_from_lognorm
 
         raw.X = counts_from_lognorm(raw.X, str(counts_path))
-        log.info("%s: counts recovered from the log-normalised X (%s.input: lognorm)", counts_path, where)
+        log.info(
+            "%s: counts recovered from the log-normalised X (%s.input: lognorm)", counts_path, where
+        )
     adata = preprocess_counts(raw, control=control, source=str(counts_path), **params)
     if drugs_path is not None:
-        drugs = io.read_drug_table(drugs_path, adata.obs[schema.DRUG].unique(), counts_path, control)
+        drugs = io.read_drug_table(
+            drugs_path, adata.obs[schema.DRUG].unique(), counts_path, control
+        )
         check_perturbations(drugs, str(drugs_path), perturbation_type, where)
     runtime.write_h5ad(adata, out_path)
     log.info("wrote %s: %d cells x %d genes", out_path, adata.n_obs, adata.n_vars)

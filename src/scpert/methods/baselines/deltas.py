@@ -388,6 +388,10 @@ class ConditionFeatures:
         return {
             "fp.drugs": self.fps.index.to_numpy(dtype=str),
             "fp.bits": self.fps.to_numpy(),
+            # perturbations without features (an unseen protein) and why, for the error
+            "fp.unpredictable": np.array(
+                [f"{k}\t{v}" for k, v in self.fps.attrs.get("unpredictable", {}).items()], dtype=str
+            ),
             "max_dose": np.array(self.max_dose),
             "pca.mean": self.pca_mean,
             "pca.components": self.pca_components,
@@ -402,6 +406,8 @@ class ConditionFeatures:
             index=pd.Index(arrays["fp.drugs"], name="drug"),
             columns=pd.RangeIndex(bits.shape[1], name="bit"),
         )
+        rows = arrays["fp.unpredictable"] if "fp.unpredictable" in arrays else []
+        fps.attrs["unpredictable"] = dict(str(r).split("\t", 1) for r in rows)
         return cls(
             fps,
             float(arrays["max_dose"]),
