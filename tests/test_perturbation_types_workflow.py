@@ -130,9 +130,10 @@ def run(tmp_path_factory):
             "combos": {"type": "combo_seen2", "seed": 0, "test_fraction": 0.5},
         },
         "methods": {
-            "base_control": {"preset": "tiny"},
+            # the log-normalised copy (split donors_b) runs the two baselines it is compared on
+            "base_control": {"preset": "tiny", "splits": ["donors", "combos"]},
             "perturb_mean": {"preset": "tiny"},
-            "context_mean": {"preset": "tiny"},
+            "context_mean": {"preset": "tiny", "splits": ["donors", "combos"]},
             "base_reg": {"preset": "tiny"},
             "additive": {"preset": "tiny", "splits": ["combos"]},
             "scdfm": {
