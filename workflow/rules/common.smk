@@ -61,7 +61,7 @@ def raw_counts(wildcards):
 
 
 def preprocess_input(dataset):
-    """The form of the matrix rule preprocess reads: the declared `input` of a user's h5ad; the
+    """The form of the matrix that preprocess reads (the declared `input` of a user's h5ad); the
     loaders (import_dataset, out-of-core) recover counts themselves (loader_options)."""
     ds = config["datasets"][dataset]
     return ds["input"] if ds["source"] == "h5ad" else "counts"
