@@ -128,19 +128,33 @@ def vocabularies(
 
 
 def structure_features(
-    train, vocab: Vocabularies, p: dict, mdt_dir=None
+    drugs: pd.DataFrame,
+    vocab: Vocabularies,
+    p: dict,
+    mdt_dir=None,
+    *,
+    seen=(),
+    controls=None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, Vocabularies]:
     """``(fingerprints, mdt, vocab)``: the feature tables with one row per ``vocab.features``
-    (module docstring; each perturbation's type, :mod:`scpert.perturbations`), and the vocabulary
-    without the perturbations that have no features (an unseen protein: asking for it is an
-    error, :meth:`Vocabularies.feature_row`)."""
+    (module docstring; each perturbation's type, :func:`scpert.perturbations.
+    perturbation_features` with the split's training perturbations ``seen`` and its training
+    ``controls``), and the vocabulary without the perturbations that have no features (an unseen
+    protein: asking for it is an error, :meth:`Vocabularies.feature_row`)."""
     names = vocab.features[:-1]
     n_bits = int(p["fingerprint_bits"]) if p["drug_features"] != "none" else 0
     fps = np.zeros((len(names), n_bits), np.float32)
     if n_bits:
-        from scpert.perturbations import method_features
+        from scpert.perturbations import perturbation_features
 
-        table = method_features(train, names, n_bits=n_bits, radius=int(p["fingerprint_radius"]))
+        table = perturbation_features(
+            drugs,
+            names,
+            seen=seen,
+            n_bits=n_bits,
+            radius=int(p["fingerprint_radius"]),
+            controls=controls,
+        )
         if len(table) < len(names):
             vocab = replace(
                 vocab,
@@ -151,7 +165,7 @@ def structure_features(
         fps = table.to_numpy(np.float32)
     fps = np.vstack([fps, fps.mean(axis=0, keepdims=True) if len(fps) else fps[:1]])
     if p["drug_features"] != "morgan_mdt":
-        return torch.from_numpy(fps), None
+        return torch.from_numpy(fps), None, vocab
     if mdt_dir is None:
         raise SchemaError("perturbdiff: drug_features morgan_mdt needs the prior 'mdt'")
     from pathlib import Path
@@ -174,4 +188,4 @@ def structure_features(
             missing[:3],
         )
     mdt = np.vstack([mdt, mdt.mean(axis=0, keepdims=True)])
-    return torch.from_numpy(fps), torch.from_numpy(mdt)
+    return torch.from_numpy(fps), torch.from_numpy(mdt), vocab
