@@ -655,15 +655,11 @@ CASES = [
     Case(
         "drugs-invalid-smiles",
         "drug table",
-        "an unparsable SMILES of a drug in the data (structure-based base_reg)",
+        "an unparsable SMILES of a drug in the data (failed late, at train)",
         "data/drugs.tsv: field 'smiles' of drug 'dA' is not a valid SMILES: 'C1CC(('",
-        drugs_edit(
-            lambda t: t.assign(smiles=np.where(t["drug"] == "dA", "C1CC((", t["smiles"])),
-            keep_mtime=True,
-        ),
-        start="finished",
-        args=FORCE_REG_TRAIN,
-        rule="train",
+        drugs_edit(lambda t: t.assign(smiles=np.where(t["drug"] == "dA", "C1CC((", t["smiles"]))),
+        args=PREPROCESS,
+        rule="preprocess",
     ),
     Case(
         "drugs-unused-row-without-smiles",

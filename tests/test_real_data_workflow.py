@@ -300,6 +300,29 @@ def test_paper_config_resolves_the_whole_dag_without_data(tmp_path):
     assert counts["download"] >= n_shards + 4  # the shards, Tahoe's metadata and the releases
     for rule in ("make_split", "train", "sample", "aggregate", "heatmap"):
         assert counts[rule] >= 1
+    # each dataset's perturbation type: chemical (SMILES), genetic (Norman, Replogle), protein
+    types = {name: d["perturbation_type"] for name, d in paper["datasets"].items()}
+    assert set(types.values()) == {"chemical", "genetic", "protein"}
+    assert types["pbmc"] == types["kang"] == "protein"
+    assert types["norman"] == types["replogle"] == "genetic"
+    # the four generative methods at their paper presets, each on its paper's splits, and every
+    # method's job on every (dataset, split) it names
+    generative = ("scppdm", "statexdiff", "perturbdiff", "scdfm")
+    assert all(paper["methods"][m]["preset"] == "paper" for m in generative)
+    pairs = [(name, split) for name, d in paper["datasets"].items() for split in d["splits"]]
+    wanted = {
+        m: [p for p in pairs if "splits" not in e or p[1] in e["splits"]]
+        for m, e in paper["methods"].items()
+    }
+    assert all(wanted[m] for m in generative), {m: wanted[m] for m in generative}
+    assert {p[0] for p in wanted["scdfm"]} == {"norman", "combosciplex"}
+    assert {p[0] for p in wanted["perturbdiff"]} == {"tahoe100m", "pbmc", "replogle"}
+    assert {p[0] for p in wanted["scppdm"]} == {"tahoe100m"}
+    assert all(types[p[0]] == "chemical" for p in wanted["statexdiff"])  # its MDT priors
+    assert counts["train"] == counts["sample"] == sum(map(len, wanted.values()))
+    assert counts["pretrain_perturbdiff"] >= 1
+    for rule in ("figure_radar", "figure_scatter", "figure_combinations", "figure_comparisons"):
+        assert counts[rule] >= 1, rule
     # one evaluate job (a rule per dataset and split) for every configured split
     n_splits = sum(len(d["splits"]) for d in paper["datasets"].values())
     assert sum(n for rule, n in counts.items() if rule.startswith("evaluate_")) == n_splits

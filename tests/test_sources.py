@@ -187,9 +187,30 @@ def test_log_normalised_only_is_refused_with_the_file(tmp_path):
     adata.write_h5ad(path)
     with pytest.raises(
         SchemaError,
-        match=rf"{path}: X does not hold raw integer counts and there is no layers\['counts'\]",
+        match=rf"{path}: X does not hold raw integer counts and there is no layers\['counts'\] "
+        r"\(it looks log-normalised: declare it with datasets.<name>.input: lognorm",
     ):
         sources.load("scperturbench", {"h5ad": str(path)}, {}, "control", "d")
+    # declared (datasets.<name>.input: lognorm, passed to the loader as option input): the
+    # counts are recovered from X
+    src = fx.write_scperturbench_chemical(tmp_path / "with_counts.h5ad")
+    loaded = sources.load(
+        "scperturbench", {"h5ad": str(path)}, {"input": "lognorm"}, "control", "d"
+    )
+    np.testing.assert_array_equal(loaded.adata.X.toarray(), src.layers["counts"].toarray())
+
+
+def test_side_table_smiles_win_over_the_obs_column(tmp_path):
+    """scPerturBench and mapped sources merge obs SMILES and files.drugs with one function."""
+    path = tmp_path / "filter_hvg5000_logNor.h5ad"
+    fx.write_scperturbench_chemical(path)
+    side = tmp_path / "drugs.csv"
+    side.write_text("drug,smiles,moa\nDex,CC(=O)O,glucocorticoid\n")
+    files = {"h5ad": str(path), "drugs": str(side)}
+    table = sources.load("scperturbench", files, {}, "control", "d").perturbations
+    table = table.set_index("drug")
+    assert table.loc["Dex", "smiles"] == "CC(=O)O" and table.loc["Dex", "moa"] == "glucocorticoid"
+    assert table.loc["Panobinostat", "smiles"] == "ONC(=O)C=C"  # from obs['SMILES']
 
 
 # ------------------------------------------------------------------------------------------ GEARS

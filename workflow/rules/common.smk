@@ -72,6 +72,22 @@ def raw_counts(wildcards):
     return f"{raw_dir(wildcards.dataset)}/{WORLD_FILES['counts']}"
 
 
+def preprocess_input(dataset):
+    """The form of the matrix that preprocess reads (the declared `input` of a user's h5ad); the
+    loaders (import_dataset, out-of-core) recover counts themselves (loader_options)."""
+    ds = config["datasets"][dataset]
+    return ds["input"] if ds["source"] == "h5ad" else "counts"
+
+
+def loader_options(dataset):
+    """A loader's options, with the dataset's declared input form (`input: lognorm`)."""
+    ds = config["datasets"][dataset]
+    options = dict(ds["load"].get("options", {}))
+    if ds["input"] != "counts":
+        options["input"] = ds["input"]
+    return options
+
+
 def raw_drugs(wildcards):
     ds = config["datasets"][wildcards.dataset]
     if ds["source"] == "h5ad":

@@ -1,8 +1,10 @@
 # From raw counts to a processed AnnData, OOD splits, and per-split gene spaces.
 
 
-# QC, normalize_total + log1p, counts layer, condition key; validates the data contract and
-# that the drug table has a row for every drug of the counts.
+# QC, normalize_total + log1p, counts layer, condition key; validates the data contract, that the
+# perturbation table has a row for every perturbation of the counts, their declared type and every
+# chemical's SMILES. A log-normalised input (datasets.<name>.input: lognorm) has its counts
+# recovered first.
 rule preprocess:
     input:
         counts=raw_counts,
@@ -21,6 +23,8 @@ rule preprocess:
         runtime=RES["runtime"],
     params:
         preprocess=lambda wc: config["datasets"][wc.dataset]["preprocess"],
+        input_form=lambda wc: preprocess_input(wc.dataset),
+        perturbation_type=lambda wc: config["datasets"][wc.dataset]["perturbation_type"],
         control=CONTROL,
     script:
         "../scripts/preprocess.py"

@@ -225,4 +225,4 @@ def shard_settings(wildcards):
 
 
 def shard_options(wildcards):
-    return config["datasets"][wildcards.dataset]["load"].get("options", {})
+    return loader_options(wildcards.dataset)

@@ -28,7 +28,7 @@ rule import_dataset:
     params:
         source=lambda wc: config["datasets"][wc.dataset]["source"],
         members=lambda wc: load_files(wc.dataset)[1],
-        options=lambda wc: config["datasets"][wc.dataset]["load"].get("options", {}),
+        options=lambda wc: loader_options(wc.dataset),
         control=CONTROL,
         where=lambda wc: f"datasets.{wc.dataset}.load",
     script:

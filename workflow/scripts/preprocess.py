@@ -10,4 +10,7 @@ runtime.run_step(
     snakemake.params.preprocess,
     snakemake.params.control,
     drugs_path=snakemake.input.drugs,
+    input_form=snakemake.params.input_form,
+    perturbation_type=snakemake.params.perturbation_type,
+    where=f"datasets.{snakemake.wildcards.dataset}",
 )

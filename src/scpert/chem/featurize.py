@@ -121,7 +121,9 @@ def drug_features(drug: str, dose, fps: pd.DataFrame, max_dose: float = 1.0) -> 
     plain = np.zeros(fps.shape[1], dtype=np.float64)
     for name, amount in zip(names, doses):
         if name not in fps.index:
-            raise SchemaError(f"drug table: no '{SMILES_FIELD}' for drug '{name}' (field 'drug')")
+            from scpert.perturbations import missing_features_error
+
+            raise missing_features_error(name, fps.attrs.get("unpredictable"))
         bits = fps.loc[name].to_numpy(dtype=np.float64)
         scaled += bits * dose_scale(amount, max_dose)
         plain += bits

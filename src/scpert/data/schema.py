@@ -126,7 +126,9 @@ def validate(
         raise SchemaError(f"{where}: X has negative values (expected counts or log1p expression)")
     if kind == "raw":
         if data.size and not np.allclose(data, np.round(data)):
-            raise SchemaError(f"{where}: X must hold raw integer counts")
+            from scpert.data.input_forms import not_counts_message
+
+            raise SchemaError(not_counts_message(X, where))
     if kind == "processed":
         if "counts" not in adata.layers:
             raise SchemaError(f"{where}: layers['counts'] (raw counts) is missing")

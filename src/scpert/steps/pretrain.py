@@ -108,6 +108,7 @@ def pretrain_perturbdiff(
         schedule_of,
     )
     from scpert.methods.perturbdiff.train import marginal_sets, pretrain_marginal
+    from scpert.perturbations import seen_perturbations
 
     params = get_spec("perturbdiff").resolve(
         settings.get("preset", "tiny"), settings.get("params"), key="perturbdiff_pretrain"
@@ -134,7 +135,11 @@ def pretrain_perturbdiff(
     )
     dev = runtime.torch_setup(device, threads, seed)
     vocab = vocabularies(obs, drugs, control)
-    fps, mdt = structure_features(drugs, vocab, params, inputs.get("prior_mdt"))
+    # the feature rows of the model fine-tuned from this prior: the split's training perturbations
+    seen = seen_perturbations(adata.obs[train_cells_mask(adata.obs, split, control)], control)
+    fps, mdt, vocab = structure_features(
+        drugs, vocab, params, inputs.get("prior_mdt"), seen=seen, controls=train
+    )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = build_network(params, len(genes), vocab, fps, mdt).to(dev)

@@ -23,7 +23,7 @@ from scpert.data.sources.obs_map import ObsMap, perturbation_table, to_contract
 
 log = logging.getLogger(__name__)
 
-OPTIONS = ("context", "plate", "layer", "symbols")
+OPTIONS = ("context", "plate", "layer", "symbols", "input")
 LAYOUT = ObsMap(
     context=("cell_type",),
     perturbation="condition",
@@ -46,6 +46,7 @@ def load(files: dict, options: dict, control: str, where: str) -> Loaded:
         control,
         str(path),
         layer=options.get("layer", "counts"),
+        input_form=options.get("input", "counts"),
         symbols=options.get("symbols", "gene_name"),
     )
     table = perturbation_table(raw.obs["drug"], control, "genetic")

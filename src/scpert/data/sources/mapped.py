@@ -26,15 +26,12 @@ from __future__ import annotations
 import logging
 
 import anndata as ad
-import pandas as pd
 
 from scpert.data.schema import SchemaError
 from scpert.data.sources import Loaded, check_options
 from scpert.data.sources.obs_map import (
     ObsMap,
-    perturbation_table,
-    read_side_table,
-    smiles_from_obs,
+    annotated_table,
     to_contract,
 )
 
@@ -55,7 +52,7 @@ MAP_KEYS = (
     "smiles",
     "type",
 )
-OPTIONS = (*MAP_KEYS, "layer", "symbols", "batch_rows")
+OPTIONS = (*MAP_KEYS, "layer", "symbols", "batch_rows", "input")
 PERTPY_PRESETS = {
     "scperturb": ObsMap(
         context=("cell_line",),
@@ -117,17 +114,18 @@ def _load(files, spec: ObsMap, options: dict, control: str, where: str) -> Loade
         control,
         source,
         layer=options.get("layer", "counts"),
+        input_form=options.get("input", "counts"),
         symbols=options.get("symbols"),
     )
-    smiles, moa = {}, {}
-    if spec.type == "chemical" and spec.smiles:
-        kept = adata.obs.loc[raw.obs_names]
-        smiles = smiles_from_obs(kept, raw.obs["drug"], spec.smiles, spec.combo_sep, source)
-    if files.get("drugs"):
-        side = read_side_table(files["drugs"], f"{where}.files.drugs")
-        smiles = {**smiles, **side["smiles"].to_dict()}
-        moa = side["moa"].to_dict()
-    table = perturbation_table(raw.obs["drug"], control, spec.type, smiles=smiles, moa=moa)
+    table = annotated_table(
+        raw.obs["drug"],
+        control,
+        spec,
+        files,
+        where,
+        obs=adata.obs.loc[raw.obs_names],
+        source=source,
+    )
     log.info(
         "%s: %d cells x %d genes, %d perturbations (%s)",
         source,
@@ -155,6 +153,7 @@ def _reader(spec: ObsMap, options: dict, control: str):
                     control,
                     f"{path} (rows {lo}-{lo + part.n_obs})",
                     layer=options.get("layer", "counts"),
+                    input_form=options.get("input", "counts"),
                     symbols=options.get("symbols"),
                     batch=True,
                 )
@@ -165,11 +164,7 @@ def _reader(spec: ObsMap, options: dict, control: str):
 
 
 def _table(spec: ObsMap, drugs, control: str, files: dict, where: str):
-    smiles, moa = {}, {}
-    if files.get("drugs"):
-        side = read_side_table(files["drugs"], f"{where}.files.drugs")
-        smiles, moa = side["smiles"].to_dict(), side["moa"].to_dict()
-    return perturbation_table(pd.Series(drugs), control, spec.type, smiles=smiles, moa=moa)
+    return annotated_table(drugs, control, spec, files, where)
 
 
 def pertpy_shard_reader(files: dict, options: dict, control: str, where: str):

@@ -223,8 +223,14 @@ def gene_symbols(adata: ad.AnnData, column: str | None, source) -> pd.Index:
     return index
 
 
-def counts_matrix(adata: ad.AnnData, layer: str | None, source) -> sp.csr_matrix:
-    """Raw counts as float32 CSR: ``layers[layer]`` if present, else ``X`` if it is integer."""
+def counts_matrix(
+    adata: ad.AnnData, layer: str | None, source, input_form: str = "counts"
+) -> sp.csr_matrix:
+    """Raw counts as float32 CSR: ``layers[layer]`` if present, else ``X`` if it is integer, or
+    the counts recovered from a log-normalised ``X`` when declared (``input_form`` ``lognorm``,
+    :func:`scpert.data.input_forms.counts_from_lognorm`)."""
+    from scpert.data.input_forms import counts_from_lognorm, looks_lognormalised
+
     if layer and layer in adata.layers:
         matrix, where = adata.layers[layer], f"layers['{layer}']"
     else:
@@ -233,10 +239,17 @@ def counts_matrix(adata: ad.AnnData, layer: str | None, source) -> sp.csr_matrix
     matrix.eliminate_zeros()
     data = matrix.data
     if data.size and (data.min() < 0 or not np.array_equal(data, np.round(data))):
+        if input_form == "lognorm":
+            return counts_from_lognorm(matrix, source, where)
+        hint = (
+            "it looks log-normalised: declare it with datasets.<name>.input: lognorm, or give "
+            "the raw counts"
+            if looks_lognormalised(matrix)
+            else "a log-normalised release needs its raw counts or datasets.<name>.input: lognorm"
+        )
         raise SchemaError(
             f"{source}: {where} does not hold raw integer counts"
-            f"{f' and there is no layers[{layer!r}]' if layer else ''} (a log-normalised "
-            "release needs its raw counts, or the declared log-normalised input path)"
+            f"{f' and there is no layers[{layer!r}]' if layer else ''} ({hint})"
         )
     return matrix
 
@@ -250,11 +263,12 @@ def to_contract(
     layer="counts",
     symbols=None,
     batch=False,
+    input_form="counts",
 ) -> ad.AnnData:
     """A raw-count AnnData in the contract (obs ``cell_line, drug, dose, plate``; var = symbols)."""
     obs = map_obs(adata.obs, spec, control, source, batch=batch)
     rows = obs.attrs.pop("rows")
-    counts = counts_matrix(adata, layer, source)[rows]
+    counts = counts_matrix(adata, layer, source, input_form)[rows]
     var = pd.DataFrame(index=gene_symbols(adata, symbols, source))
     out = ad.AnnData(X=counts, obs=obs, var=var)
     out.obs_names = adata.obs_names[rows].astype(str)
@@ -283,6 +297,37 @@ def perturbation_table(
             "targets": [targets.get(d, d if kind == "genetic" else "") for d in singles],
             "type": kind,
         }
+    )
+
+
+def annotated_table(
+    drugs,
+    control: str,
+    spec: ObsMap,
+    files: dict,
+    where: str,
+    *,
+    obs: pd.DataFrame | None = None,
+    source=None,
+    require_smiles_column: bool = True,
+) -> pd.DataFrame:
+    """The perturbation table (:func:`perturbation_table`) of the contract's ``drugs`` labels:
+    SMILES of a chemical dataset from the obs column ``spec.smiles`` (``obs`` aligned with
+    ``drugs``; a missing column is an error unless ``require_smiles_column`` is false), then the
+    side table ``files["drugs"]`` (:func:`read_side_table`; ``where``: the config entry), whose
+    ``smiles``, ``moa`` and ``targets`` take precedence."""
+    labels = pd.Series(drugs).astype(str)
+    smiles, moa, targets = {}, {}, {}
+    if spec.type == "chemical" and spec.smiles and obs is not None:
+        if require_smiles_column or spec.smiles in obs.columns:
+            smiles = smiles_from_obs(obs, labels, spec.smiles, spec.combo_sep, source)
+    if files.get("drugs"):
+        side = read_side_table(files["drugs"], f"{where}.files.drugs")
+        smiles = {**smiles, **side["smiles"].to_dict()}
+        moa = side["moa"].to_dict()
+        targets = {d: t for d, t in side["targets"].to_dict().items() if t}
+    return perturbation_table(
+        pd.Series(pd.unique(labels)), control, spec.type, smiles=smiles, moa=moa, targets=targets
     )
 
 

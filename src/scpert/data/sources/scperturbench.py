@@ -33,17 +33,25 @@ from scpert.data.schema import SchemaError
 from scpert.data.sources import Loaded, check_options
 from scpert.data.sources.obs_map import (
     ObsMap,
-    perturbation_table,
-    read_side_table,
+    annotated_table,
     require_columns,
-    smiles_from_obs,
     to_contract,
 )
 
 log = logging.getLogger(__name__)
 
 KEY = "cov_drug_dose_name"
-OPTIONS = ("kind", "type", "plate", "layer", "dose_scale", "default_dose", "smiles", "context")
+OPTIONS = (
+    "kind",
+    "type",
+    "plate",
+    "layer",
+    "dose_scale",
+    "default_dose",
+    "smiles",
+    "context",
+    "input",
+)
 LAYOUTS = {
     "chemical": ObsMap(
         context=("cell_type",), perturbation="_drug", dose="_dose", smiles="SMILES", type="chemical"
@@ -77,7 +85,8 @@ def load(files: dict, options: dict, control: str, where: str) -> Loaded:
         raise SchemaError(f"{where}.options.kind: '{kind}' is not one of {', '.join(LAYOUTS)}")
     path = files["h5ad"]
     spec = LAYOUTS[kind].with_options(
-        {k: v for k, v in options.items() if k not in ("kind", "layer")}, f"{where}.options"
+        {k: v for k, v in options.items() if k not in ("kind", "layer", "input")},
+        f"{where}.options",
     )
     if not spec.type:
         raise SchemaError(
@@ -88,16 +97,24 @@ def load(files: dict, options: dict, control: str, where: str) -> Loaded:
     adata = ad.read_h5ad(path)
     obs = split_key(adata.obs, spec.context[0], source) if kind == "chemical" else adata.obs
     adata.obs = obs
-    raw = to_contract(adata, spec, control, source, layer=options.get("layer", "counts"))
-    smiles, moa = {}, {}
-    if files.get("drugs"):
-        side = read_side_table(files["drugs"], f"{where}.files.drugs")
-        smiles, moa = side["smiles"].to_dict(), side["moa"].to_dict()
-    if spec.type == "chemical" and spec.smiles and spec.smiles in obs.columns:
-        kept = obs.loc[raw.obs_names]
-        from_obs = smiles_from_obs(kept, raw.obs["drug"], spec.smiles, spec.combo_sep, source)
-        smiles = {**from_obs, **smiles}
-    table = perturbation_table(raw.obs["drug"], control, spec.type, smiles=smiles, moa=moa)
+    raw = to_contract(
+        adata,
+        spec,
+        control,
+        source,
+        layer=options.get("layer", "counts"),
+        input_form=options.get("input", "counts"),
+    )
+    table = annotated_table(
+        raw.obs["drug"],
+        control,
+        spec,
+        files,
+        where,
+        obs=obs.loc[raw.obs_names],
+        source=source,
+        require_smiles_column=False,
+    )
     log.info(
         "%s: %d cells x %d genes, %d perturbations (%s)",
         source,

@@ -61,11 +61,12 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from scpert.chem.featurize import SMILES_FIELD, drug_features, morgan_fingerprints
+from scpert.chem.featurize import drug_features
 from scpert.data import pairing, schema
 from scpert.data.schema import CELL_LINE, CONDITION, DOSE, DRUG, SchemaError
 from scpert.methods.base import Method, PerturbData
 from scpert.methods.registry import register
+from scpert.perturbations import method_features
 
 STATE_FILE = "state.npz"
 SAMPLER = "control+delta"
@@ -347,15 +348,8 @@ class ConditionFeatures:
         n_bits: int,
         n_context_pcs: int,
     ) -> ConditionFeatures:
-        source = train.drugs.attrs.get("source", "drug table")
-        if SMILES_FIELD not in train.drugs.columns:
-            raise SchemaError(f"{source}: column '{SMILES_FIELD}' is missing")
-        smiles = {
-            str(d): s
-            for d, s in zip(train.drugs.index, train.drugs[SMILES_FIELD])
-            if str(d) != train.control
-        }
-        fps = morgan_fingerprints(smiles, radius=radius, n_bits=n_bits, source=source)
+        names = [str(d) for d in train.drugs.index if str(d) != train.control]
+        fps = method_features(train, names, n_bits=n_bits, radius=radius)
         doses = [d for text in td.conditions[DOSE] for d in schema.component_doses(text)]
         contexts = td.control_means.to_numpy()
         k = min(int(n_context_pcs), len(contexts) - 1)
@@ -394,6 +388,10 @@ class ConditionFeatures:
         return {
             "fp.drugs": self.fps.index.to_numpy(dtype=str),
             "fp.bits": self.fps.to_numpy(),
+            # perturbations without features (an unseen protein) and why, for the error
+            "fp.unpredictable": np.array(
+                [f"{k}\t{v}" for k, v in self.fps.attrs.get("unpredictable", {}).items()], dtype=str
+            ),
             "max_dose": np.array(self.max_dose),
             "pca.mean": self.pca_mean,
             "pca.components": self.pca_components,
@@ -408,6 +406,8 @@ class ConditionFeatures:
             index=pd.Index(arrays["fp.drugs"], name="drug"),
             columns=pd.RangeIndex(bits.shape[1], name="bit"),
         )
+        rows = arrays["fp.unpredictable"] if "fp.unpredictable" in arrays else []
+        fps.attrs["unpredictable"] = dict(str(r).split("\t", 1) for r in rows)
         return cls(
             fps,
             float(arrays["max_dose"]),

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -42,6 +42,7 @@ class Vocabularies:
     doses: list[float]
     features: list[str]
     control: str = schema.DEFAULT_CONTROL
+    unpredictable: dict = field(default_factory=dict)  # name -> why it has no features
     _index: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
@@ -53,7 +54,7 @@ class Vocabularies:
         self._log_doses = np.log1p(np.asarray(self.doses, dtype=np.float64))
 
     def as_dict(self) -> dict:
-        keys = ("cell_lines", "plates", "drugs", "doses", "features", "control")
+        keys = ("cell_lines", "plates", "drugs", "doses", "features", "control", "unpredictable")
         return {k: getattr(self, k) for k in keys}
 
     def index(self, table: str, value: str) -> int:
@@ -66,6 +67,10 @@ class Vocabularies:
 
     def feature_row(self, drug: str) -> int:
         if drug not in self._feature:
+            if drug in self.unpredictable:
+                from scpert.perturbations import missing_features_error
+
+                raise missing_features_error(drug, self.unpredictable, "perturbdiff")
             raise SchemaError(f"drug table: no row for drug '{drug}' (field 'drug')")
         return self._feature[drug]
 
@@ -123,25 +128,44 @@ def vocabularies(
 
 
 def structure_features(
-    drugs: pd.DataFrame, vocab: Vocabularies, p: dict, mdt_dir=None
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``(fingerprints, mdt)`` tables with one row per ``vocab.features`` (module docstring)."""
+    drugs: pd.DataFrame,
+    vocab: Vocabularies,
+    p: dict,
+    mdt_dir=None,
+    *,
+    seen=(),
+    controls=None,
+) -> tuple[torch.Tensor, torch.Tensor | None, Vocabularies]:
+    """``(fingerprints, mdt, vocab)``: the feature tables with one row per ``vocab.features``
+    (module docstring; each perturbation's type, :func:`scpert.perturbations.
+    perturbation_features` with the split's training perturbations ``seen`` and its training
+    ``controls``), and the vocabulary without the perturbations that have no features (an unseen
+    protein: asking for it is an error, :meth:`Vocabularies.feature_row`)."""
     names = vocab.features[:-1]
     n_bits = int(p["fingerprint_bits"]) if p["drug_features"] != "none" else 0
     fps = np.zeros((len(names), n_bits), np.float32)
     if n_bits:
-        from scpert.chem.featurize import SMILES_FIELD, morgan_fingerprints
+        from scpert.perturbations import perturbation_features
 
-        source = drugs.attrs.get("source", "drug table")
-        if SMILES_FIELD not in drugs.columns:
-            raise SchemaError(f"{source}: column '{SMILES_FIELD}' is missing")
-        smiles = {d: drugs.loc[d, SMILES_FIELD] for d in names}
-        fps = morgan_fingerprints(
-            smiles, int(p["fingerprint_radius"]), n_bits, source=source
-        ).to_numpy(np.float32)
+        table = perturbation_features(
+            drugs,
+            names,
+            seen=seen,
+            n_bits=n_bits,
+            radius=int(p["fingerprint_radius"]),
+            controls=controls,
+        )
+        if len(table) < len(names):
+            vocab = replace(
+                vocab,
+                features=[*table.index, vocab.control],
+                unpredictable=dict(table.attrs["unpredictable"]),
+            )
+            names = vocab.features[:-1]
+        fps = table.to_numpy(np.float32)
     fps = np.vstack([fps, fps.mean(axis=0, keepdims=True) if len(fps) else fps[:1]])
     if p["drug_features"] != "morgan_mdt":
-        return torch.from_numpy(fps), None
+        return torch.from_numpy(fps), None, vocab
     if mdt_dir is None:
         raise SchemaError("perturbdiff: drug_features morgan_mdt needs the prior 'mdt'")
     from pathlib import Path
@@ -164,4 +188,4 @@ def structure_features(
             missing[:3],
         )
     mdt = np.vstack([mdt, mdt.mean(axis=0, keepdims=True)])
-    return torch.from_numpy(fps), torch.from_numpy(mdt)
+    return torch.from_numpy(fps), torch.from_numpy(mdt), vocab

@@ -42,6 +42,7 @@ from scpert.methods.perturbdiff.train import (
     transfer,
 )
 from scpert.methods.registry import register
+from scpert.perturbations import seen_perturbations
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +142,15 @@ class PerturbDiff(Method):
         self.genes = [str(g) for g in train.adata.var_names]
         obs = train.adata.obs
         vocab = vocabularies(obs, train.drugs, train.control)
-        fps, mdt = structure_features(train.drugs, vocab, p, train.priors.get("mdt"))
+        is_control = (obs[DRUG].astype(str) == train.control).to_numpy()
+        fps, mdt, vocab = structure_features(
+            train.drugs,
+            vocab,
+            p,
+            train.priors.get("mdt"),
+            seen=seen_perturbations(obs, train.control),
+            controls=train.adata[is_control],
+        )
         self._build(vocab, fps, mdt)
         if p["init"] == "pretrained":
             self._from_prior(train)

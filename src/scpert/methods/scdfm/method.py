@@ -45,8 +45,8 @@ from scpert.methods.scdfm import graph
 from scpert.methods.scdfm.model import PADTransformer
 from scpert.methods.scdfm.sample import integrate, round_robin, unit_noise
 from scpert.methods.scdfm.train import GeneScale, dense_rows, fit_network, groups_and_cells
-from scpert.methods.scppdm.model import ConditionBatch, DrugTable
-from scpert.methods.scppdm.train import drug_table
+from scpert.methods.scppdm.model import ConditionBatch
+from scpert.perturbations import DrugTable, drug_table
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +212,7 @@ class ScDFM(Method):
                 "train_drugs": self.drugs.train_drugs,
                 "gene_mean": self.scale.mean,
                 "gene_sd": self.scale.sd,
+                "unpredictable": self.drugs.unpredictable,
                 "history": self.history,
             },
             path / STATE_FILE,
@@ -223,7 +224,12 @@ class ScDFM(Method):
         self.adjacency = graph.from_edges(state["edges"], len(self.genes))
         self.history = state["history"]
         self.scale = GeneScale(state["gene_mean"], state["gene_sd"])
-        drugs = DrugTable(list(state["drugs"]), state["fingerprints"], list(state["train_drugs"]))
+        drugs = DrugTable(
+            list(state["drugs"]),
+            state["fingerprints"],
+            list(state["train_drugs"]),
+            state.get("unpredictable"),
+        )
         self._build(len(self.genes), drugs)
         self.net.load_state_dict(state["net"])
         self.net.eval()

@@ -39,16 +39,16 @@ from scpert.generative import make_schedule
 from scpert.latent import LatentModel, load_frozen_prior, load_model, save_model
 from scpert.methods.base import Method, PerturbData
 from scpert.methods.registry import register
-from scpert.methods.scppdm.model import ConditionBatch, DrugTable, ScppdmNet
+from scpert.methods.scppdm.model import ConditionBatch, ScppdmNet
 from scpert.methods.scppdm.sample import sample_standardised
 from scpert.methods.scppdm.train import (
     Standardizer,
-    drug_table,
     finetune_latent_on_pseudobulks,
     fit_network,
     seen_drugs,
     training_set,
 )
+from scpert.perturbations import DrugTable, drug_table
 
 log = logging.getLogger(__name__)
 
@@ -246,6 +246,7 @@ class ScPPDM(Method):
                 "drugs": self.drugs.names,
                 "fingerprints": self.drugs.fingerprints,
                 "train_drugs": self.drugs.train_drugs,
+                "unpredictable": self.drugs.unpredictable,
                 "history": self.history,
             },
             path / STATE_FILE,
@@ -258,7 +259,12 @@ class ScPPDM(Method):
         self.target_scale = Standardizer(*state["target_scale"])
         self.pre_scale = Standardizer(*state["pre_scale"])
         self.history = state["history"]
-        drugs = DrugTable(list(state["drugs"]), state["fingerprints"], list(state["train_drugs"]))
+        drugs = DrugTable(
+            list(state["drugs"]),
+            state["fingerprints"],
+            list(state["train_drugs"]),
+            state.get("unpredictable"),
+        )
         self._build(self.latent.latent_dim, len(self.genes), drugs)
         self.net.load_state_dict(state["net"])
         self.net.eval()

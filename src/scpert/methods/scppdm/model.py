@@ -36,11 +36,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from scpert.chem.featurize import SMILES_FIELD
 from scpert.data import schema
 from scpert.data.schema import SchemaError
 from scpert.nn import GDAttnBlock, TimestepEmbedder
 from scpert.nn.film import FiLM
+from scpert.perturbations import DrugTable
 
 
 def dose_to_strength(dose, s0: float, alpha: float, gamma: float):
@@ -50,31 +50,10 @@ def dose_to_strength(dose, s0: float, alpha: float, gamma: float):
 
 # ------------------------------------------------------------------------------ conditions
 @dataclass
-class DrugTable:
-    """Every drug the model can be asked about: fingerprints, and the training drugs' ids."""
-
-    names: list[str]
-    fingerprints: np.ndarray  # (n_drugs, bits) uint8
-    train_drugs: list[str]  # drug_id vocabulary: id i + 1; 0 = not seen in training
-
-    def __post_init__(self):
-        self._row = {n: i for i, n in enumerate(self.names)}
-        self._id = {n: i + 1 for i, n in enumerate(self.train_drugs)}
-
-    def row(self, name: str) -> int:
-        if name not in self._row:
-            raise SchemaError(f"drug table: no '{SMILES_FIELD}' for drug '{name}' (field 'drug')")
-        return self._row[name]
-
-    def train_id(self, name: str) -> int:
-        return self._id.get(name, 0)
-
-
-@dataclass
 class ConditionBatch:
     """Padded drug components of B conditions (``index`` -1 where a slot is empty)."""
 
-    index: torch.Tensor  # (B, C) long: rows of DrugTable (fingerprint lookup)
+    index: torch.Tensor  # (B, C) long: rows of DrugTable (feature lookup)
     drug_id: torch.Tensor  # (B, C) long: drug_id vocabulary (0 = unknown)
     log_dose: torch.Tensor  # (B, C) float: log(1 + dose)
 

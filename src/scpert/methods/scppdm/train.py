@@ -46,15 +46,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from scpert.chem.featurize import SMILES_FIELD, morgan_fingerprints
 from scpert.data import pairing, schema
-from scpert.data.schema import CELL_LINE, DOSE, DRUG, SchemaError
+from scpert.data.schema import CELL_LINE, DOSE, DRUG
 from scpert.generative import bernoulli_modes
 from scpert.generative.schedules import NoiseSchedule
 from scpert.generative.trainer import Batch, TrainConfig, Trainer, TrainResult, fingerprint
 from scpert.latent import LatentModel
-from scpert.methods.base import PerturbData
-from scpert.methods.scppdm.model import ConditionBatch, DrugTable, ScppdmNet
+from scpert.methods.scppdm.model import ConditionBatch, ScppdmNet
+from scpert.perturbations import DrugTable
 
 log = logging.getLogger(__name__)
 
@@ -80,28 +79,6 @@ class Standardizer:
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
         return self.mean, self.std
-
-
-def drug_table(train: PerturbData, seen: list[str], p: dict) -> DrugTable:
-    """Fingerprints of every drug of the drug table (held-out ones too: structure is known)."""
-    source = train.drugs.attrs.get("source", "drug table")
-    if SMILES_FIELD not in train.drugs.columns:
-        raise SchemaError(f"{source}: column '{SMILES_FIELD}' is missing")
-    smiles = {
-        str(d): s
-        for d, s in zip(train.drugs.index, train.drugs[SMILES_FIELD])
-        if str(d) != train.control
-    }
-    fps = morgan_fingerprints(
-        smiles,
-        radius=int(p["fingerprint_radius"]),
-        n_bits=int(p["fingerprint_bits"]),
-        source=source,
-    )
-    missing = [d for d in seen if d not in smiles]
-    if missing:
-        raise SchemaError(f"{source}: no row for training drug '{missing[0]}' (field 'drug')")
-    return DrugTable(list(fps.index), fps.to_numpy(), seen)
 
 
 @dataclass

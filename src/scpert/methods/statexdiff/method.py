@@ -36,7 +36,6 @@ import pandas as pd
 import torch
 from torch import nn
 
-from scpert.chem.featurize import SMILES_FIELD, morgan_fingerprints
 from scpert.data import pairing
 from scpert.data.schema import CELL_LINE, CONDITION, DOSE, DRUG, PLATE, SchemaError
 from scpert.generative import make_schedule
@@ -52,6 +51,7 @@ from scpert.methods.statexdiff.train import (
     fit_network,
     training_cells,
 )
+from scpert.perturbations import method_features
 
 log = logging.getLogger(__name__)
 
@@ -122,15 +122,8 @@ class StateXDiff(Method):
             arrays = load_drug_tokens(Path(train.priors["mdt"]) / MDT_TOKENS)
             names = [str(d) for d in arrays["drug"]]
             return names, ("mdt", torch.as_tensor(np.asarray(arrays["tokens"], np.float32)))
-        source = train.drugs.attrs.get("source", "drug table")
-        if SMILES_FIELD not in train.drugs.columns:
-            raise SchemaError(f"{source}: column '{SMILES_FIELD}' is missing")
-        smiles = {
-            str(d): s
-            for d, s in zip(train.drugs.index, train.drugs[SMILES_FIELD])
-            if str(d) != train.control
-        }
-        fps = morgan_fingerprints(smiles, 2, int(p["fingerprint_bits"]), source=source)
+        names = [str(d) for d in train.drugs.index if str(d) != train.control]
+        fps = method_features(train, names, n_bits=int(p["fingerprint_bits"]), radius=2)
         return list(fps.index), ("structure", torch.as_tensor(fps.to_numpy(np.float32)))
 
     def _cell_proteins(self, train: PerturbData, control_names: list[str]):
