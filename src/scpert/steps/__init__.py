@@ -37,6 +37,11 @@ figure_dose_response      :func:`scpert.steps.figures.figure_dose_response`
 figure_padj_density       :func:`scpert.steps.figures.figure_padj_density`
 figure_ablations          :func:`scpert.steps.figures.figure_ablations`
 figure_comparisons        :func:`scpert.steps.figures.figure_comparisons`
+corrupt_dataset           :func:`scpert.steps.experiments.corrupt_dataset`
+diversity_dataset         :func:`scpert.steps.experiments.diversity_dataset`
+experiment_table          :func:`scpert.steps.experiments.experiment_table`
+figure_robustness         :func:`scpert.steps.experiments.figure_robustness`
+figure_diversity          :func:`scpert.steps.experiments.figure_diversity`
 download                  :func:`scpert.steps.downloads.download`
 gunzip                    :func:`scpert.steps.downloads.gunzip`
 extract                   :func:`scpert.steps.downloads.extract`
@@ -86,6 +91,11 @@ RULES = {
     "figure_padj_density": "figures",
     "figure_ablations": "figures",
     "figure_comparisons": "figures",
+    "corrupt_dataset": "experiments",
+    "diversity_dataset": "experiments",
+    "experiment_table": "experiments",
+    "figure_robustness": "experiments",
+    "figure_diversity": "experiments",
     "download": "downloads",
     "gunzip": "downloads",
     "extract": "downloads",
