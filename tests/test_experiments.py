@@ -256,3 +256,123 @@ def test_overlay_rejects_a_method_with_a_cell_fitted_prior(tmp_path):
     assert "experiments.robustness.methods: 'scppdm' needs priors fitted on cells (latent)" in (
         proc.stdout + proc.stderr
     )
+
+
+# ---------------------------------------------------------------- screening
+def test_pathway_scores_and_ranking_by_hand():
+    from scpert.experiments import screening
+
+    x = np.array([[1.0, 5.0, 0.0], [3.0, 5.0, 2.0], [0.0, 9.0, 0.0]])
+    scores = screening.pathway_scores(
+        x, ["b", "b", "a"], np.array([1.0, 0.0, 1.0]), np.array([0, 2])
+    )
+    # b: means (2, 1) - (1, 1) -> (1, 0) -> 0.5; a: (0, 0) - (1, 1) -> -1
+    assert scores.to_dict() == {"a": -1.0, "b": 0.5}
+    up = screening.rank_drugs(pd.Series({"a": 1.0, "b": 2.0, "c": 1.0}), "up")
+    assert up["drug"].tolist() == ["b", "a", "c"] and up["rank"].tolist() == [1, 2, 3]
+    assert screening.rank_drugs(pd.Series({"a": 1.0, "b": 2.0}), "down")["drug"].tolist() == [
+        "a",
+        "b",
+    ]
+
+
+def test_moa_enrichment_matches_scipy_and_statsmodels():
+    from scipy.stats import hypergeom
+    from statsmodels.stats.multitest import multipletests
+
+    from scpert.experiments import screening
+
+    drugs = [f"d{i}" for i in range(12)]
+    ranked = pd.DataFrame({"drug": drugs, "rank": range(1, 13)})
+    moa = pd.Series(["apo"] * 3 + ["x"] + ["apo"] + ["x"] * 3 + ["y"] * 3 + [""], index=drugs)
+    table = screening.moa_enrichment(ranked, moa, top_n=4).set_index("moa")
+    # apo: 3 of its 4 drugs in the top 4 of 12 (the unknown drug counts in N)
+    assert table.loc["apo", ["k", "K", "n", "N"]].tolist() == [3, 4, 4, 12]
+    # P(X >= 3) by hand: [C(4,3) C(8,1) + C(4,4) C(8,0)] / C(12,4) = 33 / 495
+    assert table.loc["apo", "p"] == pytest.approx(33 / 495, rel=1e-12)
+    for name in ("apo", "x", "y"):
+        k, K = table.loc[name, "k"], table.loc[name, "K"]
+        assert table.loc[name, "p"] == pytest.approx(hypergeom(12, K, 4).sf(k - 1), rel=1e-12)
+    assert table.loc["y", "p"] == 1.0  # k = 0: P(X >= 0)
+    want = multipletests(table["p"].to_numpy(), method="fdr_bh")[1]
+    np.testing.assert_allclose(table["fdr"].to_numpy(), want, rtol=1e-12)
+    with pytest.raises(ValueError, match="top_n"):
+        screening.moa_enrichment(ranked, moa, top_n=13)
+
+
+def test_dry_run_of_the_screening_overlay(tmp_path):
+    out = snakemake(
+        "-n",
+        "-d",
+        tmp_path,
+        "--configfile",
+        REPO / "config/config.yaml",
+        REPO / "config/screening.yaml",
+        "--",
+        "screening",
+    ).stdout
+    counts = job_counts(out)
+    # one job on the default run's predictions of cell_ood (3 methods trained and sampled there)
+    assert counts["screening_screen"] == 1 and counts["screening"] == 1
+    assert counts["sample"] == 3 and "experiment_train" not in counts
+
+
+def test_screening_step_on_a_tiny_world(tmp_path):
+    """The step end to end: observed screen of a world where drugs of MoA 'apo' raise genes g0-g4."""
+    from scpert.steps.experiments import screening
+
+    rng = np.random.default_rng(0)
+    drugs = [f"d{i}" for i in range(8)]
+    moa = ["apo"] * 3 + ["other"] * 5
+    rows = [("L1|control|0", "L1", "control", "0")] * 30
+    split = [("L1|control|0", "L1", "control", "0", 30, "train")]
+    for d in drugs:
+        for dose in ("1", "10"):
+            rows += [(f"L1|{d}|{dose}", "L1", d, dose)] * 20
+            split.append((f"L1|{d}|{dose}", "L1", d, dose, 20, "test"))
+    obs = pd.DataFrame(rows, columns=["condition", "cell_line", "drug", "dose"])
+    obs["plate"] = "p1"
+    obs.index = [f"c{i}" for i in range(len(obs))]
+    rate = np.full((len(obs), 20), 3.0)
+    up = obs["drug"].isin(drugs[:3]).to_numpy() & (obs["dose"] == "10").to_numpy()
+    rate[np.ix_(up, np.arange(5))] = 12.0
+    counts = rng.poisson(rate).astype(np.float32)
+    x = np.log1p(counts)
+    genes = [f"g{i}" for i in range(20)]
+    adata = ad.AnnData(sp.csr_matrix(x), obs=obs, var=pd.DataFrame(index=genes))
+    adata.layers["counts"] = sp.csr_matrix(counts)
+    adata.write_h5ad(tmp_path / "processed.h5ad")
+    pd.DataFrame(
+        split, columns=["condition", "cell_line", "drug", "dose", "n_cells", "split"]
+    ).to_csv(tmp_path / "split.tsv", sep="\t", index=False)
+    pd.DataFrame({"gene": genes}).to_csv(tmp_path / "genes.tsv", sep="\t", index=False)
+    (tmp_path / "sets.gmt").write_text("APO\tdesc\t" + "\t".join(genes[:5]) + "\n")
+    pd.DataFrame({"drug": drugs, "smiles": "C", "moa": moa, "targets": ""}).to_csv(
+        tmp_path / "drugs.tsv", sep="\t", index=False
+    )
+    pred = adata[adata.obs["drug"] != "control"].copy()  # a perfect "method"
+    pred.uns["method"] = "copy"
+    pred.write_h5ad(tmp_path / "pred.h5ad")
+    inputs = {
+        k: str(tmp_path / v)
+        for k, v in [
+            ("h5ad", "processed.h5ad"),
+            ("split", "split.tsv"),
+            ("genes", "genes.tsv"),
+            ("gmt", "sets.gmt"),
+            ("drugs", "drugs.tsv"),
+        ]
+    }
+    inputs["preds"] = [str(tmp_path / "pred.h5ad")]
+    outputs = {
+        k: str(tmp_path / f"out.{k}") for k in ("ranking", "enrichment", "pdf", "png", "tsv")
+    }
+    screening(inputs, ["copy"], outputs, None, "APO", "up", 3, "control")
+    ranking = pd.read_csv(outputs["ranking"], sep="\t")
+    observed = ranking[ranking["source"] == "observed"]
+    assert set(observed.nsmallest(3, "rank")["drug"]) == {"d0", "d1", "d2"}
+    assert (observed["dose"] == 10).all()  # the highest dose of each drug
+    assert ranking.loc[ranking["source"] == "copy", "spearman_vs_observed"].iloc[0] == 1.0
+    enrichment = pd.read_csv(outputs["enrichment"], sep="\t").set_index(["source", "moa"])
+    # 3 of 3 'apo' drugs in the top 3 of 8: P = 1 / C(8, 3)
+    assert enrichment.loc[("observed", "apo"), "p"] == pytest.approx(1 / 56, rel=1e-9)  # %.10g

@@ -111,3 +111,37 @@ def experiment_data_inputs(wildcards):
             name, wildcards.dataset, wildcards.split
         )
     return inputs
+
+
+def screening_methods():
+    """The screening overlay's methods, checked: configured and run on its split."""
+    exp = EXPERIMENTS["screening"]
+    run_on = {
+        m for ds, sp, m in RUN.jobs if ds == exp["dataset"] and sp == exp["split"]
+    }
+    for method in exp["methods"]:
+        if method not in run_on:
+            raise WorkflowError(
+                f"config: experiments.screening.methods: '{method}' is not a configured method "
+                f"run on {exp['dataset']}/{exp['split']} (run there: {', '.join(sorted(run_on))})"
+            )
+    return exp["methods"]
+
+
+def screening_inputs(wildcards):
+    exp = EXPERIMENTS["screening"]
+    ds, split = wildcards.dataset, exp["split"]
+    gmt = prior_file(ds, "gene_sets")
+    if gmt is None:
+        raise WorkflowError(
+            f"config: priors.files.gene_sets is required for experiments.screening on '{ds}' "
+            "(only simulated datasets bring their own GMT)"
+        )
+    return {
+        "h5ad": f"results/{ds}/processed.h5ad",
+        "split": f"results/{ds}/splits/{split}.tsv",
+        "genes": f"results/{ds}/{split}/genes.tsv",
+        "gmt": gmt,
+        "drugs": raw_drugs(wildcards),
+        "preds": [f"results/{ds}/{split}/{m}/pred.h5ad" for m in screening_methods()],
+    }

@@ -121,9 +121,40 @@ rule experiment_sample:
         "../scripts/sample.py"
 
 
+# The screening case study on the default run's predictions of a split (scpert.experiments.screening).
+rule screening_screen:
+    input:
+        unpack(screening_inputs),
+    output:
+        **figure_outputs("screening_{dataset}"),
+        ranking=report(
+            "results/tables/screening_{dataset}.tsv",
+            caption="../report/table_screening.rst",
+            category="Experiments",
+        ),
+        enrichment="results/tables/screening_enrichment_{dataset}.tsv",
+    log:
+        "results/logs/experiments/screening/{dataset}.log",
+    conda:
+        "../../envs/plots.yaml"
+    threads: 1
+    resources:
+        mem_mb=RES["mem_mb"],
+        runtime=RES["runtime"],
+    params:
+        methods=lambda wc: screening_methods(),
+        line=lambda wc: EXPERIMENTS["screening"]["cell_line"],
+        pathway=lambda wc: EXPERIMENTS["screening"]["pathway"],
+        direction=lambda wc: EXPERIMENTS["screening"]["direction"],
+        top_n=lambda wc: EXPERIMENTS["screening"]["top_n"],
+        control=CONTROL,
+    script:
+        "../scripts/screening.py"
+
+
 # Per experiment: one evaluate job per variant (scPerturBench protocol, all methods at once),
 # the experiment's tidy table and its figure.
-for _name in EXPERIMENTS:
+for _name in [n for n in EXPERIMENTS if n != "screening"]:
     _dataset = EXPERIMENTS[_name]["dataset"]
     _methods = experiment_methods(_name)
     _variants = experiment_variants(_name)
@@ -215,7 +246,11 @@ for _name in EXPERIMENTS:
         script:
             f"../scripts/figure_{_name}.py"
 
-    # the documented target of the overlay: snakemake <experiment>
+
+# the documented target of each overlay: snakemake <experiment>
+for _name in EXPERIMENTS:
+    _dataset = EXPERIMENTS[_name]["dataset"]
+
     rule:
         name:
             _name

@@ -103,3 +103,78 @@ def _read(path):
     return io.read_tsv(
         path, "experiment table", ("axis", "level", "method"), dtype={"deg_set": str}
     )
+
+
+def screening(
+    inputs: dict,
+    methods: list[str],
+    outputs: dict,
+    line: str | None,
+    pathway: str,
+    direction: str,
+    top_n: int,
+    control: str,
+) -> None:
+    """Rule screening: pathway scores of every drug on a held-out line, observed and predicted by
+    each method, ranked, with MoA enrichment among the top ``top_n`` (scpert.experiments.screening).
+
+    inputs: ``h5ad``, ``split``, ``genes``, ``gmt`` (gene sets), ``drugs`` (drugs.tsv with ``moa``),
+    ``preds`` (one per method). line: the held-out line; ``None`` = the first cell line of the
+    split's test conditions."""
+    import numpy as np
+
+    from scpert.experiments import screening as screen_mod
+    from scpert.plots import screening as plot
+    from scpert.plots.common import save
+    from scpert.priors.sources import read_gmt
+
+    adata = io.read_processed(inputs["h5ad"], control)
+    split = io.read_split(inputs["split"], adata.obs[schema.CONDITION], inputs["h5ad"])
+    genes = io.read_genes(inputs["genes"], adata.var_names, inputs["h5ad"])
+    test = split[split["split"] == "test"]
+    if line is None:
+        if test.empty:
+            raise runtime.InputError(f"{inputs['split']}: no test conditions")
+        line = str(sorted(test["cell_line"].astype(str))[0])
+    gene_sets = read_gmt(inputs["gmt"])
+    if pathway not in gene_sets:
+        raise runtime.InputError(
+            f"experiments.screening.pathway: '{pathway}' is not a gene set of {inputs['gmt']} "
+            f"(e.g. {', '.join(list(gene_sets)[:5])})"
+        )
+    in_space = [genes.index(g) for g in gene_sets[pathway] if g in set(genes)]
+    if not in_space:
+        raise runtime.InputError(
+            f"experiments.screening.pathway: no gene of '{pathway}' is among the split's genes"
+        )
+    truth = io.restrict_genes(adata, genes, inputs["h5ad"])
+    is_test_line = truth.obs[schema.CONDITION].astype(str).isin(test["condition"].astype(str))
+    is_ctrl = (truth.obs[schema.DRUG].astype(str) == control) & (
+        truth.obs[schema.CELL_LINE].astype(str) == line
+    )
+    ctrl = truth[is_ctrl.to_numpy()].X
+    control_mean = np.asarray(ctrl.mean(axis=0)).ravel()
+    sources = {"observed": truth[is_test_line.to_numpy()]}
+    for method, path in zip(methods, inputs["preds"]):
+        sources[method] = io.read_h5ad(path)
+    moa = io.read_drug_table(inputs["drugs"])["moa"].astype(str)
+    try:
+        ranking, enrichment = screen_mod.screen(
+            sources, control_mean, np.array(in_space), moa, line, control, direction, top_n
+        )
+    except ValueError as err:
+        raise runtime.InputError(f"experiments.screening: {err}") from None
+    log.info(
+        "screened %d drugs on %s (pathway %s, %d genes); top MoA observed: %s",
+        int((ranking["source"] == "observed").sum()),
+        line,
+        pathway,
+        len(in_space),
+        enrichment[enrichment["source"] == "observed"].iloc[0]["moa"],
+    )
+    ranking.insert(0, "cell_line", line)
+    ranking.insert(1, "pathway", pathway)
+    runtime.write_tsv(ranking, outputs["ranking"], float_format="%.10g")
+    runtime.write_tsv(enrichment, outputs["enrichment"], float_format="%.10g")
+    data = plot.data(ranking, enrichment)
+    save(plot.draw(data, top_n), outputs["pdf"], outputs["png"], data, outputs["tsv"])
