@@ -96,6 +96,14 @@ def experiment_targets():
     ]
 
 
+def experiment_figure(name):
+    """The figure files of experiment ``name`` (its overlay's target)."""
+    dataset = EXPERIMENTS[name]["dataset"]
+    return expand(
+        f"results/figures/{name}_{dataset}.{{ext}}", ext=["pdf", "png", "tsv"]
+    )
+
+
 def experiment_data_inputs(wildcards):
     split_dir = f"results/{wildcards.dataset}/{wildcards.split}"
     inputs = {

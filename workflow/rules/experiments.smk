@@ -243,19 +243,29 @@ for _name in [n for n in EXPERIMENTS if n != "screening"]:
         resources:
             mem_mb=RES["mem_mb"],
             runtime=RES["runtime"],
+        params:
+            experiment=_name,
         script:
-            f"../scripts/figure_{_name}.py"
+            "../scripts/figure_experiment.py"
 
 
-# the documented target of each overlay: snakemake <experiment>
-for _name in EXPERIMENTS:
-    _dataset = EXPERIMENTS[_name]["dataset"]
+# the documented targets of the overlays: snakemake robustness | diversity | screening
+if "robustness" in EXPERIMENTS:
 
-    rule:
-        name:
-            _name
+    rule robustness:
         input:
-            expand(
-                f"results/figures/{_name}_{_dataset}.{{ext}}",
-                ext=["pdf", "png", "tsv"],
-            ),
+            experiment_figure("robustness"),
+
+
+if "diversity" in EXPERIMENTS:
+
+    rule diversity:
+        input:
+            experiment_figure("diversity"),
+
+
+if "screening" in EXPERIMENTS:
+
+    rule screening:
+        input:
+            experiment_figure("screening"),
