@@ -29,6 +29,8 @@ include: "workflow/rules/sample.smk"
 include: "workflow/rules/reference.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/experiment_common.smk"
+include: "workflow/rules/experiments.smk"
 
 
 report: "workflow/report/workflow.rst"

@@ -44,6 +44,40 @@ def test_sym_kl_by_hand():
     assert distances.sym_kl_gaussian(x, y) == pytest.approx(0.5 / (1 + 1e-8) ** 2, rel=1e-12)
 
 
+def test_sym_kl_std_floor_by_hand():
+    # gene 0 constant in x (std 0 -> floor 0.5), std 1 in y, means 0 and 1:
+    # KL(x||y) = log(1/0.5) + (0.25 + 1)/2 - 0.5, KL(y||x) = log(0.5) + (1 + 1)/(2 * 0.25) - 0.5
+    x = np.array([[0.0], [0.0]])
+    y = np.array([[0.0], [2.0]])
+    want = math.log(2.0) + 1.25 / 2 - 0.5 + math.log(0.5) + 2.0 / 0.5 - 0.5
+    assert distances.sym_kl_gaussian(x, y, std_floor=0.5) == pytest.approx(want, rel=1e-12)
+    # a std above the floor is kept: N(1, 1) vs N(2, 1) -> 1, as without the floor
+    x2, y2 = np.array([[0.0], [2.0]]), np.array([[1.0], [3.0]])
+    assert distances.sym_kl_gaussian(x2, y2, std_floor=0.5) == pytest.approx(1.0, rel=1e-12)
+    with pytest.raises(ValueError, match="std_floor"):
+        distances.sym_kl_gaussian(x, y, std_floor=0.0)
+
+
+def test_kl_saturates_on_a_gene_never_detected_in_one_group():
+    """Why scPerturBench's KL cannot rank methods (docs/decisions.md): one gene with zero std in
+    the prediction puts ``(s^2 + d^2) / 2e-16`` into the mean, so ``log2(1 + mean)`` is about
+    ``log2(1e15)`` for a good and a bad prediction alike; ``kl_floor`` keeps them apart."""
+    pt = pytest.importorskip("pertpy")
+    rng = np.random.default_rng(0)
+    truth = np.log1p(rng.poisson(2.0, (30, 20))).astype(np.float64)
+    good = np.log1p(rng.poisson(2.0, (30, 20))).astype(np.float64)
+    bad = np.log1p(rng.poisson(8.0, (30, 20))).astype(np.float64)
+    truth[:, 0] = np.log1p(rng.poisson(0.3, 30))
+    good[:, 0] = bad[:, 0] = 0.0  # the sparse gene is never detected in the prediction
+    kl = {}
+    for name, pred in (("good", good), ("bad", bad)):
+        raw = pt.tl.Distance("sym_kldiv", obsm_key="X")(pred, truth)  # scPerturBench's call
+        assert distances.sym_kl_gaussian(pred, truth) == pytest.approx(raw, rel=1e-10)
+        kl[name] = (math.log2(1 + raw), distances.sym_kl_gaussian(pred, truth, std_floor=0.2))
+    assert kl["good"][0] > 40 and abs(kl["bad"][0] - kl["good"][0]) < 0.01 * kl["good"][0]
+    assert kl["bad"][1] > 3 * kl["good"][1]
+
+
 def test_logsumexp_equals_scipys():
     """The Sinkhorn loop's logsumexp is scipy's computation, value for value."""
     from scipy.special import logsumexp
@@ -162,8 +196,8 @@ def test_scperturbench_by_hand_all_genes():
     got = _as_dict(scperturbench.scperturbench_metrics(_tiny_context()))
     assert set(got) == {
         (m, "top100")
-        for m in ("mse", "pcc_delta", "e_distance", "kl", "wasserstein", "common_degs")
-    } | {(m, "top5000") for m in ("mse", "pcc_delta", "e_distance", "kl")}
+        for m in ("mse", "pcc_delta", "e_distance", "kl", "kl_floor", "wasserstein", "common_degs")
+    } | {(m, "top5000") for m in ("mse", "pcc_delta", "e_distance", "kl", "kl_floor")}
     for label in ("top100", "top5000"):  # 2 genes: both sets are all genes
         assert got["mse", label] == pytest.approx(((1 - 2) ** 2 + (3 - 1) ** 2) / 2)
         # deltas (0, 2) vs (1, 0)
@@ -173,6 +207,7 @@ def test_scperturbench_by_hand_all_genes():
         assert got["e_distance", label] == pytest.approx(e, rel=1e-12)
         # per gene sym KL = delta^2 / var (equal variances 2/3): 1.5 and 6 -> mean 3.75
         assert got["kl", label] == pytest.approx(math.log2(1 + 3.75), rel=1e-7)
+        assert got["kl_floor", label] == pytest.approx(3.75, rel=1e-12)  # stds 0.82 > floor
     assert got["common_degs", "top100"] == 1.0
     # a translation by s: exact OT = |s|^2 = 5; the KL term adds at most eps log(9), eps = 0.05 mean C
     cost = ((PRED[:, None, :] - TRUTH[None, :, :]) ** 2).sum(-1)
@@ -189,6 +224,7 @@ def test_scperturbench_by_hand_top1(monkeypatch):
     # g0: P = {0,1,2}, T = {1,2,3}: between 11/9, within 8/9 each
     assert got["e_distance", "top100"] == pytest.approx(2 / 3, rel=1e-12)
     assert got["kl", "top100"] == pytest.approx(math.log2(1 + 1.5), rel=1e-7)
+    assert got["kl_floor", "top100"] == pytest.approx(1.5, rel=1e-12)
     # g0 clouds are a translation by -1 in 1-D: exact OT 1
     assert got["wasserstein", "top100"] >= 1.0 - 1e-9
 
@@ -242,12 +278,13 @@ def test_perfect_prediction():
     pred.X = pred.X.toarray()
     table = evaluate_predictions(truth, pred, conds, "control")
     assert list(table.columns) == ["condition", "protocol", "metric", "deg_set", "value"]
-    assert len(table) == len(conds) * 10
+    assert len(table) == len(conds) * 12
     by_metric = table.groupby("metric")["value"]
     np.testing.assert_allclose(by_metric.get_group("mse"), 0.0, atol=0)
     np.testing.assert_allclose(by_metric.get_group("pcc_delta"), 1.0, rtol=1e-12)
     np.testing.assert_allclose(by_metric.get_group("e_distance"), 0.0, atol=1e-6)
     np.testing.assert_allclose(by_metric.get_group("kl"), 0.0, atol=1e-12)
+    np.testing.assert_allclose(by_metric.get_group("kl_floor"), 0.0, atol=1e-12)
     np.testing.assert_allclose(by_metric.get_group("common_degs"), 1.0)
     # reg_ot_cost of a cloud with itself is the entropic blur, > 0 (ott-jax semantics)
     assert (by_metric.get_group("wasserstein") > 0).all()
@@ -325,3 +362,62 @@ def test_registered_protocol_with_cross_condition_hook(monkeypatch):
     assert ranks[conds[2]] == 0.0
     assert (table[table.metric == "n_truth"]["value"] == 40).all()
     assert "toy" in evaluate.available_protocols()
+
+
+# ---------------------------------------------------------------- a no-change prediction
+def _no_change_world(n_conditions: int = 30, n_genes: int = 400, n_cells: int = 40):
+    """One line, 200 controls, conditions shifting genes 0-39 (the first genes in var order, as
+    in a dispersion-sorted gene list); expression log1p(Poisson(6)), rarely zero."""
+    rng = np.random.default_rng(7)
+    rows = [("L1|control|0", "L1", "control")] * 200
+    conds = [f"L1|d{i}|1" for i in range(n_conditions)]
+    for c in conds:
+        rows += [(c, "L1", c.split("|")[1])] * n_cells
+    obs = pd.DataFrame(rows, columns=["condition", "cell_line", "drug"])
+    obs.index = [f"c{i}" for i in range(len(obs))]
+    rate = np.full((len(obs), n_genes), 6.0)
+    for c in conds:  # each condition moves each of genes 0-39 up or down
+        rows = (obs.condition == c).to_numpy()
+        rate[np.ix_(rows, np.arange(40))] *= rng.choice([0.4, 2.5], size=40)
+    x = np.log1p(rng.poisson(rate)).astype(np.float32)
+    var = pd.DataFrame(index=[f"g{i}" for i in range(n_genes)])
+    return ad.AnnData(x, obs=obs, var=var), conds
+
+
+def _no_change_prediction(truth, conds, copies: bool, n_cells: int = 40):
+    """Per condition, the line's controls unchanged: all of them (``copies``, every DE score 0)
+    or ``n_cells`` drawn from them (base_control's realisation)."""
+    ctrl = truth[truth.obs.drug == "control"]
+    rng = np.random.default_rng(3)
+    blocks = []
+    for c in conds:
+        rows = np.arange(ctrl.n_obs) if copies else rng.choice(ctrl.n_obs, n_cells, replace=False)
+        block = ctrl[rows].copy()
+        block.obs["condition"] = c
+        block.obs_names = [f"{c}#{j}" for j in range(block.n_obs)]
+        blocks.append(block)
+    return ad.concat(blocks)
+
+
+@pytest.mark.parametrize("copies", [True, False])
+def test_a_no_change_prediction_scores_at_chance(copies):
+    """Common-DEGs, scPPDM DEG accuracy and cell-eval's DE metrics of a prediction with no change
+    are at chance (docs/decisions.md, "Common-DEGs at chance"). With ``copies`` every score ties;
+    ranked in var order (the old rule) the 40 true DEGs, first in var order, would all be in the
+    prediction's top 100 and Common-DEGs would be 0.51 instead of 100/400 (measured)."""
+    truth, conds = _no_change_world()
+    pred = _no_change_prediction(truth, conds, copies)
+    table = evaluate_predictions(
+        truth, pred, conds, "control", ("scperturbench", "scppdm", "celleval")
+    )
+    value = table.groupby(["metric", "deg_set"])["value"].mean()
+    n_genes = truth.n_vars
+    # 30 conditions: the mean overlap of random top-k sets has sd about sqrt(k/G (1-k/G) / k / 30)
+    assert value["common_degs", "top100"] == pytest.approx(100 / n_genes, abs=0.04)
+    assert value["deg_accuracy", "top50"] == pytest.approx(50 / n_genes, abs=0.05)
+    assert value["deg_accuracy", "top200"] == pytest.approx(200 / n_genes, abs=0.03)
+    assert value["overlap_at_N", "sig"] < 0.05
+    assert value["roc_auc", "all"] == pytest.approx(0.5, abs=0.05)
+    if copies:  # identical to the controls: nothing is called, every AUC is exactly 0.5
+        assert value["overlap_at_N", "sig"] == 0.0
+        assert value["roc_auc", "all"] == 0.5

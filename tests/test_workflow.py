@@ -297,6 +297,7 @@ def test_ci_dag_produces_tables_figures_and_report(ci_run):
         "e_distance",
         "wasserstein",
         "kl",
+        "kl_floor",
         "common_degs",
     }
     assert {

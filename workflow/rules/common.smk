@@ -176,6 +176,8 @@ def all_targets():
     targets += prior_targets()
     targets += cell_state_targets()
     targets += world_vs_real_targets()
+    # experiments.smk: none unless an overlay configures an experiment
+    targets += experiment_targets()
     return targets
 
 

@@ -11,7 +11,9 @@ All tests run on all genes at once (vectorised numpy/scipy; genes are only chunk
   with different means give ``+-inf``, as in scanpy.
 - :func:`rank_degs` / :func:`top_by_abs`: scPerturBench sorts genes by ``|score|`` descending
   (StateXDiff App. B.1). Tie rule (ours; theirs is pandas' unstable sort): equal ``|score|`` keeps
-  gene (var) order, i.e. a stable sort.
+  gene (var) order, i.e. a stable sort, for the ground truth; a prediction's ranking breaks ties
+  in a seeded random order (``rng``), so that a prediction identical to the controls (every score
+  0) scores at chance whatever the var order (docs/decisions.md, "Common-DEGs at chance").
 - :func:`mannwhitney_u`: two-sided Mann-Whitney U with tie and continuity correction and the normal
   approximation, as ``scipy.stats.mannwhitneyu(x, y, method="asymptotic")`` (cell-eval / pdex).
   Values that are exactly float32 (log-normalised data) are ranked by sorting integer keys that
@@ -85,9 +87,17 @@ def ttest_scores(x_group, x_ref) -> np.ndarray:
     return welch_t(*mean_var(x_group), x_group.shape[0], *mean_var(x_ref), x_ref.shape[0])
 
 
-def top_by_abs(scores: np.ndarray, n: int | None = None) -> np.ndarray:
-    """Indices of the ``n`` largest ``|scores|`` (all if ``None``), descending; ties in index order."""
-    order = np.argsort(-np.abs(np.asarray(scores, dtype=np.float64)), kind="stable")
+def top_by_abs(
+    scores: np.ndarray, n: int | None = None, rng: np.random.Generator | None = None
+) -> np.ndarray:
+    """Indices of the ``n`` largest ``|scores|`` (all if ``None``), descending; ties in index order,
+    or in a random order drawn from ``rng`` (the rule of the predictions' rankings: a prediction
+    with no change at all has only ties and then ranks genes uniformly at random)."""
+    magnitude = -np.abs(np.asarray(scores, dtype=np.float64))
+    if rng is None:
+        order = np.argsort(magnitude, kind="stable")
+    else:
+        order = np.lexsort((rng.permutation(magnitude.size), magnitude))
     return order if n is None else order[:n]
 
 

@@ -19,7 +19,8 @@
   deviation of ``C`` instead (``epsilon_reference="std"``). ott-jax runs in float32 by default;
   this runs in float64, so values agree to about 1e-5 relative.
 - :func:`sym_kl_gaussian`: per gene, a Gaussian fit to each group (``std + eps``, ddof 0),
-  ``KL(X||Y) + KL(Y||X)``, averaged over genes (pertpy ``SymmetricKLDivergence``).
+  ``KL(X||Y) + KL(Y||X)``, averaged over genes (pertpy ``SymmetricKLDivergence``); optionally
+  with the std floored (``std_floor``) instead, so that a gene constant in one group stays finite.
 - :func:`mmd_rbf`: squared MMD (V-statistic) with the kernel ``sum_g exp(-g |x - y|^2)``; with a
   single gamma it equals pertpy ``Distance("mmd")(..., kernel="rbf", gamma=g)``.
 """
@@ -193,11 +194,20 @@ def sinkhorn_ot_cost(
     return float(dual + epsilon * (1.0 - plan_mass))
 
 
-def sym_kl_gaussian(x, y, eps: float = 1e-8) -> float:
-    """Mean over genes of ``KL(N_x || N_y) + KL(N_y || N_x)`` for per-gene Gaussian fits."""
+def sym_kl_gaussian(x, y, eps: float = 1e-8, std_floor: float | None = None) -> float:
+    """Mean over genes of ``KL(N_x || N_y) + KL(N_y || N_x)`` for per-gene Gaussian fits.
+
+    Gaussian std ``std + eps`` (pertpy); with ``std_floor``, ``max(std, std_floor)`` instead
+    (the ``kl_floor`` variant of :mod:`scpert.metrics.scperturbench`).
+    """
     x, y = _check_pair(x, y)
     mx, my = x.mean(0), y.mean(0)
-    sx, sy = x.std(0) + eps, y.std(0) + eps
+    if std_floor is None:
+        sx, sy = x.std(0) + eps, y.std(0) + eps
+    elif std_floor > 0:
+        sx, sy = np.maximum(x.std(0), std_floor), np.maximum(y.std(0), std_floor)
+    else:
+        raise ValueError(f"std_floor must be > 0, got {std_floor}")
     diff2 = (mx - my) ** 2
     kl_xy = np.log(sy / sx) + (sx**2 + diff2) / (2 * sy**2) - 0.5
     kl_yx = np.log(sx / sy) + (sy**2 + diff2) / (2 * sx**2) - 0.5

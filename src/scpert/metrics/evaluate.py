@@ -26,6 +26,7 @@ from __future__ import annotations
 import importlib
 import logging
 import time
+import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -230,9 +231,15 @@ class ConditionContext:
         """All gene indices by |truth score| descending (ties in gene order)."""
         return self.truth_side("ranking", lambda: de.top_by_abs(self.truth_scores))
 
+    def tie_rng(self, stream: int) -> np.random.Generator:
+        """Generator for the random tie order of a prediction's gene ranking: seeded by the
+        evaluation seed, the condition and ``stream`` (one per ranking), not by the method."""
+        return np.random.default_rng([self.seed, zlib.crc32(self.condition.encode()), stream])
+
     @cached_property
     def pred_ranking(self) -> np.ndarray:
-        return de.top_by_abs(self.pred_scores)
+        """All gene indices by |prediction score| descending, ties in random order (stream 0)."""
+        return de.top_by_abs(self.pred_scores, rng=self.tie_rng(0))
 
     def subsample(self, max_cells: int) -> tuple[np.ndarray, np.ndarray]:
         """Row indices of at most ``max_cells`` prediction and truth cells.

@@ -7,7 +7,9 @@ in every ratio and difference is always the ground-truth control).
 - ``LFC = log2((mu_post + eps) / (mu_pre + eps))`` and the same with ``mu_hat_post``
   (App. C.2-C.3), ``eps = PSEUDOCOUNT`` fixed across methods and splits.
 - DEG set ``topK`` = the top-K genes by ``|LFC|`` of the ground truth (App. C.2), ties in gene
-  order; ``K = 200`` for DEG-restricted correlations and EV.
+  order; ``K = 200`` for DEG-restricted correlations and EV. The prediction's top-K for
+  ``deg_accuracy`` breaks ties in a seeded random order (:meth:`ConditionContext.tie_rng`), so a
+  no-change prediction (every LFC 0) scores ``K / G``, chance.
 - ``logfc_pearson``, ``logfc_spearman`` (``all``, ``top200``): correlation of true and predicted
   LFC (App. C.3).
 - ``delta_pearson``, ``delta_spearman`` (``all``, ``top200``): correlation of
@@ -54,7 +56,7 @@ def scppdm_metrics(ctx: ConditionContext) -> list[MetricRow]:
     lfc_pred = de.log2fc_pseudocount(pred, ctrl, PSEUDOCOUNT)
     delta_truth, delta_pred = truth - ctrl, pred - ctrl
     ranking_truth = de.top_by_abs(lfc_truth)
-    ranking_pred = de.top_by_abs(lfc_pred)
+    ranking_pred = de.top_by_abs(lfc_pred, rng=ctx.tie_rng(1))
     rows: list[MetricRow] = []
     for label, genes in (("all", slice(None)), (f"top{DEG_K}", ranking_truth[:DEG_K])):
         rows += [

@@ -88,8 +88,10 @@ def figure_files(name: str) -> dict[str, str]:
     """The files of figure ``name`` (a stem of :func:`figure_names`): ``pdf``, ``png`` and its
     data table ``tsv`` (beside the figure, or under ``results/tables/`` for a family with a
     ``table``)."""
-    family = next(f for f in FIGURES.values() if name == f.name or name.startswith(f.name + "_"))
+    family = next(
+        (f for f in FIGURES.values() if name == f.name or name.startswith(f.name + "_")), None
+    )  # None: an experiment's figure (workflow/rules/experiments.smk), data beside it
     tsv = f"results/figures/{name}.tsv"
-    if family.table is not None:
+    if family is not None and family.table is not None:
         tsv = f"results/tables/{family.table}{name[len(family.name) :]}.tsv"
     return {"pdf": f"results/figures/{name}.pdf", "png": f"results/figures/{name}.png", "tsv": tsv}

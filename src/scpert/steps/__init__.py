@@ -40,6 +40,12 @@ figure_gsea               :func:`scpert.steps.figures.figure_gsea`
 figure_ablations          :func:`scpert.steps.figures.figure_ablations`
 figure_comparisons        :func:`scpert.steps.figures.figure_comparisons`
 figure_protein_modality   :func:`scpert.steps.figures.figure_protein_modality`
+corrupt_dataset           :func:`scpert.steps.experiments.corrupt_dataset`
+diversity_dataset         :func:`scpert.steps.experiments.diversity_dataset`
+experiment_table          :func:`scpert.steps.experiments.experiment_table`
+figure_robustness         :func:`scpert.steps.experiments.figure_robustness`
+figure_diversity          :func:`scpert.steps.experiments.figure_diversity`
+screening_screen          :func:`scpert.steps.experiments.screening`
 download                  :func:`scpert.steps.downloads.download`
 gunzip                    :func:`scpert.steps.downloads.gunzip`
 extract                   :func:`scpert.steps.downloads.extract`
@@ -92,6 +98,12 @@ RULES = {
     "figure_ablations": "figures",
     "figure_comparisons": "figures",
     "figure_protein_modality": "figures",
+    "corrupt_dataset": "experiments",
+    "diversity_dataset": "experiments",
+    "experiment_table": "experiments",
+    "figure_robustness": "experiments",
+    "figure_diversity": "experiments",
+    "screening": "experiments",
     "download": "downloads",
     "gunzip": "downloads",
     "extract": "downloads",
