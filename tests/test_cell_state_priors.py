@@ -392,3 +392,132 @@ def test_validation_orders_pairings_and_tracks_true_protein(built):
     assert table["spearman_q_true_vs_pred"] > 0 and table["pearson_q_true_vs_pred"] > 0
     assert table["mannwhitney_p_matched_vs_cross_type"] < 0.01
     assert (root / "validation.pdf").stat().st_size and (root / "validation.png").stat().st_size
+
+
+# ------------------------------------------------- Fig. 3c protein sources (TrueProt, -FT)
+@pytest.fixture(scope="module")
+def cite_built(built, tmp_path_factory):
+    """The world's CITE-seq set as the perturbation dataset (as config/statexdiff_protein_
+    modality.yaml reads it), one treated line held out, with the measured and fine-tuned protein
+    priors and a VMCS on the measured one."""
+    _, world, _ = built
+    root = tmp_path_factory.mktemp("cite_sources")
+    paths = {
+        "h5ad": str(root / "processed.h5ad"),
+        "split": str(root / "split.tsv"),
+        "genes": str(root / "genes.tsv"),
+    }
+    steps.preprocess(
+        world / "citeseq.h5ad",
+        paths["h5ad"],
+        {"min_genes": 10, "min_cells": 3, "min_cells_per_condition": 5},
+        CONTROL,
+    )
+    split = {"type": "cell_ood", "seed": 0, "test_fraction": 0.5}
+    steps.make_split(paths["h5ad"], world / "drugs.tsv", paths["split"], split, CONTROL)
+    steps.select_hvg(paths["h5ad"], paths["split"], paths["genes"], {"n_top_genes": 200}, CONTROL)
+    latent = {"preset": "tiny", "params": {"hidden_dim": [32], "steps": 20}}
+    steps.finetune_latent(paths, root / "latent", latent, CONTROL, seed=0, device="cpu", threads=1)
+    cite = world / "citeseq.h5ad"
+    steps.train_translator(
+        cite, paths["h5ad"], root / "translator", {"preset": "tiny"}, CONTROL, device="cpu"
+    )
+    steps.measure_protein({**paths, "citeseq": cite}, root / "protein_measured", {}, CONTROL)
+    steps.finetune_translator(
+        {**paths, "citeseq": cite, "translator": root / "translator"},
+        root / "translator_finetuned",
+        {"preset": "tiny"},
+        CONTROL,
+        device="cpu",
+    )
+    inputs = {**paths, "latent": root / "latent", "complexes": world / "complexes.tsv"}
+    steps.infer_protein(
+        {**inputs, "translator": root / "translator_finetuned"},
+        root / "protein_finetuned",
+        {},
+        CONTROL,
+        device="cpu",
+    )
+    steps.train_vmcs(
+        {**inputs, "protein": root / "protein_measured"},
+        root / "vmcs_measured",
+        {"preset": "tiny", "params": {"epochs": 3}},
+        CONTROL,
+        device="cpu",
+    )
+    return root, world, paths
+
+
+def test_measured_protein_prior_is_the_adt_of_every_untreated_cell(cite_built):
+    from scpert.priors import protein_sources
+
+    root, world, paths = cite_built
+    cells = protein.read_cell_proteins(root / "protein_measured")
+    adata = io.read_processed(paths["h5ad"], CONTROL)
+    controls = list(adata.obs_names[(adata.obs[schema.DRUG] == CONTROL).to_numpy()])
+    assert cells.obs_names == controls
+    adt = io.read_h5ad(world / "citeseq.h5ad").obsm["protein"]
+    assert cells.proteins == list(adt.columns) and len(cells.proteins) == WORLD["n_proteins"]
+    # by hand: log1p(ADT / cell total * median total over these cells)
+    counts = adt.loc[controls].to_numpy(dtype=float)
+    total = counts.sum(axis=1, keepdims=True)
+    levels = np.log1p(counts / total * np.median(total))
+    np.testing.assert_allclose(cells.p_hat, levels, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(cells.g_p, cells.p_hat)  # g_p as wide as the panel
+    assert cells.g_p.shape == (len(controls), WORLD["n_proteins"])
+    assert cells.q.dtype == np.float32 and (cells.q == 1).all()  # measured: never down-weighted
+    summary = json.loads((root / "protein_measured" / protein.PQM_JSON).read_text())
+    assert summary["source"] == protein_sources.MEASURED and summary["q"] == 1.0
+    # VMCS trains on it with phi_p from the panel to D
+    model = vmcs.load_vmcs(root / "vmcs_measured", "cpu")
+    assert model.d_g == WORLD["n_proteins"]
+    assert model.phi_p.net[0].in_features == WORLD["n_proteins"]
+
+
+def test_measured_protein_prior_needs_the_citeseq_cells_themselves(built, tmp_path):
+    _, world, paths = built  # processed from counts.h5ad: its cells have no ADT row
+    inputs = {**paths, "citeseq": world / "citeseq.h5ad"}
+    with pytest.raises(InputError, match=r"citeseq\.h5ad: no ADT row .* untreated cell"):
+        steps.measure_protein(inputs, tmp_path / "out", {}, CONTROL)
+    assert not (tmp_path / "out").exists()
+
+
+def test_finetuned_translator_improves_on_the_split_and_feeds_the_protein_prior(cite_built):
+    from scpert.data.preprocess import train_cells_mask
+    from scpert.priors import protein_sources
+
+    root, world, paths = cite_built
+    base = protein.load_translator(root / "translator")
+    tuned = protein.load_translator(root / "translator_finetuned")
+    assert (tuned.genes, tuned.proteins) == (base.genes, base.proteins)
+    report = json.loads((root / "translator_finetuned" / protein_sources.FINETUNE_JSON).read_text())
+    adata = io.read_processed(paths["h5ad"], CONTROL)
+    split = io.read_split(paths["split"])
+    n_seen = int(train_cells_mask(adata.obs, split, CONTROL).sum())
+    assert report["n_train_cells"] + report["n_heldout_cells"] == n_seen
+    assert report["n_heldout_cells"] == round(0.2 * n_seen)
+    # held-out CITE-seq training-split cells: fine-tuning lowers the error, both beat the mean
+    after, before = report["after"], report["before"]
+    assert after["heldout_mse"] < before["heldout_mse"] < before["heldout_mse_mean_baseline"]
+    base_state = torch.load(root / "translator" / protein.TRANSLATOR_STATE)
+    tuned_state = torch.load(root / "translator_finetuned" / protein.TRANSLATOR_STATE)
+    assert not torch.equal(base_state["value"], tuned_state["value"])
+    cells = protein.read_cell_proteins(root / "protein_finetuned")
+    controls = list(adata.obs_names[(adata.obs[schema.DRUG] == CONTROL).to_numpy()])
+    assert cells.obs_names == controls and cells.g_p.shape == (len(controls), 128)
+    assert ((cells.q > 0) & (cells.q < 1)).all()
+    x = adata[controls][:, tuned.genes].X
+    np.testing.assert_allclose(cells.g_p, tuned.translate(x)[1], rtol=1e-5, atol=1e-6)
+
+
+def test_finetune_settings_errors_name_the_config_key():
+    from scpert.priors import protein_sources
+
+    assert (
+        protein_sources.resolve_finetune({})["steps"] == protein_sources.FINETUNE["tiny"]["steps"]
+    )
+    assert protein_sources.resolve_finetune({"params": {"steps": 7}})["steps"] == 7
+    with pytest.raises(InputError, match="priors.translator_finetune.preset"):
+        protein_sources.resolve_finetune({"preset": "huge"})
+    with pytest.raises(InputError, match=r"priors.translator_finetune.params: .*'stepz'"):
+        protein_sources.resolve_finetune({"params": {"stepz": 1}})

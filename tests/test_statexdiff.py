@@ -127,6 +127,29 @@ def test_paper_preset_is_appendix_a5():
     assert required_priors({**p, "use_vmcs": False, "drug_encoder": "structure"}) == ("latent",)
 
 
+def test_protein_source_selects_the_fig3c_priors():
+    from scpert.layout import PRIORS
+    from scpert.methods.statexdiff import PROTEIN_PRIORS
+    from scpert.priors.protein_sources import PRIOR_NAMES, SOURCES
+
+    assert PROTEIN_PRIORS == PRIOR_NAMES and tuple(PRIOR_NAMES) == SOURCES
+    p = SPEC.resolve("tiny")
+    assert p["protein_source"] == "pseudo" == SPEC.resolve("paper")["protein_source"]
+    # the paper's model keeps the prior names of the default run
+    assert required_priors(p) == ("latent", "mdt", "vmcs", "protein")
+    measured = {**p, "protein_source": "measured"}
+    assert required_priors(measured) == ("latent", "mdt", "vmcs_measured", "protein_measured")
+    finetuned = {**p, "protein_source": "finetuned"}
+    assert required_priors(finetuned) == ("latent", "mdt", "vmcs_finetuned", "protein_finetuned")
+    # without the protein branch the source is moot: the pseudo-protein VMCS, no protein prior
+    assert required_priors({**measured, "use_protein": False}) == ("latent", "mdt", "vmcs")
+    assert required_priors({**finetuned, "use_vmcs": False}) == ("latent", "mdt")
+    for source in SOURCES:
+        assert all(name in PRIORS for name in required_priors({**p, "protein_source": source}))
+    with pytest.raises(Exception, match="protein_source"):
+        SPEC.resolve("tiny", {"protein_source": "true"})
+
+
 def dit_parameters(H: int, L: int, d: int = 128, freq: int = 256, ffn: int = 4) -> int:
     """A.4's DiT counted by hand: per block 4-type QKV (Eq. 30), one output projection, two
     AdaLN-Zero maps c -> (alpha, delta, gamma) (Eq. 29, scalar gate) and SwiGLU (W1, W3: H x 4H,
@@ -545,3 +568,39 @@ def test_table_2_without_ablation_variants_is_an_empty_table_with_a_note():
     tables = PAPER_TABLES["statexdiff_table2_top100"].tables(long, {"drug_ood": "drug_ood"})
     assert "No StateXDiff variant" in render(tables, ".md")
     assert "base_reg" not in render(tables, ".md") + render(tables, ".tex")
+
+
+def test_fig3c_table_orders_the_five_arms_as_the_paper():
+    """All arms of config/statexdiff_protein_modality.yaml in Fig. 3c's order (B.4: baseControl,
+    RNA-only, PseudoProt-ZS, TrueProt, TrueProt-FT; VMCS w/o protein after RNA-only), hand-made
+    E-dist values 1 + k per arm (given in reverse)."""
+    import yaml
+
+    from scpert import tables
+    from scpert.plots import protein_modality
+    from scpert.tables import LONG_COLUMNS
+
+    from .conftest import REPO
+
+    config = yaml.safe_load((REPO / "config/statexdiff_protein_modality.yaml").read_text())
+    assert list(protein_modality.ARMS) == list(config["methods"])[:2] + [
+        "statexdiff_no_protein",
+        "statexdiff",
+        "statexdiff_trueprot",
+        "statexdiff_trueprot_ft",
+    ]
+    assert set(config["methods"]) == set(protein_modality.ARMS)
+    rows = [
+        ("w", "cite_uc", m, "L|d|1", "scperturbench", "e_distance", "top100", 1.0 + k)
+        for k, m in reversed(list(enumerate(protein_modality.ARMS)))
+    ]
+    table = protein_modality.data(tables.summarise(pd.DataFrame(rows, columns=LONG_COLUMNS)), "w")
+    assert table["arm"].tolist() == [
+        "baseControl",
+        "RNA-only",
+        "VMCS w/o protein",
+        "PseudoProt",
+        "TrueProt",
+        "TrueProt-FT",
+    ]
+    assert table["mean"].tolist() == pytest.approx([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])

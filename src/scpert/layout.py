@@ -59,6 +59,12 @@ PRIORS = {
     "translator": DATASET,  # RNA -> protein translator on CITE-seq cells (train_translator)
     "protein": SPLIT,  # p_hat, g_p, PQM q of every untreated cell (infer_protein)
     "vmcs": SPLIT,  # virtual multimodal cell state on untreated training cells (train_vmcs)
+    # Fig. 3c's other protein sources (scpert.priors.protein_sources): TrueProt, TrueProt-FT
+    "protein_measured": SPLIT,  # measured ADT as p_hat = g_p, q = 1 (measure_protein)
+    "vmcs_measured": SPLIT,  # VMCS on protein_measured (train_vmcs_measured)
+    "translator_finetuned": SPLIT,  # translator trained on the split's training cells
+    "protein_finetuned": SPLIT,  # p_hat, g_p, q of translator_finetuned (infer_protein_finetuned)
+    "vmcs_finetuned": SPLIT,  # VMCS on protein_finetuned (train_vmcs_finetuned)
     "perturbdiff_marginal": SPLIT,  # PerturbDiff's marginal model of control cells (pretrain_perturbdiff)
 }
 

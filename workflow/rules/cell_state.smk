@@ -123,3 +123,115 @@ rule validate_pqm:
         device=config["device"],
     script:
         "../scripts/validate_pqm.py"
+
+
+# -- StateXDiff Fig. 3c's protein sources (scpert.priors.protein_sources): TrueProt takes g_p from
+# the measured ADT, TrueProt-FT from the translator fine-tuned on the split's training cells; each
+# source has its own protein and VMCS priors (method param protein_source).
+def measured_protein_inputs(wildcards):
+    """The CITE-seq h5ad holding the ADT counts of the dataset's own cells (priors.files.citeseq,
+    else the simulated world's citeseq.h5ad)."""
+    return {"citeseq": translator_inputs(wildcards)["citeseq"]}
+
+
+# TrueProt: p_hat = g_p = measured ADT levels of every untreated cell of the split, q = 1.
+rule measure_protein:
+    input:
+        unpack(measured_protein_inputs),
+        h5ad="results/{dataset}/processed.h5ad",
+        split="results/{dataset}/splits/{split}.tsv",
+    output:
+        prior=directory(layout.prior_dir("protein_measured")),
+    log:
+        "results/logs/measure_protein/{dataset}/{split}.log",
+    benchmark:
+        "results/benchmarks/measure_protein/{dataset}/{split}.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    threads: 1
+    resources:
+        mem_mb=RES["mem_mb"],
+        runtime=RES["runtime"],
+    params:
+        settings={},
+        control=CONTROL,
+        device=config["device"],
+    script:
+        "../scripts/measure_protein.py"
+
+
+# TrueProt-FT: the dataset's translator trained further on the split's CITE-seq training cells.
+rule finetune_translator:
+    input:
+        unpack(measured_protein_inputs),
+        h5ad="results/{dataset}/processed.h5ad",
+        split="results/{dataset}/splits/{split}.tsv",
+        translator=layout.prior_dir("translator"),
+    output:
+        prior=directory(layout.prior_dir("translator_finetuned")),
+    log:
+        "results/logs/finetune_translator/{dataset}/{split}.log",
+    benchmark:
+        "results/benchmarks/finetune_translator/{dataset}/{split}.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    threads: 1
+    resources:
+        mem_mb=RES["mem_mb"],
+        runtime=RES["runtime"],
+        gpu=1,
+    params:
+        settings=PRIORS.get("translator_finetune", {}),
+        control=CONTROL,
+        device=config["device"],
+    script:
+        "../scripts/finetune_translator.py"
+
+
+# TrueProt-FT: p_hat, g_p and PQM q from the fine-tuned translator (infer_protein's body).
+use rule infer_protein as infer_protein_finetuned with:
+    input:
+        unpack(complexes_input),
+        h5ad="results/{dataset}/processed.h5ad",
+        split="results/{dataset}/splits/{split}.tsv",
+        genes="results/{dataset}/{split}/genes.tsv",
+        translator=layout.prior_dir("translator_finetuned"),
+        latent=layout.prior_dir("latent"),
+    output:
+        prior=directory(layout.prior_dir("protein_finetuned")),
+    log:
+        "results/logs/infer_protein_finetuned/{dataset}/{split}.log",
+    benchmark:
+        "results/benchmarks/infer_protein_finetuned/{dataset}/{split}.tsv"
+
+
+# VMCS on the measured proteins (train_vmcs's body).
+use rule train_vmcs as train_vmcs_measured with:
+    input:
+        h5ad="results/{dataset}/processed.h5ad",
+        split="results/{dataset}/splits/{split}.tsv",
+        genes="results/{dataset}/{split}/genes.tsv",
+        protein=layout.prior_dir("protein_measured"),
+        latent=layout.prior_dir("latent"),
+    output:
+        prior=directory(layout.prior_dir("vmcs_measured")),
+    log:
+        "results/logs/train_vmcs_measured/{dataset}/{split}.log",
+    benchmark:
+        "results/benchmarks/train_vmcs_measured/{dataset}/{split}.tsv"
+
+
+# VMCS on the fine-tuned translator's proteins (train_vmcs's body).
+use rule train_vmcs as train_vmcs_finetuned with:
+    input:
+        h5ad="results/{dataset}/processed.h5ad",
+        split="results/{dataset}/splits/{split}.tsv",
+        genes="results/{dataset}/{split}/genes.tsv",
+        protein=layout.prior_dir("protein_finetuned"),
+        latent=layout.prior_dir("latent"),
+    output:
+        prior=directory(layout.prior_dir("vmcs_finetuned")),
+    log:
+        "results/logs/train_vmcs_finetuned/{dataset}/{split}.log",
+    benchmark:
+        "results/benchmarks/train_vmcs_finetuned/{dataset}/{split}.tsv"

@@ -17,6 +17,8 @@ ARMS = {
     "statexdiff_rna_only": "RNA-only",
     "statexdiff_no_protein": "VMCS w/o protein",
     "statexdiff": "PseudoProt",
+    "statexdiff_trueprot": "TrueProt",
+    "statexdiff_trueprot_ft": "TrueProt-FT",
 }
 
 COLUMNS = [

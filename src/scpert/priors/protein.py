@@ -338,15 +338,20 @@ def heldout_split(n: int, fraction: float, seed: int) -> np.ndarray:
     return mask
 
 
-def train_net(x: np.ndarray, y: np.ndarray, params: dict, device: str, checkpoint_dir=None):
+def train_net(
+    x: np.ndarray, y: np.ndarray, params: dict, device: str, checkpoint_dir=None, *, net=None
+):
     """Fit :func:`build_net` to RNA ``x`` -> protein levels ``y`` (MSE) on the shared trainer;
-    returns ``(net, history DataFrame)``."""
+    returns ``(net, history DataFrame)``. ``net``: start from these weights (fine-tuning,
+    :mod:`scpert.priors.protein_sources`) instead of a fresh seeded network."""
     torch, _ = _torch()
     from scpert.generative.trainer import Batch, TrainConfig, Trainer
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(params["seed"])
-        net = build_net(x.shape[1], y.shape[1], params).to(device)
+    if net is None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(params["seed"])
+            net = build_net(x.shape[1], y.shape[1], params)
+    net = net.to(device).train()
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     n = len(xt)
     size = min(params["batch_size"], n)
@@ -408,13 +413,18 @@ class CellProteins:
 
     obs_names: list[str]  # processed.h5ad cell ids
     p_hat: np.ndarray  # (n, n_proteins) float32
-    g_p: np.ndarray  # (n, 128) float32
+    g_p: np.ndarray  # (n, E) float32: E = 128 from a translator, the panel size when measured
     q: np.ndarray  # (n,) float32, PQM reliability in (0, 1)
     proteins: list[str]
 
     def __post_init__(self):
         n = len(self.obs_names)
-        if self.p_hat.shape != (n, len(self.proteins)) or self.g_p.shape != (n, EMBEDDING_DIM):
+        if (
+            self.p_hat.shape != (n, len(self.proteins))
+            or self.g_p.ndim != 2
+            or self.g_p.shape[0] != n
+            or self.g_p.shape[1] < 1
+        ):
             raise ValueError(
                 f"CellProteins: p_hat {self.p_hat.shape}, g_p {self.g_p.shape} for {n} cells "
                 f"and {len(self.proteins)} proteins"

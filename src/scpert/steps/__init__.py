@@ -20,6 +20,8 @@ evaluate_priors           :func:`scpert.steps.priors.evaluate_priors`
 train_translator          :func:`scpert.steps.priors.train_translator`
 infer_protein             :func:`scpert.steps.priors.infer_protein`
 train_vmcs                :func:`scpert.steps.priors.train_vmcs`
+measure_protein           :func:`scpert.steps.priors.measure_protein`
+finetune_translator       :func:`scpert.steps.priors.finetune_translator`
 validate_pqm              :func:`scpert.steps.priors.validate_pqm`
 finetune_latent           :func:`scpert.steps.latent.finetune_latent`
 pretrain_perturbdiff      :func:`scpert.steps.pretrain.pretrain_perturbdiff`
@@ -78,6 +80,8 @@ RULES = {
     "train_translator": "priors",
     "infer_protein": "priors",
     "train_vmcs": "priors",
+    "measure_protein": "priors",
+    "finetune_translator": "priors",
     "validate_pqm": "priors",
     "finetune_latent": "latent",
     "pretrain_perturbdiff": "pretrain",

@@ -1,6 +1,6 @@
 """Rule steps of StateXDiff's priors: the drug priors (pretrain_graph, pretrain_mdt,
 evaluate_priors) and the cell-state priors (train_translator, infer_protein, train_vmcs,
-validate_pqm).
+validate_pqm; for Fig. 3c's protein sources measure_protein and finetune_translator).
 
 Each pretraining step writes one prior folder (:func:`scpert.layout.prior_dir`) atomically; the
 files inside are described in :mod:`scpert.priors.outputs` (drug priors),
@@ -441,6 +441,139 @@ def infer_protein(
             float_format="%.6g",
         )
         (tmp / protein.PQM_JSON).write_text(json.dumps(summary, indent=1) + "\n")
+
+
+def measure_protein(
+    inputs: dict,
+    out_dir,
+    settings: dict,
+    control: str = schema.DEFAULT_CONTROL,
+    *,
+    device: str = "auto",
+    threads: int = 1,
+) -> None:
+    """Rule measure_protein: the split-level ``protein_measured`` prior (TrueProt of Fig. 3c,
+    :mod:`scpert.priors.protein_sources`): the measured ADT levels of every untreated cell of the
+    split's processed data as ``p_hat = g_p``, ``q = 1``. inputs: ``h5ad``, ``split``,
+    ``citeseq`` (the CITE-seq h5ad holding those cells' ADT counts)."""
+    from scpert.priors import protein, protein_sources
+
+    adata = io.read_processed(inputs["h5ad"], control)
+    io.read_split(inputs["split"], adata.obs[schema.CONDITION], inputs["h5ad"])
+    controls = adata.obs_names[(adata.obs[schema.DRUG].astype(str) == control).to_numpy()]
+    cite, adt, proteins, obs = _read_citeseq(inputs["citeseq"])
+    cells = protein_sources.measured_cell_proteins(
+        controls, obs.index, adt, proteins, inputs["citeseq"]
+    )
+    log.info(
+        "measured proteins of %d untreated cells x %d ADT proteins from %s (q = 1)",
+        len(cells.obs_names),
+        len(cells.proteins),
+        inputs["citeseq"],
+    )
+    summary = {
+        "source": protein_sources.MEASURED,
+        "citeseq": str(inputs["citeseq"]),
+        "n_cells": len(cells.obs_names),
+        "n_proteins": len(cells.proteins),
+        "levels": "log1p(ADT / cell total * median total)",
+        "q": 1.0,
+    }
+    with runtime.atomic_dir(out_dir) as tmp:
+        protein.write_cell_proteins(cells, tmp / protein.CELL_PROTEINS)
+        (tmp / protein.PQM_JSON).write_text(json.dumps(summary, indent=1) + "\n")
+
+
+def finetune_translator(
+    inputs: dict,
+    out_dir,
+    settings: dict,
+    control: str = schema.DEFAULT_CONTROL,
+    *,
+    device: str = "auto",
+    threads: int = 1,
+) -> None:
+    """Rule finetune_translator: the split-level ``translator_finetuned`` prior (TrueProt-FT of
+    Fig. 3c, :mod:`scpert.priors.protein_sources`): the ``translator`` prior trained further on
+    the CITE-seq cells of the split's training data. inputs: ``h5ad``, ``split``, ``citeseq``,
+    ``translator``; settings: config ``priors.translator_finetune``."""
+    import shutil
+
+    import torch
+
+    from scpert.data.preprocess import train_cells_mask
+    from scpert.errors import InputError
+    from scpert.priors import protein, protein_sources
+
+    params = protein_sources.resolve_finetune(settings)
+    dev = runtime.torch_setup(device, threads, seed=params["seed"])
+    translator = protein.load_translator(inputs["translator"], dev)
+    if not isinstance(translator, protein.ScpertTranslator):
+        raise InputError(
+            f"{inputs['translator']}: translator kind {protein.read_meta(inputs['translator'])['kind']!r}"
+            " cannot be fine-tuned here (kind 'scpert' only)"
+        )
+    adata = io.read_processed(inputs["h5ad"], control)
+    split = io.read_split(inputs["split"], adata.obs[schema.CONDITION], inputs["h5ad"])
+    seen = adata.obs_names[train_cells_mask(adata.obs, split, control)]
+    cite, adt, proteins, obs = _read_citeseq(inputs["citeseq"])
+    position = {str(c): i for i, c in enumerate(obs.index)}
+    rows = np.array([position[c] for c in map(str, seen) if c in position], dtype=np.int64)
+    if len(rows) < 10:
+        raise InputError(
+            f"{inputs['citeseq']}: {len(rows)} of the split's {len(seen)} training cells have ADT "
+            "counts (fine-tuning needs the CITE-seq cells of the training split, at least 10)"
+        )
+    missing = [p for p in translator.proteins if p not in proteins]
+    var = {g: i for i, g in enumerate(map(str, cite.var_names))}
+    absent = [g for g in translator.genes if g not in var]
+    if missing or absent:
+        raise InputError(
+            f"{inputs['citeseq']}: lacks translator proteins {missing[:3]} / genes {absent[:3]}"
+        )
+    x = protein.rna_levels(cite.X[rows])[:, [var[g] for g in translator.genes]]
+    y = protein.protein_levels(adt[rows])[:, [proteins.index(p) for p in translator.proteins]]
+    heldout = protein.heldout_split(len(x), params["heldout_fraction"], params["seed"])
+    train_mean = y[~heldout].mean(0)
+    before = protein.heldout_metrics(translator.translate(x[heldout])[0], y[heldout], train_mean)
+    meta = protein.read_meta(inputs["translator"])
+    log.info(
+        "fine-tuning the translator on %d CITE-seq training cells (%d held out), %d steps; "
+        "held-out MSE before %.4f (mean-protein baseline %.4f)",
+        (~heldout).sum(),
+        heldout.sum(),
+        params["steps"],
+        before["heldout_mse"],
+        before["heldout_mse_mean_baseline"],
+    )
+    train_params = {**meta["params"], **params}
+    net, history = protein.train_net(
+        x[~heldout], y[~heldout], train_params, dev, net=translator.net
+    )
+    tuned = protein.ScpertTranslator(net, translator.genes, translator.proteins, dev)
+    after = protein.heldout_metrics(tuned.translate(x[heldout])[0], y[heldout], train_mean)
+    log.info(
+        "held-out MSE after %.4f (before %.4f), median Pearson %.3f (before %.3f)",
+        after["heldout_mse"],
+        before["heldout_mse"],
+        after["heldout_pearson_median"],
+        before["heldout_pearson_median"],
+    )
+    with runtime.atomic_dir(out_dir) as tmp:
+        for name in (protein.GENES_TSV, protein.PROTEINS_TSV):
+            shutil.copy2(Path(inputs["translator"]) / name, tmp / name)
+        torch.save(net.state_dict(), tmp / protein.TRANSLATOR_STATE)
+        runtime.write_tsv(history, tmp / protein.HISTORY_TSV)
+        tuned_meta = {**meta, "finetuned_from": str(inputs["translator"]), **after}
+        (tmp / protein.TRANSLATOR_JSON).write_text(json.dumps(tuned_meta, indent=1) + "\n")
+        report = {
+            "params": params,
+            "n_train_cells": int((~heldout).sum()),
+            "n_heldout_cells": int(heldout.sum()),
+            "before": before,
+            "after": after,
+        }
+        (tmp / protein_sources.FINETUNE_JSON).write_text(json.dumps(report, indent=1) + "\n")
 
 
 def train_vmcs(

@@ -19,10 +19,16 @@ structure``         tokens) trained from scratch, no mechanism priors
 ``lambda_triplet:   "w/o triplet"
 0``
 ``guidance: cfg``   "w/o ICFG": monolithic CFG ``(1 + w) v(c, d) - w v(0)``
+``protein_source``  Fig. 3c / App. B.4 arms: ``pseudo`` (the paper's model, PseudoProt-ZS),
+                    ``measured`` (TrueProt: g_p = measured ADT, q = 1), ``finetuned``
+                    (TrueProt-FT: the translator fine-tuned on the split's training cells);
+                    :mod:`scpert.priors.protein_sources`
 ==================  ===================================================================
 
 Priors (:data:`scpert.layout.PRIORS`): ``latent`` and, with ``drug_encoder: mdt``, ``mdt``; the
-VMCS path (``use_vmcs``) adds ``vmcs`` and, with ``use_protein``, ``protein``.
+VMCS path (``use_vmcs``) adds ``vmcs`` and, with ``use_protein``, ``protein``; with
+``protein_source: measured`` / ``finetuned`` these two are ``vmcs_measured`` +
+``protein_measured`` / ``vmcs_finetuned`` + ``protein_finetuned`` (:func:`protein_priors`).
 """
 
 from __future__ import annotations
@@ -78,6 +84,7 @@ PAPER: dict[str, Any] = {
     "use_pqm": True,
     "drug_encoder": "mdt",
     "guidance": "interaction",
+    "protein_source": "pseudo",  # Fig. 3c arms (module docstring); the paper's model: pseudo
     # --- not given in the paper: this project's choices
     "cfg_scale": 2.0,  # "w/o ICFG": the single CFG weight (= w_cd)
     "cross_attention_heads": 12,  # Eq. 11 XAttn heads (H / 64)
@@ -127,7 +134,23 @@ CHOICES = {
     "use_vmcs": (True, False),
     "use_protein": (True, False),
     "use_pqm": (True, False),
+    "protein_source": ("pseudo", "measured", "finetuned"),
 }
+
+#: protein_source -> (protein prior, VMCS prior); as scpert.priors.protein_sources.PRIOR_NAMES
+#: (kept here so that the spec imports nothing heavy; a test checks they agree)
+PROTEIN_PRIORS: dict[str, tuple[str, str]] = {
+    "pseudo": ("protein", "vmcs"),
+    "measured": ("protein_measured", "vmcs_measured"),
+    "finetuned": ("protein_finetuned", "vmcs_finetuned"),
+}
+
+
+def protein_priors(params: Mapping[str, Any]) -> tuple[str, str]:
+    """``(protein prior, VMCS prior)`` names of a resolved configuration: the protein source's
+    with ``use_protein``, else the pseudo-protein pair (VMCS w/o protein zeroes g_p anyway)."""
+    source = params["protein_source"] if params["use_protein"] else "pseudo"
+    return PROTEIN_PRIORS[source]
 
 
 def required_priors(params: Mapping[str, Any]) -> tuple[str, ...]:
@@ -136,9 +159,10 @@ def required_priors(params: Mapping[str, Any]) -> tuple[str, ...]:
     if params["drug_encoder"] == "mdt":
         names.append("mdt")
     if params["use_vmcs"]:
-        names.append("vmcs")
+        protein, vmcs = protein_priors(params)
+        names.append(vmcs)
         if params["use_protein"]:
-            names.append("protein")
+            names.append(protein)
     return tuple(names)
 
 

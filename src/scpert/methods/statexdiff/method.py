@@ -42,6 +42,7 @@ from scpert.generative import make_schedule
 from scpert.latent import LatentModel, load_frozen_prior, load_model, save_model
 from scpert.methods.base import Method, PerturbData
 from scpert.methods.registry import register
+from scpert.methods.statexdiff import protein_priors
 from scpert.methods.statexdiff.model import CellInput, StateXDiffNet
 from scpert.methods.statexdiff.sample import sample_residuals
 from scpert.methods.statexdiff.train import (
@@ -136,14 +137,15 @@ class StateXDiff(Method):
             return np.zeros((n, G_P_DIM), np.float32), np.zeros(n, np.float32)
         from scpert.priors.protein import read_cell_proteins
 
-        if "protein" not in train.priors:
-            raise SchemaError("statexdiff: prior 'protein' (rule infer_protein) was not provided")
-        proteins = read_cell_proteins(train.priors["protein"])
+        name = protein_priors(p)[0]
+        if name not in train.priors:
+            raise SchemaError(f"statexdiff: prior '{name}' (its protein source) was not provided")
+        proteins = read_cell_proteins(train.priors[name])
         self.proteins = {
             "obs_names": [str(x) for x in proteins.obs_names],
             "g_p": np.asarray(proteins.g_p, np.float32),
             "q": np.asarray(proteins.q, np.float32),
-            "source": str(train.priors["protein"]),
+            "source": str(train.priors[name]),
         }
         return self._lookup_proteins(control_names)
 
@@ -191,9 +193,10 @@ class StateXDiff(Method):
         control_names = [str(x) for x in obs.index[ctrl_rows]]
         self.proteins = None
         if self.uses_vmcs:
-            if "vmcs" not in train.priors:
-                raise SchemaError("statexdiff: prior 'vmcs' (rule train_vmcs) was not provided")
-            self.vmcs_source = Path(train.priors["vmcs"])
+            vmcs_name = protein_priors(p)[1]
+            if vmcs_name not in train.priors:
+                raise SchemaError(f"statexdiff: prior '{vmcs_name}' (train_vmcs) was not provided")
+            self.vmcs_source = Path(train.priors[vmcs_name])
             self._load_vmcs(self.vmcs_source)
             g_p, q = self._cell_proteins(train, control_names)
             cell_source = ("vmcs", int(self.vmcs.D_tok), int(self.vmcs.K_s), int(self.vmcs.K_p))
