@@ -127,17 +127,12 @@ rule validate_pqm:
 
 # -- StateXDiff Fig. 3c's protein sources (scpert.priors.protein_sources): TrueProt takes g_p from
 # the measured ADT, TrueProt-FT from the translator fine-tuned on the split's training cells; each
-# source has its own protein and VMCS priors (method param protein_source).
-def measured_protein_inputs(wildcards):
-    """The CITE-seq h5ad holding the ADT counts of the dataset's own cells (priors.files.citeseq,
-    else the simulated world's citeseq.h5ad)."""
-    return {"citeseq": translator_inputs(wildcards)["citeseq"]}
-
-
+# source has its own protein and VMCS priors (method param protein_source). The ADT counts are
+# those of the dataset's own cells: the CITE-seq h5ad of train_translator (translator_inputs).
 # TrueProt: p_hat = g_p = measured ADT levels of every untreated cell of the split, q = 1.
 rule measure_protein:
     input:
-        unpack(measured_protein_inputs),
+        citeseq=lambda wc: translator_inputs(wc)["citeseq"],
         h5ad="results/{dataset}/processed.h5ad",
         split="results/{dataset}/splits/{split}.tsv",
     output:
@@ -163,7 +158,7 @@ rule measure_protein:
 # TrueProt-FT: the dataset's translator trained further on the split's CITE-seq training cells.
 rule finetune_translator:
     input:
-        unpack(measured_protein_inputs),
+        citeseq=lambda wc: translator_inputs(wc)["citeseq"],
         h5ad="results/{dataset}/processed.h5ad",
         split="results/{dataset}/splits/{split}.tsv",
         translator=layout.prior_dir("translator"),

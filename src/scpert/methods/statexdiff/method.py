@@ -8,7 +8,10 @@ Priors (read at fit time, copied into the model folder so that a saved model is 
     zero-shot from structure and, where present, external L1000 views; :mod:`scpert.priors.mdt`);
     ``protein`` (:func:`scpert.priors.protein.read_cell_proteins`: ``g_p`` and PQM ``q`` of every
     control cell) and ``vmcs`` (:func:`scpert.priors.vmcs.load_vmcs`: the frozen VMCS that turns
-    ``(z_c, g_p, q)`` into cell tokens), both imported only on the VMCS path.
+    ``(z_c, g_p, q)`` into cell tokens), both imported only on the VMCS path; with
+    ``protein_source: measured`` / ``finetuned`` (Fig. 3c) the pair ``protein_measured`` +
+    ``vmcs_measured`` / ``protein_finetuned`` + ``vmcs_finetuned`` in their place
+    (:func:`scpert.methods.statexdiff.protein_priors`).
 Prediction (cell level, §3.1)
     For every condition row, ``n_cells`` control cells of its context (from the row's plate;
     :class:`scpert.data.pairing.ControlCells`); each drawn cell ``x_c`` is embedded, ``z_c =
