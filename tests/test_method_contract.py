@@ -19,6 +19,7 @@ back in the split's genes.
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import anndata as ad
 import numpy as np
@@ -203,6 +204,58 @@ def build_perturbdiff_marginal(paths: dict, out_dir, world) -> None:
     steps.pretrain_perturbdiff(inputs, out_dir, settings, CONTROL, 0, "cpu", threads=1)
 
 
+@functools.cache
+def _citeseq_files(world) -> dict[str, str]:
+    """The world's CITE-seq set as a perturbation dataset, one treated line held out, with its
+    latent prior (as config/statexdiff_protein_modality.yaml): the contract splits' cells have no
+    measured proteins, so Fig. 3c's protein sources (scpert.priors.protein_sources) are built on
+    this one (no contract entry uses them; tests/test_cell_state_priors.py checks them)."""
+    folder = Path(world).parent / "contract_citeseq_set"
+    folder.mkdir(exist_ok=True)
+    paths = {
+        "h5ad": str(folder / "processed.h5ad"),
+        "split": str(folder / "split.tsv"),
+        "genes": str(folder / "genes.tsv"),
+    }
+    filters = {"min_genes": 10, "min_cells": 3, "min_cells_per_condition": 5}
+    steps.preprocess(world / "citeseq.h5ad", paths["h5ad"], filters, CONTROL)
+    split = {"type": "cell_ood", "seed": 0, "test_fraction": 0.5}
+    steps.make_split(paths["h5ad"], world / "drugs.tsv", paths["split"], split, CONTROL)
+    steps.select_hvg(paths["h5ad"], paths["split"], paths["genes"], {"n_top_genes": 100}, CONTROL)
+    build_latent(paths, folder / "latent", world)
+    build_translator(paths, folder / "translator", world)
+    return {**paths, "latent": str(folder / "latent"), "translator": str(folder / "translator")}
+
+
+def build_protein_measured(paths: dict, out_dir, world) -> None:
+    cite = _citeseq_files(world)
+    steps.measure_protein({**cite, "citeseq": world / "citeseq.h5ad"}, out_dir, {}, CONTROL)
+
+
+def build_translator_finetuned(paths: dict, out_dir, world) -> None:
+    inputs = {**_citeseq_files(world), "citeseq": world / "citeseq.h5ad"}
+    settings = {"preset": "tiny", "params": {"steps": 20}}
+    steps.finetune_translator(inputs, out_dir, settings, CONTROL, device="cpu")
+
+
+def build_protein_finetuned(paths: dict, out_dir, world) -> None:
+    inputs = {
+        **_citeseq_files(world),
+        "translator": _sibling(out_dir, "translator_finetuned", paths, world),
+        "complexes": world / "complexes.tsv",
+    }
+    steps.infer_protein(inputs, out_dir, {}, CONTROL, device="cpu")
+
+
+def _build_vmcs_of(protein_name: str):
+    def build(paths: dict, out_dir, world) -> None:
+        inputs = {**_citeseq_files(world), "protein": _sibling(out_dir, protein_name, paths, world)}
+        settings = {"preset": "tiny", "params": {"epochs": 2}}
+        steps.train_vmcs(inputs, out_dir, settings, CONTROL, device="cpu")
+
+    return build
+
+
 #: how the contract test builds each prior of the layout (small settings, the rules' own steps)
 PRIOR_BUILDERS = {
     "latent": build_latent,
@@ -212,11 +265,35 @@ PRIOR_BUILDERS = {
     "protein": build_protein,
     "vmcs": build_vmcs,
     "perturbdiff_marginal": build_perturbdiff_marginal,
+    "protein_measured": build_protein_measured,
+    "vmcs_measured": _build_vmcs_of("protein_measured"),
+    "translator_finetuned": build_translator_finetuned,
+    "protein_finetuned": build_protein_finetuned,
+    "vmcs_finetuned": _build_vmcs_of("protein_finetuned"),
 }
 
 
 def test_every_prior_of_the_layout_has_a_builder():
     assert set(PRIOR_BUILDERS) == set(layout.PRIORS)
+
+
+def test_fig3c_protein_source_builders_make_loadable_priors(world, tmp_path):
+    """The builders of the TrueProt / TrueProt-FT priors (no contract entry uses them) write
+    folders their readers accept, one row per untreated cell of the CITE-seq set."""
+    from scpert.priors import protein, vmcs
+
+    cells = {}
+    for source in ("measured", "finetuned"):
+        out = tmp_path / "priors" / f"vmcs_{source}"
+        out.parent.mkdir(exist_ok=True)
+        PRIOR_BUILDERS[f"vmcs_{source}"]({}, out, world)
+        cells[source] = protein.read_cell_proteins(out.parent / f"protein_{source}")
+        model = vmcs.load_vmcs(out)
+        assert model.d_g == cells[source].g_p.shape[1]
+    assert cells["measured"].obs_names == cells["finetuned"].obs_names
+    assert cells["finetuned"].g_p.shape[1] == protein.EMBEDDING_DIM
+    assert cells["measured"].g_p.shape[1] == len(cells["measured"].proteins)
+    assert (tmp_path / "priors" / "translator_finetuned" / protein.TRANSLATOR_JSON).is_file()
 
 
 @functools.cache
