@@ -32,7 +32,7 @@ def test_unknown_keys_name_their_allowed_siblings():
         "outputs: unknown key (allowed at the top level: seed, seeds, control_label, device, "
         "benchmark, datasets, splits, methods, evaluation, figures, priors, latent, "
         "perturbdiff_pretrain, downloads, "
-        "citeseq, lincs, resources)"
+        "citeseq, lincs, experiments, resources)"
     )
     assert message(lambda c: c["datasets"]["synthetic"]["hvg"].update(n_top=5)) == (
         "datasets.synthetic.hvg.n_top: unknown key (allowed under datasets.synthetic.hvg: "

@@ -102,12 +102,15 @@ def profile() -> dict:
 
 def test_profile_requests_a_gpu_for_every_rule_that_declares_one():
     """Rules whose resources declare ``gpu`` (per method for train/sample) are the profile's GPU
-    rules plus ``train``, whose GPU count the rule takes from the method preset; every one of
+    rules plus ``train`` and ``experiment_train``, whose GPU count the rule takes from the method
+    preset; every one of
     them is in the README."""
     declared = {name for name, rule in workflow_rules().items() if rule["gpu"]}
     in_profile = {rule for rule, res in profile()["set-resources"].items() if res.get("gpu") == 1}
-    assert "gpu" not in profile()["set-resources"].get("train", {})
-    assert declared == in_profile | {"train"}
+    per_preset = {"train", "experiment_train"}  # GPUs from the method preset
+    for rule in per_preset:
+        assert "gpu" not in profile()["set-resources"].get(rule, {})
+    assert declared == in_profile | per_preset
     readme = (REPO / "README.md").read_text().split("## Running on a SLURM GPU cluster")[1]
     for word in [
         *in_profile,
