@@ -300,6 +300,55 @@ def test_moa_enrichment_matches_scipy_and_statsmodels():
         screening.moa_enrichment(ranked, moa, top_n=13)
 
 
+def test_screen_conditions_by_hand():
+    from scpert.experiments.screening import screen_conditions
+
+    table = screen_conditions(["b", "a", "b"], "CL04", "10", 5)
+    assert table.to_dict("list") == {
+        "condition": ["CL04|a|10", "CL04|b|10"],
+        "cell_line": ["CL04", "CL04"],
+        "drug": ["a", "b"],
+        "dose": ["10", "10"],
+        "n_cells": [5, 5],
+    }
+    with_plate = screen_conditions(["a"], "L", "1", 2, plate="p2")
+    assert list(with_plate.columns) == [
+        "condition",
+        "cell_line",
+        "drug",
+        "dose",
+        "plate",
+        "n_cells",
+    ]
+    assert with_plate["plate"].tolist() == ["p2"]
+    with pytest.raises(ValueError, match="cells_per_drug"):
+        screen_conditions(["a"], "L", "1", 0)
+
+
+def test_l1000_scores_by_hand():
+    from scpert.experiments.screening import l1000_scores
+
+    obs = pd.DataFrame(
+        {
+            "pert_iname": ["a", "a", "a", "b", "DMSO"],
+            "cell_id": ["X", "Y", "X", "X", "X"],
+            "pert_type": ["trt_cp"] * 4 + ["ctl_vehicle"],
+            "pert_dose": [10.0, 10.0, 1.0, 10.0, -666],
+        },
+        index=[f"s{i}" for i in range(5)],
+    )
+    x = np.array(
+        [[1, 3, 100], [5, 7, 100], [50, 50, 50], [-2, 0, 100], [9, 9, 9]], dtype=np.float32
+    )
+    sig = ad.AnnData(x, obs=obs, var=pd.DataFrame(index=["g1", "g2", "g3"]))
+    scores = l1000_scores(sig, ["g1", "g2", "not_a_landmark"], 10)
+    # a: line X mean(1, 3) = 2, line Y mean(5, 7) = 6 -> 4 (the dose-1 signature left out);
+    # b: mean(-2, 0) = -1; the DMSO control left out
+    assert scores.to_dict() == {"a": 4.0, "b": -1.0}
+    with pytest.raises(ValueError, match="no treated signature at dose 3"):
+        l1000_scores(sig, ["g1"], 3)
+
+
 def test_dry_run_of_the_screening_overlay(tmp_path):
     out = snakemake(
         "-n",
@@ -312,9 +361,11 @@ def test_dry_run_of_the_screening_overlay(tmp_path):
         "screening",
     ).stdout
     counts = job_counts(out)
-    # one job on the default run's predictions of cell_ood (3 methods trained and sampled there)
-    assert counts["screening_screen"] == 1 and counts["screening"] == 1
-    assert counts["sample"] == 3 and "experiment_train" not in counts
+    # one screen of every drug per method from the default run's models of cell_ood (3 methods
+    # trained there), then one screen job
+    assert counts["screening_sample"] == 3 and counts["screening_screen"] == 1
+    assert counts["screening"] == 1 and counts["train"] >= 3
+    assert "experiment_train" not in counts
 
 
 def test_screening_step_on_a_tiny_world(tmp_path):
