@@ -398,9 +398,35 @@ def test_screening_step_on_a_tiny_world(tmp_path):
     ).to_csv(tmp_path / "split.tsv", sep="\t", index=False)
     pd.DataFrame({"gene": genes}).to_csv(tmp_path / "genes.tsv", sep="\t", index=False)
     (tmp_path / "sets.gmt").write_text("APO\tdesc\t" + "\t".join(genes[:5]) + "\n")
-    pd.DataFrame({"drug": drugs, "smiles": "C", "moa": moa, "targets": ""}).to_csv(
-        tmp_path / "drugs.tsv", sep="\t", index=False
+    # d8: a drug without cells (L1000-only), of MoA 'apo'
+    pd.DataFrame(
+        {"drug": [*drugs, "d8"], "smiles": "C", "moa": [*moa, "apo"], "targets": ""}
+    ).to_csv(tmp_path / "drugs.tsv", sep="\t", index=False)
+    # L1000 signatures of all 9 drugs on two lines at dose 10 (and 1), plus a DMSO control:
+    # z = 2 on g0-g4 for the 'apo' drugs d0, d1, d2, d8, their rank in the name order otherwise
+    from scpert.data.simulate import write_gctx
+
+    keys = [(d, line, dose) for d in [*drugs, "d8"] for line in ("X", "Y") for dose in (1, 10)]
+    keys.append(("DMSO", "X", -666))
+    z = np.zeros((len(keys), 10), np.float32)
+    for i, (d, _, dose) in enumerate(keys):
+        if d in ("d0", "d1", "d2", "d8") and dose == 10:
+            z[i, :5] = 2.0
+        elif d != "DMSO":
+            z[i, :5] = -int(d[1:]) / 10
+    col = pd.DataFrame(
+        {
+            "id": [f"s{i}" for i in range(len(keys))],
+            "pert_iname": [k[0] for k in keys],
+            "cell_id": [k[1] for k in keys],
+            "pert_type": ["ctl_vehicle" if k[0] == "DMSO" else "trt_cp" for k in keys],
+            "pert_dose": [float(k[2]) for k in keys],
+        }
     )
+    row = pd.DataFrame(
+        {"id": [str(i) for i in range(10)], "pr_gene_symbol": genes[:10], "pr_is_lmark": 1}
+    )
+    write_gctx(tmp_path / "l1000.gctx", z, col, row)
     pred = adata[adata.obs["drug"] != "control"].copy()  # a perfect "method"
     pred.uns["method"] = "copy"
     pred.write_h5ad(tmp_path / "pred.h5ad")
@@ -412,6 +438,7 @@ def test_screening_step_on_a_tiny_world(tmp_path):
             ("genes", "genes.tsv"),
             ("gmt", "sets.gmt"),
             ("drugs", "drugs.tsv"),
+            ("l1000", "l1000.gctx"),
         ]
     }
     inputs["preds"] = [str(tmp_path / "pred.h5ad")]
@@ -427,3 +454,15 @@ def test_screening_step_on_a_tiny_world(tmp_path):
     enrichment = pd.read_csv(outputs["enrichment"], sep="\t").set_index(["source", "moa"])
     # 3 of 3 'apo' drugs in the top 3 of 8: P = 1 / C(8, 3)
     assert enrichment.loc[("observed", "apo"), "p"] == pytest.approx(1 / 56, rel=1e-9)  # %.10g
+    # the L1000 screen ranks all 9 drugs: the 4 'apo' ones first (ties by name), then d3 ... d7;
+    # 3 of its 4 'apo' drugs in the top 3 of 9: P = C(4,3) C(5,0) / C(9,3) = 4 / 84
+    l1000 = ranking[ranking["source"] == "l1000"]
+    assert l1000["drug"].tolist() == ["d0", "d1", "d2", "d8", "d3", "d4", "d5", "d6", "d7"]
+    assert l1000["score"].iloc[0] == pytest.approx(2.0)  # mean z of g0-g4 (APO) on both lines
+    assert l1000["spearman_vs_observed"].iloc[0] == pytest.approx(
+        ranking.loc[ranking["source"] == "observed", "spearman_vs_l1000"].iloc[0]
+    )
+    assert ranking.set_index(["source", "drug"]).loc[("l1000", "d8"), "l1000_only"]
+    assert not ranking["l1000_only"][ranking["drug"] != "d8"].any()
+    assert enrichment.loc[("l1000", "apo"), "p"] == pytest.approx(4 / 84, rel=1e-9)
+    assert list(dict.fromkeys(ranking["source"])) == ["observed", "l1000", "copy"]
