@@ -153,7 +153,8 @@ def screening_inputs(wildcards):
         "drugs": raw_drugs(wildcards),
         "l1000": prior_file(ds, "l1000"),
         "preds": [
-            f"{EXPERIMENT_DIR}/screening/{ds}/{m}/pred.h5ad" for m in screening_methods()
+            f"{EXPERIMENT_DIR}/screening/{ds}/{m}/pred.h5ad"
+            for m in screening_methods()
         ],
     }
 
