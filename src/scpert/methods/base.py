@@ -148,11 +148,11 @@ class Method(ABC):
         method's spec asks for (as in :attr:`PerturbData.priors`), for features that come from a
         prior (MDT templates). Returns the names added.
 
-        A structure-aware method overrides this; the default raises, for a method that learns one
-        embedding per training perturbation and so cannot predict an unseen chemical."""
+        A method that can predict an unseen chemical overrides this; the default raises (a mean
+        baseline has nothing to featurise, and scPPDM and scDFM do not implement it yet)."""
         raise NotImplementedError(
             f"{self.name}: cannot featurise perturbations absent from its training data "
-            f"(e.g. '{names[0] if names else ''}'): it has no structure encoder for unseen drugs"
+            f"(e.g. '{names[0] if names else ''}'; it does not implement add_perturbations)"
         )
 
     def parameter_counts(self) -> dict[str, int]:

@@ -2,8 +2,9 @@
 of the single-cell drugs, the L1000 signatures of every drug, then each method's screen of every
 drug) the drugs ranked by their pathway score, bars coloured by MoA, L1000-only drugs (no cells
 in the single-cell data) hatched, the top-``n`` cut dashed, the Spearman correlations with the
-observed and the L1000 scores in the title; last panel: -log10 BH FDR of each MoA's enrichment among the top ``n`` per source,
-bars in greys by source, the 0.05 line dotted (config/screening.yaml, docs/experiments.md)."""
+observed and the L1000 scores in the title; last panel: -log10 BH FDR of each MoA's enrichment
+among the top ``n`` per source, bars in greys by source, the 0.05 line dotted
+(config/screening.yaml, docs/experiments.md)."""
 
 from __future__ import annotations
 

@@ -261,7 +261,9 @@ def screening(
         sources[method] = io.read_h5ad(path)
     drug_table = io.read_drug_table(inputs["drugs"])
     moa = drug_table["moa"].astype(str)
-    has_cells = set(adata.obs[schema.DRUG].astype(str))
+    has_cells = {
+        c for d in adata.obs[schema.DRUG].astype(str).unique() for c in schema.components(d)
+    }
     l1000_only = [d for d in map(str, drug_table.index) if d not in has_cells and d != control]
     scores = {}
     try:
