@@ -52,7 +52,8 @@ def draw(table: pd.DataFrame, top_n: int):
         title = f"{source} ({len(block)} drugs)"
         ax.set_title(title + ("\n" + ", ".join(rhos) if rhos else ""), fontsize=8)
         ax.set_xlabel("drug rank")
-        ax.set_ylabel(f"{block['pathway'].iloc[0]} score")
+        unit = "mean consensus z" if source == "l1000" else "mean log-expression change"
+        ax.set_ylabel(f"{block['pathway'].iloc[0]} score\n({unit})", fontsize=8)
         ax.grid(alpha=0.3, lw=0.5, axis="y")
     ax = axes[-1]
     width = 0.8 / max(len(sources), 1)
