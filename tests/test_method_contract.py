@@ -487,6 +487,18 @@ def test_screening_sample_step_predicts_every_drug(fitted, name, tmp_path):
     assert set(pred.uns["featurised_at_prediction"]) <= set(only)
 
 
+def test_screening_sample_step_names_a_method_that_cannot_screen(fitted, tmp_path):
+    from scpert.steps.experiments import screening_sample
+
+    f = fitted("base_control")  # a mean baseline: nothing to featurise an unseen drug with
+    f.method.save(tmp_path / "model")
+    inputs = {**f.paths, "model": tmp_path / "model"}
+    out = tmp_path / "screen.h5ad"
+    with pytest.raises(runtime.InputError, match="experiments.screening.methods: 'base_control'"):
+        screening_sample(inputs, out, "base_control", None, None, 4, CONTROL, SEED, "cpu")
+    assert not out.exists()
+
+
 # -------------------------------------------------------------- the training gene space seam
 def test_train_genes_widen_the_training_space_but_not_the_prediction(processed, world, tmp_path):
     """``train_genes`` (reserved parameter): training data in N genes of the split's ranking,
