@@ -273,6 +273,22 @@ class DrugTable:
     def train_id(self, name: str) -> int:
         return self._id.get(name, 0)
 
+    def grown(
+        self, drugs: pd.DataFrame, names: Iterable[str], *, radius: int
+    ) -> tuple[DrugTable, pd.DataFrame]:
+        """This table with feature rows of the ``names`` it lacks appended
+        (:func:`added_features`; the training ids unchanged), and those rows."""
+        new = added_features(
+            drugs, names, self.names, n_bits=int(self.fingerprints.shape[1]), radius=radius
+        )
+        table = DrugTable(
+            [*self.names, *new.index],
+            np.vstack([self.fingerprints, new.to_numpy(np.float32)]),
+            list(self.train_drugs),
+            dict(self.unpredictable or {}),
+        )
+        return table, new
+
 
 def drug_table(train, seen: Sequence[str], p: dict) -> DrugTable:
     """The :class:`DrugTable` of a method fitted on ``train``: feature rows of every perturbation

@@ -148,8 +148,8 @@ class Method(ABC):
         method's spec asks for (as in :attr:`PerturbData.priors`), for features that come from a
         prior (MDT templates). Returns the names added.
 
-        A method that can predict an unseen chemical overrides this; the default raises (a mean
-        baseline has nothing to featurise, and scPPDM and scDFM do not implement it yet)."""
+        A method that can predict an unseen chemical overrides this; the default raises (the mean
+        baselines have nothing to featurise an unseen drug with)."""
         raise NotImplementedError(
             f"{self.name}: cannot featurise perturbations absent from its training data "
             f"(e.g. '{names[0] if names else ''}'; it does not implement add_perturbations)"
