@@ -300,6 +300,55 @@ def test_moa_enrichment_matches_scipy_and_statsmodels():
         screening.moa_enrichment(ranked, moa, top_n=13)
 
 
+def test_screen_conditions_by_hand():
+    from scpert.experiments.screening import screen_conditions
+
+    table = screen_conditions(["b", "a", "b"], "CL04", "10", 5)
+    assert table.to_dict("list") == {
+        "condition": ["CL04|a|10", "CL04|b|10"],
+        "cell_line": ["CL04", "CL04"],
+        "drug": ["a", "b"],
+        "dose": ["10", "10"],
+        "n_cells": [5, 5],
+    }
+    with_plate = screen_conditions(["a"], "L", "1", 2, plate="p2")
+    assert list(with_plate.columns) == [
+        "condition",
+        "cell_line",
+        "drug",
+        "dose",
+        "plate",
+        "n_cells",
+    ]
+    assert with_plate["plate"].tolist() == ["p2"]
+    with pytest.raises(ValueError, match="cells_per_drug"):
+        screen_conditions(["a"], "L", "1", 0)
+
+
+def test_l1000_scores_by_hand():
+    from scpert.experiments.screening import l1000_scores
+
+    obs = pd.DataFrame(
+        {
+            "pert_iname": ["a", "a", "a", "b", "DMSO"],
+            "cell_id": ["X", "Y", "X", "X", "X"],
+            "pert_type": ["trt_cp"] * 4 + ["ctl_vehicle"],
+            "pert_dose": [10.0, 10.0, 1.0, 10.0, -666],
+        },
+        index=[f"s{i}" for i in range(5)],
+    )
+    x = np.array(
+        [[1, 3, 100], [5, 7, 100], [50, 50, 50], [-2, 0, 100], [9, 9, 9]], dtype=np.float32
+    )
+    sig = ad.AnnData(x, obs=obs, var=pd.DataFrame(index=["g1", "g2", "g3"]))
+    scores = l1000_scores(sig, ["g1", "g2", "not_a_landmark"], 10)
+    # a: line X mean(1, 3) = 2, line Y mean(5, 7) = 6 -> 4 (the dose-1 signature left out);
+    # b: mean(-2, 0) = -1; the DMSO control left out
+    assert scores.to_dict() == {"a": 4.0, "b": -1.0}
+    with pytest.raises(ValueError, match="no treated signature at dose 3"):
+        l1000_scores(sig, ["g1"], 3)
+
+
 def test_dry_run_of_the_screening_overlay(tmp_path):
     out = snakemake(
         "-n",
@@ -312,9 +361,11 @@ def test_dry_run_of_the_screening_overlay(tmp_path):
         "screening",
     ).stdout
     counts = job_counts(out)
-    # one job on the default run's predictions of cell_ood (3 methods trained and sampled there)
-    assert counts["screening_screen"] == 1 and counts["screening"] == 1
-    assert counts["sample"] == 3 and "experiment_train" not in counts
+    # one screen of every drug per method from the default run's models of cell_ood (3 methods
+    # trained there), then one screen job
+    assert counts["screening_sample"] == 3 and counts["screening_screen"] == 1
+    assert counts["screening"] == 1 and counts["train"] >= 3
+    assert "experiment_train" not in counts
 
 
 def test_screening_step_on_a_tiny_world(tmp_path):
@@ -347,9 +398,35 @@ def test_screening_step_on_a_tiny_world(tmp_path):
     ).to_csv(tmp_path / "split.tsv", sep="\t", index=False)
     pd.DataFrame({"gene": genes}).to_csv(tmp_path / "genes.tsv", sep="\t", index=False)
     (tmp_path / "sets.gmt").write_text("APO\tdesc\t" + "\t".join(genes[:5]) + "\n")
-    pd.DataFrame({"drug": drugs, "smiles": "C", "moa": moa, "targets": ""}).to_csv(
-        tmp_path / "drugs.tsv", sep="\t", index=False
+    # d8: a drug without cells (L1000-only), of MoA 'apo'
+    pd.DataFrame(
+        {"drug": [*drugs, "d8"], "smiles": "C", "moa": [*moa, "apo"], "targets": ""}
+    ).to_csv(tmp_path / "drugs.tsv", sep="\t", index=False)
+    # L1000 signatures of all 9 drugs on two lines at dose 10 (and 1), plus a DMSO control:
+    # z = 2 on g0-g4 for the 'apo' drugs d0, d1, d2, d8, their rank in the name order otherwise
+    from scpert.data.simulate import write_gctx
+
+    keys = [(d, line, dose) for d in [*drugs, "d8"] for line in ("X", "Y") for dose in (1, 10)]
+    keys.append(("DMSO", "X", -666))
+    z = np.zeros((len(keys), 10), np.float32)
+    for i, (d, _, dose) in enumerate(keys):
+        if d in ("d0", "d1", "d2", "d8") and dose == 10:
+            z[i, :5] = 2.0
+        elif d != "DMSO":
+            z[i, :5] = -int(d[1:]) / 10
+    col = pd.DataFrame(
+        {
+            "id": [f"s{i}" for i in range(len(keys))],
+            "pert_iname": [k[0] for k in keys],
+            "cell_id": [k[1] for k in keys],
+            "pert_type": ["ctl_vehicle" if k[0] == "DMSO" else "trt_cp" for k in keys],
+            "pert_dose": [float(k[2]) for k in keys],
+        }
     )
+    row = pd.DataFrame(
+        {"id": [str(i) for i in range(10)], "pr_gene_symbol": genes[:10], "pr_is_lmark": 1}
+    )
+    write_gctx(tmp_path / "l1000.gctx", z, col, row)
     pred = adata[adata.obs["drug"] != "control"].copy()  # a perfect "method"
     pred.uns["method"] = "copy"
     pred.write_h5ad(tmp_path / "pred.h5ad")
@@ -361,6 +438,7 @@ def test_screening_step_on_a_tiny_world(tmp_path):
             ("genes", "genes.tsv"),
             ("gmt", "sets.gmt"),
             ("drugs", "drugs.tsv"),
+            ("l1000", "l1000.gctx"),
         ]
     }
     inputs["preds"] = [str(tmp_path / "pred.h5ad")]
@@ -376,3 +454,15 @@ def test_screening_step_on_a_tiny_world(tmp_path):
     enrichment = pd.read_csv(outputs["enrichment"], sep="\t").set_index(["source", "moa"])
     # 3 of 3 'apo' drugs in the top 3 of 8: P = 1 / C(8, 3)
     assert enrichment.loc[("observed", "apo"), "p"] == pytest.approx(1 / 56, rel=1e-9)  # %.10g
+    # the L1000 screen ranks all 9 drugs: the 4 'apo' ones first (ties by name), then d3 ... d7;
+    # 3 of its 4 'apo' drugs in the top 3 of 9: P = C(4,3) C(5,0) / C(9,3) = 4 / 84
+    l1000 = ranking[ranking["source"] == "l1000"]
+    assert l1000["drug"].tolist() == ["d0", "d1", "d2", "d8", "d3", "d4", "d5", "d6", "d7"]
+    assert l1000["score"].iloc[0] == pytest.approx(2.0)  # mean z of g0-g4 (APO) on both lines
+    assert l1000["spearman_vs_observed"].iloc[0] == pytest.approx(
+        ranking.loc[ranking["source"] == "observed", "spearman_vs_l1000"].iloc[0]
+    )
+    assert ranking.set_index(["source", "drug"]).loc[("l1000", "d8"), "l1000_only"]
+    assert not ranking["l1000_only"][ranking["drug"] != "d8"].any()
+    assert enrichment.loc[("l1000", "apo"), "p"] == pytest.approx(4 / 84, rel=1e-9)
+    assert list(dict.fromkeys(ranking["source"])) == ["observed", "l1000", "copy"]

@@ -474,6 +474,111 @@ def test_validation_conditions_are_held_apart(fitted, name):
         assert f.data.val is None
 
 
+# ----------------------------------------------- screening drugs absent from the training data
+#: the methods of the screening overlay (config/screening.yaml): they must featurise unseen drugs
+SCREENING = yaml.safe_load((REPO / "config/screening.yaml").read_text())["experiments"][
+    "screening"
+]["methods"]
+#: methods without a structure encoder: they cannot predict a drug absent from training
+NO_STRUCTURE = ("additive", "base_control", "context_mean", "perturb_mean", "train_mean")
+#: methods whose drug features come from the structure alone: a renamed copy of a drug must be
+#: predicted exactly as the drug itself
+STRUCTURE_ONLY = ("base_reg", "base_mlp")
+
+
+def _loaded(f, tmp_path) -> Method:
+    """A fresh copy of the fitted model (the fixture's model stays untouched)."""
+    f.method.save(tmp_path / "model")
+    return Method.load(tmp_path / "model", device="cpu")
+
+
+def _l1000_only(f) -> tuple[pd.DataFrame, list[str]]:
+    drugs = io.read_drug_table(f.paths["drugs"])
+    with_cells = set(io.read_processed(f.paths["h5ad"], CONTROL).obs[schema.DRUG].astype(str))
+    only = [str(d) for d in drugs.index if str(d) not in with_cells]
+    assert len(only) == 8  # PRIOR_WORLD n_l1000_only_drugs
+    return drugs, only
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_add_perturbations_predicts_unseen_drugs_and_keeps_the_known_ones(fitted, name, tmp_path):
+    from scpert.experiments.screening import screen_conditions
+
+    f = fitted(name)
+    method = _loaded(f, tmp_path)
+    drugs, only = _l1000_only(f)
+    try:
+        added = method.add_perturbations(drugs, only, f.data.priors)
+    except NotImplementedError as err:
+        assert name in NO_STRUCTURE and name not in SCREENING, err
+        assert "add_perturbations" in str(err)
+        return
+    assert name not in NO_STRUCTURE
+    assert set(added) <= set(only)
+    assert method.add_perturbations(drugs, only, f.data.priors) == []  # nothing twice
+    # the drugs it knew keep their features: the test conditions predict the same cells
+    assert_same_prediction(f.predict(method), f.pred)
+    line = str(f.conditions["cell_line"].iloc[0])
+    plate = str(f.by_plate["plate"].iloc[0]) if f.spec.predicts_plates else None
+    screen = screen_conditions(only, line, "10", 3, plate)
+    pred = f.predict(method, screen)
+    check_prediction(pred, screen, name, by_plate=f.spec.predicts_plates)
+    assert np.isfinite(_dense(pred.X)).all()
+
+
+@pytest.mark.parametrize("name", STRUCTURE_ONLY)
+def test_a_renamed_copy_of_a_drug_is_predicted_as_the_drug(fitted, name, tmp_path):
+    """Features added at prediction time are those the drug gets at training time: a copy of a
+    held-out drug under a new name (same SMILES) gets the same predicted pseudobulk delta (the
+    cells themselves are drawn with a seed of the condition's name, which differs)."""
+    f = fitted(name)
+    method = _loaded(f, tmp_path)
+    drugs = io.read_drug_table(f.paths["drugs"])
+    single = f.conditions[~f.conditions["drug"].astype(str).str.contains(r"\+")]
+    row = single.iloc[[0]].reset_index(drop=True)
+    drug = str(row["drug"].iloc[0])
+    copy = drugs.loc[[drug]].rename(index={drug: "renamed_copy"}).assign(drug="renamed_copy")
+    assert method.add_perturbations(pd.concat([drugs, copy]), ["renamed_copy"]) == ["renamed_copy"]
+    controls = f.controls[:, method.genes].copy()
+    a = method.predict_deltas(controls, row)
+    b = method.predict_deltas(controls, row.assign(drug="renamed_copy"))
+    assert np.abs(a.to_numpy()).max() > 0
+    np.testing.assert_array_equal(a.to_numpy(), b.to_numpy())
+
+
+@pytest.mark.parametrize("name", [n for n in SCREENING if n in ENTRIES])
+def test_screening_sample_step_predicts_every_drug(fitted, name, tmp_path):
+    from scpert.steps.experiments import screening_sample
+
+    f = fitted(name)
+    f.method.save(tmp_path / "model")
+    drugs, only = _l1000_only(f)
+    out = tmp_path / "screen.h5ad"
+    inputs = {**f.paths, "model": tmp_path / "model"}
+    screening_sample(inputs, out, name, None, None, 4, CONTROL, SEED, "cpu")
+    pred = ad.read_h5ad(out)
+    screened = sorted(str(d) for d in drugs.index if str(d) != CONTROL)
+    assert sorted(pred.obs[schema.DRUG].astype(str).unique()) == screened
+    assert (pred.obs[schema.DRUG].astype(str).value_counts() == 4).all()
+    test_lines = sorted(f.split.loc[f.split["split"] == "test", "cell_line"].astype(str))
+    assert set(pred.obs[schema.CELL_LINE].astype(str)) == {test_lines[0]}
+    assert set(pred.obs[schema.DOSE].astype(str)) == {"10"}  # the world's highest dose
+    assert list(pred.var_names) == io.read_genes(f.paths["genes"])
+    assert set(pred.uns["featurised_at_prediction"]) <= set(only)
+
+
+def test_screening_sample_step_names_a_method_that_cannot_screen(fitted, tmp_path):
+    from scpert.steps.experiments import screening_sample
+
+    f = fitted("base_control")  # a mean baseline: nothing to featurise an unseen drug with
+    f.method.save(tmp_path / "model")
+    inputs = {**f.paths, "model": tmp_path / "model"}
+    out = tmp_path / "screen.h5ad"
+    with pytest.raises(runtime.InputError, match="experiments.screening.methods: 'base_control'"):
+        screening_sample(inputs, out, "base_control", None, None, 4, CONTROL, SEED, "cpu")
+    assert not out.exists()
+
+
 # -------------------------------------------------------------- the training gene space seam
 def test_train_genes_widen_the_training_space_but_not_the_prediction(processed, world, tmp_path):
     """``train_genes`` (reserved parameter): training data in N genes of the split's ranking,

@@ -222,6 +222,22 @@ def method_features(train, names: Iterable[str], *, n_bits: int, radius: int = 2
     )
 
 
+def added_features(
+    drugs: pd.DataFrame, names: Iterable[str], known: Iterable[str], *, n_bits: int, radius: int
+) -> pd.DataFrame:
+    """:func:`perturbation_features` of the ``names`` not in ``known`` (a fitted model's feature
+    rows), for :meth:`scpert.methods.base.Method.add_perturbations`: none of them was seen in
+    training, and without training controls a genetic perturbation gets its identity code only.
+    A name without features (no SMILES, an unseen protein) raises its error here."""
+    known = set(map(str, known))
+    new = list(dict.fromkeys(str(n) for n in names if str(n) not in known))
+    table = perturbation_features(drugs, new, seen=(), n_bits=n_bits, radius=radius)
+    missing = [n for n in new if n not in table.index]
+    if missing:
+        raise missing_features_error(missing[0], table.attrs["unpredictable"])
+    return table
+
+
 def missing_features_error(
     name: str, unpredictable: dict | None = None, method: str = ""
 ) -> SchemaError:
@@ -256,6 +272,22 @@ class DrugTable:
 
     def train_id(self, name: str) -> int:
         return self._id.get(name, 0)
+
+    def grown(
+        self, drugs: pd.DataFrame, names: Iterable[str], *, radius: int
+    ) -> tuple[DrugTable, pd.DataFrame]:
+        """This table with feature rows of the ``names`` it lacks appended
+        (:func:`added_features`; the training ids unchanged), and those rows."""
+        new = added_features(
+            drugs, names, self.names, n_bits=int(self.fingerprints.shape[1]), radius=radius
+        )
+        table = DrugTable(
+            [*self.names, *new.index],
+            np.vstack([self.fingerprints, new.to_numpy(np.float32)]),
+            list(self.train_drugs),
+            dict(self.unpredictable or {}),
+        )
+        return table, new
 
 
 def drug_table(train, seen: Sequence[str], p: dict) -> DrugTable:

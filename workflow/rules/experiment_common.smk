@@ -151,5 +151,26 @@ def screening_inputs(wildcards):
         "genes": f"results/{ds}/{split}/genes.tsv",
         "gmt": gmt,
         "drugs": raw_drugs(wildcards),
-        "preds": [f"results/{ds}/{split}/{m}/pred.h5ad" for m in screening_methods()],
+        "l1000": prior_file(ds, "l1000"),
+        "preds": [
+            f"{EXPERIMENT_DIR}/screening/{ds}/{m}/pred.h5ad"
+            for m in screening_methods()
+        ],
     }
+
+
+def screening_sample_inputs(wildcards):
+    """A trained model of the screening split (the default run's), the data it predicts and the
+    prior folders the method needs (keys ``prior_<name>``, as in train_inputs)."""
+    split = EXPERIMENTS["screening"]["split"]
+    ds = wildcards.dataset
+    inputs = {
+        "model": f"results/{ds}/{split}/{wildcards.method}/model",
+        "h5ad": f"results/{ds}/processed.h5ad",
+        "split": f"results/{ds}/splits/{split}.tsv",
+        "genes": f"results/{ds}/{split}/genes.tsv",
+        "drugs": raw_drugs(wildcards),
+    }
+    for name in RUN.methods[wildcards.method].priors:
+        inputs[f"prior_{name}"] = layout.prior_dir(name, ds, split)
+    return inputs

@@ -121,7 +121,37 @@ rule experiment_sample:
         "../scripts/sample.py"
 
 
-# The screening case study on the default run's predictions of a split (scpert.experiments.screening).
+# The screening case study (scpert.experiments.screening): a trained model of the split (the
+# default run's) predicts every drug of the drug table on the held-out line ...
+rule screening_sample:
+    input:
+        unpack(screening_sample_inputs),
+    output:
+        h5ad=f"{EXPERIMENT_DIR}/screening/{{dataset}}/{{method}}/pred.h5ad",
+    log:
+        "results/logs/experiments/screening/{dataset}/{method}_sample.log",
+    benchmark:
+        "results/benchmarks/experiments/screening/{dataset}/{method}_sample.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    threads: method_threads
+    resources:
+        mem_mb=method_mem_mb,
+        runtime=method_runtime,
+        gpu=method_gpus,
+    params:
+        line=lambda wc: EXPERIMENTS["screening"]["cell_line"],
+        dose=lambda wc: EXPERIMENTS["screening"]["dose"],
+        cells_per_drug=lambda wc: EXPERIMENTS["screening"]["cells_per_drug"],
+        control=CONTROL,
+        seed=config["seed"],
+        device=config["device"],
+    script:
+        "../scripts/screening_sample.py"
+
+
+# ... and the screen scores, ranks and enriches those predictions against the observed cells
+# and the L1000 signatures.
 rule screening_screen:
     input:
         unpack(screening_inputs),
@@ -148,6 +178,7 @@ rule screening_screen:
         direction=lambda wc: EXPERIMENTS["screening"]["direction"],
         top_n=lambda wc: EXPERIMENTS["screening"]["top_n"],
         control=CONTROL,
+        dose=lambda wc: EXPERIMENTS["screening"]["dose"],
     script:
         "../scripts/screening.py"
 

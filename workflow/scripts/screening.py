@@ -13,4 +13,5 @@ runtime.run_step(
     snakemake.params.direction,
     snakemake.params.top_n,
     snakemake.params.control,
+    snakemake.params.dose,
 )

@@ -138,6 +138,23 @@ class Method(ABC):
         ``tests/test_method_contract.py`` checks all of this for every registered method.
         """
 
+    def add_perturbations(
+        self, drugs: pd.DataFrame, names: list[str], priors: dict[str, Path] | None = None
+    ) -> list[str]:
+        """Make perturbations that were absent from the training data predictable (a screen of
+        chemicals the model has never featurised): feature rows of ``names`` (rows of the drug
+        table ``drugs``, :func:`scpert.data.io.read_drug_table`) are added to the model's feature
+        table; rows it already has are kept as they are. ``priors``: the prior folders the
+        method's spec asks for (as in :attr:`PerturbData.priors`), for features that come from a
+        prior (MDT templates). Returns the names added.
+
+        A method that can predict an unseen chemical overrides this; the default raises (the mean
+        baselines have nothing to featurise an unseen drug with)."""
+        raise NotImplementedError(
+            f"{self.name}: cannot featurise perturbations absent from its training data "
+            f"(e.g. '{names[0] if names else ''}'; it does not implement add_perturbations)"
+        )
+
     def parameter_counts(self) -> dict[str, int]:
         """Trainable parameters per module (StateXDiff Table 8 layout); empty for non-parametric."""
         return {}

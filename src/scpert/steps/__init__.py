@@ -47,6 +47,7 @@ diversity_dataset         :func:`scpert.steps.experiments.diversity_dataset`
 experiment_table          :func:`scpert.steps.experiments.experiment_table`
 figure_robustness         :func:`scpert.steps.experiments.figure_robustness`
 figure_diversity          :func:`scpert.steps.experiments.figure_diversity`
+screening_sample          :func:`scpert.steps.experiments.screening_sample`
 screening_screen          :func:`scpert.steps.experiments.screening`
 download                  :func:`scpert.steps.downloads.download`
 gunzip                    :func:`scpert.steps.downloads.gunzip`
@@ -107,6 +108,7 @@ RULES = {
     "experiment_table": "experiments",
     "figure_robustness": "experiments",
     "figure_diversity": "experiments",
+    "screening_sample": "experiments",
     "screening": "experiments",
     "download": "downloads",
     "gunzip": "downloads",

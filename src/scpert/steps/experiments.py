@@ -1,5 +1,6 @@
 """Rule steps of the experiment overlays (workflow/rules/experiments.smk, docs/experiments.md):
-corrupt_dataset, diversity_dataset, experiment_table, figure_robustness, figure_diversity."""
+corrupt_dataset, diversity_dataset, experiment_table, figure_robustness, figure_diversity,
+screening_sample, screening."""
 
 from __future__ import annotations
 
@@ -105,6 +106,108 @@ def _read(path):
     )
 
 
+def screen_line_and_dose(adata, split, line: str | None, dose: str | None, control: str):
+    """The screen's held-out line (``None``: the first cell line of the split's test conditions)
+    and dose (``None``: the highest single-drug dose of the line's cells)."""
+    import pandas as pd
+
+    if line is None:
+        test = split[split["split"] == "test"]
+        if test.empty:
+            raise runtime.InputError("experiments.screening: the split has no test conditions")
+        line = str(sorted(test["cell_line"].astype(str))[0])
+    if dose is None:
+        obs = adata.obs
+        drug = obs[schema.DRUG].astype(str)
+        single = (obs[schema.CELL_LINE].astype(str) == line) & (drug != control)
+        single &= ~drug.str.contains(r"\+")
+        doses = pd.to_numeric(obs.loc[single, schema.DOSE].astype(str), errors="coerce")
+        if doses.dropna().empty:
+            raise runtime.InputError(
+                f"experiments.screening.dose: no single-drug cells of line '{line}' to take the "
+                "highest dose from; set the dose"
+            )
+        dose = schema.format_dose(float(doses.max()))
+    return line, str(dose)
+
+
+def screening_sample(
+    inputs: dict,
+    out_path,
+    method_name: str,
+    line: str | None,
+    dose: str | None,
+    cells_per_drug: int,
+    control: str,
+    seed: int,
+    device: str,
+) -> None:
+    """Rule screening_sample: a trained model of the split predicts every drug of the drug table
+    (the single-cell drugs and those without cells, e.g. the world's L1000-only drugs) on the
+    held-out line at the screen dose, ``cells_per_drug`` cells each from the line's control cells
+    (:func:`scpert.experiments.screening.screen_conditions`); chemicals the model has no features
+    for are featurised first (:meth:`scpert.methods.base.Method.add_perturbations`). Writes
+    ``pred.h5ad`` in the split's evaluated genes.
+
+    inputs: ``model``, ``h5ad``, ``split``, ``genes``, ``drugs`` (drugs.tsv, all rows) and the
+    method's prior folders ``prior_<name>`` (as the train step gets them)."""
+    from pathlib import Path
+
+    from scpert.experiments.screening import screen_conditions
+    from scpert.methods.base import saved_method_class
+    from scpert.steps.methods import check_prediction, setup_torch
+
+    method_cls = saved_method_class(inputs["model"])
+    spec = method_cls.spec()
+    dev = setup_torch(spec.uses_gpu, device, None, seed)
+    method = method_cls.load(inputs["model"], device=dev)
+    adata = io.read_processed(inputs["h5ad"], control)
+    split = io.read_split(inputs["split"], adata.obs[schema.CONDITION], inputs["h5ad"])
+    genes = io.read_genes(inputs["genes"], adata.var_names, inputs["h5ad"])
+    line, dose = screen_line_and_dose(adata, split, line, dose, control)
+    drugs = io.read_drug_table(inputs["drugs"])
+    names = [str(d) for d in drugs.index if str(d) != control]
+    try:
+        priors = {k[len("prior_") :]: Path(v) for k, v in inputs.items() if k.startswith("prior_")}
+        added = method.add_perturbations(drugs, names, priors)
+    except NotImplementedError as err:
+        raise runtime.InputError(
+            f"experiments.screening.methods: '{method_name}' cannot screen drugs absent from its "
+            f"training data ({err})"
+        ) from None
+    is_ctrl = (adata.obs[schema.DRUG].astype(str) == control) & (
+        adata.obs[schema.CELL_LINE].astype(str) == line
+    )
+    if not is_ctrl.any():
+        raise runtime.InputError(f"{inputs['h5ad']}: no control cells of cell line '{line}'")
+    controls = io.restrict_genes(adata[is_ctrl.to_numpy()], method.genes, inputs["h5ad"]).copy()
+    plate = None
+    if spec.predicts_plates:
+        plate = str(controls.obs[schema.PLATE].astype(str).value_counts().index[0])
+    conditions = screen_conditions(names, line, dose, cells_per_drug, plate)
+    log.info(
+        "%s: screening %d drugs on %s at dose %s (%d featurised at prediction time), %d cells "
+        "each from %d control cells",
+        method_name,
+        len(conditions),
+        line,
+        dose,
+        len(added),
+        cells_per_drug,
+        controls.n_obs,
+    )
+    pred = method.predict(controls, conditions, seed=seed)
+    pred = pred[:, genes].copy() if list(pred.var_names) != genes else pred
+    pred.uns["method"] = method_name
+    pred.uns["base_method"] = method.name
+    pred.uns["seed"] = int(seed)
+    pred.uns["featurised_at_prediction"] = list(added)
+    pred.uns.setdefault("sampler", "none")
+    check_prediction(pred, conditions, f"{method_name} screen", by_plate=spec.predicts_plates)
+    pred.strings_to_categoricals()
+    runtime.write_h5ad(pred, out_path)
+
+
 def screening(
     inputs: dict,
     methods: list[str],
@@ -114,13 +217,15 @@ def screening(
     direction: str,
     top_n: int,
     control: str,
+    dose: str | None = None,
 ) -> None:
     """Rule screening: pathway scores of every drug on a held-out line, observed and predicted by
     each method, ranked, with MoA enrichment among the top ``top_n`` (scpert.experiments.screening).
 
     inputs: ``h5ad``, ``split``, ``genes``, ``gmt`` (gene sets), ``drugs`` (drugs.tsv with ``moa``),
-    ``preds`` (one per method). line: the held-out line; ``None`` = the first cell line of the
-    split's test conditions."""
+    ``preds`` (one per method: its screen of every drug, rule screening_sample), optionally
+    ``l1000`` (the L1000 signatures, scored as source ``l1000``). line, dose: as in
+    :func:`screen_line_and_dose` (the L1000 score is taken at ``dose``)."""
     import numpy as np
 
     from scpert.experiments import screening as screen_mod
@@ -132,10 +237,7 @@ def screening(
     split = io.read_split(inputs["split"], adata.obs[schema.CONDITION], inputs["h5ad"])
     genes = io.read_genes(inputs["genes"], adata.var_names, inputs["h5ad"])
     test = split[split["split"] == "test"]
-    if line is None:
-        if test.empty:
-            raise runtime.InputError(f"{inputs['split']}: no test conditions")
-        line = str(sorted(test["cell_line"].astype(str))[0])
+    line, dose = screen_line_and_dose(adata, split, line, dose, control)
     gene_sets = read_gmt(inputs["gmt"])
     if pathway not in gene_sets:
         raise runtime.InputError(
@@ -157,10 +259,31 @@ def screening(
     sources = {"observed": truth[is_test_line.to_numpy()]}
     for method, path in zip(methods, inputs["preds"]):
         sources[method] = io.read_h5ad(path)
-    moa = io.read_drug_table(inputs["drugs"])["moa"].astype(str)
+    drug_table = io.read_drug_table(inputs["drugs"])
+    moa = drug_table["moa"].astype(str)
+    has_cells = {
+        c for d in adata.obs[schema.DRUG].astype(str).unique() for c in schema.components(d)
+    }
+    l1000_only = [d for d in map(str, drug_table.index) if d not in has_cells and d != control]
+    scores = {}
     try:
+        if inputs.get("l1000"):
+            from scpert.data.sources.lincs import read_l1000
+
+            scores["l1000"] = screen_mod.l1000_scores(
+                read_l1000(inputs["l1000"]), gene_sets[pathway], float(dose)
+            )
         ranking, enrichment = screen_mod.screen(
-            sources, control_mean, np.array(in_space), moa, line, control, direction, top_n
+            sources,
+            control_mean,
+            np.array(in_space),
+            moa,
+            line,
+            control,
+            direction,
+            top_n,
+            scores=scores,
+            l1000_only=l1000_only,
         )
     except ValueError as err:
         raise runtime.InputError(f"experiments.screening: {err}") from None

@@ -443,6 +443,19 @@ class FeatureBaseline(DeltaBaseline):
         p = self.params
         return 2 * p["n_bits"] + p["n_context_pcs"], p["describe_n_genes"]
 
+    def add_perturbations(self, drugs, names, priors=None):
+        from scpert.perturbations import added_features
+
+        fps = self.features.fps
+        new = added_features(
+            drugs, names, fps.index, n_bits=self.params["n_bits"], radius=self.params["radius"]
+        )
+        if len(new):
+            grown = pd.concat([fps, new.set_axis(fps.columns, axis=1)])
+            grown.attrs["unpredictable"] = dict(fps.attrs.get("unpredictable", {}))
+            self.features.fps = grown
+        return list(new.index)
+
     def _state(self):
         return self.features.arrays()
 

@@ -267,6 +267,58 @@ class PerturbDiff(Method):
         uns = {"method": self.name, "seed": int(seed), "sampler": p["sampler"]}
         return cells.prediction(table, draw, X, uns)
 
+    # -- screening unseen chemicals
+    def add_perturbations(
+        self, drugs: pd.DataFrame, names: list[str], priors: dict | None = None
+    ) -> list[str]:
+        """Fingerprint rows of unseen chemicals, and with ``drug_features: morgan_mdt`` their MDT
+        embeddings ``z_drug`` from the ``mdt`` prior (``priors["mdt"]``), inserted before the
+        control's row, which stays last
+        (:func:`~scpert.methods.perturbdiff.covariates.structure_features`); they keep drug id 0
+        (unseen). ``drug_features: none`` cannot featurise them."""
+        from dataclasses import replace
+
+        from scpert.perturbations import added_features
+
+        known = self.vocab.features[:-1]
+        wanted = [n for n in names if n not in set(known)]
+        if not wanted:
+            return []
+        kind = self.params["drug_features"]
+        if kind == "none":
+            raise NotImplementedError(
+                f"perturbdiff (drug_features none): cannot featurise '{wanted[0]}' absent from "
+                "training"
+            )
+        cov = self.net.covariates
+        new = added_features(
+            drugs,
+            wanted,
+            known,
+            n_bits=int(cov.fingerprints.shape[1]),
+            radius=int(self.params["fingerprint_radius"]),
+        )
+        rows = torch.as_tensor(new.to_numpy(np.float32), device=cov.fingerprints.device)
+        cov.fingerprints = torch.cat([cov.fingerprints[:-1], rows, cov.fingerprints[-1:]])
+        if kind == "morgan_mdt":
+            from scpert.priors.outputs import MDT_TOKENS, load_drug_tokens
+
+            if not priors or "mdt" not in priors:
+                raise SchemaError("perturbdiff: drug_features morgan_mdt needs the prior 'mdt'")
+            tokens = load_drug_tokens(Path(priors["mdt"]) / MDT_TOKENS)
+            row = {str(d): i for i, d in enumerate(tokens["drug"])}
+            absent = [d for d in new.index if d not in row]
+            if absent:
+                raise SchemaError(
+                    f"{priors['mdt']}/{MDT_TOKENS}: no MDT embedding for drug '{absent[0]}' "
+                    "(field 'drug')"
+                )
+            z = tokens["z_drug"].astype(np.float32)[[row[d] for d in new.index]]
+            z = torch.as_tensor(z, device=cov.mdt.device)
+            cov.mdt = torch.cat([cov.mdt[:-1], z, cov.mdt[-1:]])
+        self.vocab = replace(self.vocab, features=[*known, *new.index, self.vocab.control])
+        return list(new.index)
+
     # -- persistence
     def _save_state(self, path: Path) -> None:
         torch.save(

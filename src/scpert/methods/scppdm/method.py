@@ -231,6 +231,27 @@ class ScPPDM(Method):
         return cells.prediction(table, draw, X, uns)
 
     # -- persistence
+    def add_perturbations(
+        self, drugs: pd.DataFrame, names: list[str], priors: dict | None = None
+    ) -> list[str]:
+        """Fingerprint rows of unseen chemicals appended to the drug table and the encoder's
+        buffer (their training id stays 0, unseen); an id-only encoder cannot featurise them."""
+        missing = [n for n in names if n not in set(self.drugs.names)]
+        if not missing:
+            return []
+        if self.params["drug_encoder"] != "morgan":
+            raise NotImplementedError(
+                f"scppdm (drug_encoder {self.params['drug_encoder']}): cannot featurise "
+                f"'{missing[0]}' absent from training"
+            )
+        self.drugs, new = self.drugs.grown(
+            drugs, missing, radius=int(self.params["fingerprint_radius"])
+        )
+        encoder = self.net.drug_encoder
+        rows = torch.as_tensor(new.to_numpy(np.float32), device=encoder.fingerprints.device)
+        encoder.fingerprints = torch.cat([encoder.fingerprints, rows])
+        return list(new.index)
+
     def _save_state(self, path: Path) -> None:
         meta = {
             "copied_from": "training prior",

@@ -130,6 +130,36 @@ class StateXDiff(Method):
         fps = method_features(train, names, n_bits=int(p["fingerprint_bits"]), radius=2)
         return list(fps.index), ("structure", torch.as_tensor(fps.to_numpy(np.float32)))
 
+    def add_perturbations(
+        self, drugs: pd.DataFrame, names: list[str], priors: dict | None = None
+    ) -> list[str]:
+        """Fingerprint rows of unseen chemicals for the structure encoder (``drug_encoder:
+        structure``). The MDT encoder already holds the template of every drug of its ``mdt``
+        prior (the drug table's chemicals, with or without cells); a drug outside it raises."""
+        if self.params["drug_encoder"] == "mdt":
+            new = [n for n in names if n not in set(self.drug_names)]
+            if not new:
+                return []
+            raise NotImplementedError(
+                f"statexdiff (drug_encoder mdt): no drug template for '{new[0]}' in the MDT "
+                "prior the model was trained with"
+            )
+        from scpert.perturbations import added_features
+
+        tokens = self.net.drug_tokens
+        new = added_features(
+            drugs,
+            names,
+            self.drug_names,
+            n_bits=int(tokens.fingerprints.shape[1]),
+            radius=2,  # as in _drug_source
+        )
+        if len(new):
+            rows = torch.as_tensor(new.to_numpy(np.float32), device=tokens.fingerprints.device)
+            tokens.fingerprints = torch.cat([tokens.fingerprints, rows])
+            self.drug_names = [*self.drug_names, *new.index]
+        return list(new.index)
+
     def _cell_proteins(self, train: PerturbData, control_names: list[str]):
         """``(g_p, q)`` of the training controls from the ``protein`` prior (module docstring),
         ``q = 1`` for "w/o PQM"; ``g_p = 0, q = 0`` for "w/o pseudo-protein"."""
