@@ -201,6 +201,11 @@ def test_every_prior_of_the_layout_is_built_by_a_rule(tmp_path):
         "results/synthetic/priors/translator",
         "results/synthetic/drug_ood/priors/protein",
         "results/synthetic/drug_ood/priors/vmcs",
+        "results/synthetic/drug_ood/priors/protein_measured",
+        "results/synthetic/drug_ood/priors/vmcs_measured",
+        "results/synthetic/drug_ood/priors/translator_finetuned",
+        "results/synthetic/drug_ood/priors/protein_finetuned",
+        "results/synthetic/drug_ood/priors/vmcs_finetuned",
         "results/synthetic/drug_ood/priors/perturbdiff_marginal",
     ]
     out = snakemake("-n", "-d", tmp_path, *targets).stdout
@@ -210,6 +215,10 @@ def test_every_prior_of_the_layout_is_built_by_a_rule(tmp_path):
     assert counts["train_translator"] == 1 and counts["infer_protein"] == 1
     assert counts["train_vmcs"] == 1
     assert counts["pretrain_perturbdiff"] == 1
+    # Fig. 3c's protein sources (TrueProt, TrueProt-FT)
+    assert counts["measure_protein"] == 1 and counts["train_vmcs_measured"] == 1
+    assert counts["finetune_translator"] == 1 and counts["infer_protein_finetuned"] == 1
+    assert counts["train_vmcs_finetuned"] == 1
 
 
 def test_configfile_replaces_the_default_config(tmp_path):
