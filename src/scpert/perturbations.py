@@ -289,6 +289,21 @@ class DrugTable:
         )
         return table, new
 
+    def unseen(self, names: Iterable[str]) -> list[str]:
+        """The ``names`` this table has no row for, in order."""
+        known = set(self.names)
+        return [n for n in names if n not in known]
+
+    def grown_into(self, encoder, drugs: pd.DataFrame, names: Iterable[str], *, radius: int):
+        """:meth:`grown`, with the new rows also appended to ``encoder.fingerprints`` (a torch
+        buffer, the rows of this table in order): ``(grown table, names added)``."""
+        import torch
+
+        table, new = self.grown(drugs, names, radius=radius)
+        rows = torch.as_tensor(new.to_numpy(np.float32), device=encoder.fingerprints.device)
+        encoder.fingerprints = torch.cat([encoder.fingerprints, rows])
+        return table, list(new.index)
+
 
 def drug_table(train, seen: Sequence[str], p: dict) -> DrugTable:
     """The :class:`DrugTable` of a method fitted on ``train``: feature rows of every perturbation

@@ -207,7 +207,7 @@ class ScDFM(Method):
     ) -> list[str]:
         """Fingerprint rows of unseen chemicals appended to the drug table and the encoder's
         buffer (their training id stays 0, unseen); an id-only encoder cannot featurise them."""
-        missing = [n for n in names if n not in set(self.drugs.names)]
+        missing = self.drugs.unseen(names)
         if not missing:
             return []
         if self.params["perturbation_encoder"] == "id":
@@ -215,13 +215,10 @@ class ScDFM(Method):
                 f"scdfm (perturbation_encoder {self.params['perturbation_encoder']}): cannot featurise "
                 f"'{missing[0]}' absent from training"
             )
-        self.drugs, new = self.drugs.grown(
-            drugs, missing, radius=int(self.params["fingerprint_radius"])
+        self.drugs, added = self.drugs.grown_into(
+            self.net.perturbation, drugs, missing, radius=int(self.params["fingerprint_radius"])
         )
-        encoder = self.net.perturbation
-        rows = torch.as_tensor(new.to_numpy(np.float32), device=encoder.fingerprints.device)
-        encoder.fingerprints = torch.cat([encoder.fingerprints, rows])
-        return list(new.index)
+        return added
 
     def _save_state(self, path: Path) -> None:
         torch.save(

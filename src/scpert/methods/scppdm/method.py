@@ -236,7 +236,7 @@ class ScPPDM(Method):
     ) -> list[str]:
         """Fingerprint rows of unseen chemicals appended to the drug table and the encoder's
         buffer (their training id stays 0, unseen); an id-only encoder cannot featurise them."""
-        missing = [n for n in names if n not in set(self.drugs.names)]
+        missing = self.drugs.unseen(names)
         if not missing:
             return []
         if self.params["drug_encoder"] != "morgan":
@@ -244,13 +244,10 @@ class ScPPDM(Method):
                 f"scppdm (drug_encoder {self.params['drug_encoder']}): cannot featurise "
                 f"'{missing[0]}' absent from training"
             )
-        self.drugs, new = self.drugs.grown(
-            drugs, missing, radius=int(self.params["fingerprint_radius"])
+        self.drugs, added = self.drugs.grown_into(
+            self.net.drug_encoder, drugs, missing, radius=int(self.params["fingerprint_radius"])
         )
-        encoder = self.net.drug_encoder
-        rows = torch.as_tensor(new.to_numpy(np.float32), device=encoder.fingerprints.device)
-        encoder.fingerprints = torch.cat([encoder.fingerprints, rows])
-        return list(new.index)
+        return added
 
     def _save_state(self, path: Path) -> None:
         meta = {
