@@ -409,3 +409,31 @@ def test_controls_in_other_gene_order_or_sparse_give_the_same_cells(world):
     a, b = method.predict(controls, conds, seed=1), method.predict(shuffled, conds, seed=1)
     assert list(b.var_names) == GENES
     np.testing.assert_allclose(a.X, b.X, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(40, 12), (6, 30)])  # more rows than features, and fewer
+def test_ridge_fit_equals_scikit_learn_ridge(shape):
+    from sklearn.linear_model import Ridge
+
+    from scpert.methods.baselines.deltas import ridge_fit
+
+    rng = np.random.default_rng(0)
+    X, Y = rng.normal(size=shape), rng.normal(size=(shape[0], 5)) + 3.0
+    reference = Ridge(alpha=0.7).fit(X, Y)
+    coef, intercept = ridge_fit(X, Y, 0.7)
+    np.testing.assert_allclose(coef, reference.coef_, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(intercept, reference.intercept_, rtol=1e-9, atol=1e-12)
+
+
+def test_pca_fit_equals_scikit_learn_full_pca_signs_included():
+    from sklearn.decomposition import PCA
+
+    from scpert.methods.baselines.deltas import pca_fit
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(7, 20)) * np.linspace(3.0, 0.1, 20)
+    reference = PCA(n_components=4, svd_solver="full").fit(X)
+    mean, components, variance = pca_fit(X, 4)
+    np.testing.assert_allclose(mean, reference.mean_, atol=1e-12)
+    np.testing.assert_allclose(components, reference.components_, atol=1e-10)
+    np.testing.assert_allclose(variance, reference.explained_variance_, rtol=1e-10)

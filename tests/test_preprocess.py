@@ -141,3 +141,19 @@ def test_qc_logs_what_each_step_removed(raw_small, caplog):
     removed = int((detected_in < 500).sum())
     assert removed == raw_small.n_vars - adata.n_vars == 5  # genes seen in 168 ... 475 cells
     assert "QC preprocess.min_cells=500 removed 0 cells and 5 genes" in caplog.text
+
+
+@pytest.mark.parametrize("sparse", [True, False])
+def test_seurat_v3_variances_equal_scanpys(raw_small, sparse):
+    from scpert.data.preprocess import seurat_v3_variances
+
+    counts = raw_small.X if sparse else raw_small.X.toarray()
+    ref = sc.pp.highly_variable_genes(
+        ad.AnnData(counts, var=pd.DataFrame(index=raw_small.var_names)),
+        n_top_genes=10,
+        flavor="seurat_v3",
+        inplace=False,
+    )
+    ours = seurat_v3_variances(counts)
+    assert np.isfinite(ours).all() and ours.std() > 0
+    np.testing.assert_allclose(ours, ref["variances_norm"].to_numpy(), rtol=1e-9)

@@ -155,26 +155,70 @@ def hvg_ranking(
     most variable (ties by gene order). When ``n_top_genes >= n_genes`` no ranking is fitted (every
     gene is kept anyway): ranks follow the gene order and ``dispersion`` is NaN.
     """
-    import scanpy as sc
-
     train = adata[train_cells_mask(adata.obs, split_table, control)]
     if n_top_genes >= adata.n_vars:
         ranks = np.arange(adata.n_vars)
         score = np.full(adata.n_vars, np.nan)
     else:
-        sub = ad.AnnData(
-            X=train.layers["counts"] if flavor == "seurat_v3" else train.X,
-            var=pd.DataFrame(index=train.var_names),
-        )
-        res = sc.pp.highly_variable_genes(
-            sub, n_top_genes=n_top_genes, flavor=flavor, inplace=False
-        )
-        col = "variances_norm" if flavor == "seurat_v3" else "dispersions_norm"
-        score = res[col].to_numpy()
+        if flavor == "seurat_v3":
+            score = seurat_v3_variances(train.layers["counts"])
+        else:
+            import scanpy as sc
+
+            sub = ad.AnnData(X=train.X, var=pd.DataFrame(index=train.var_names))
+            res = sc.pp.highly_variable_genes(
+                sub, n_top_genes=n_top_genes, flavor=flavor, inplace=False
+            )
+            score = res["dispersions_norm"].to_numpy()
         order = np.lexsort((np.arange(len(score)), -np.nan_to_num(score, nan=-np.inf)))
         ranks = np.empty_like(order)
         ranks[order] = np.arange(len(order))
     return pd.DataFrame({"gene": adata.var_names, "rank": ranks + 1, "dispersion": score})
+
+
+def seurat_v3_variances(counts, span: float = 0.3) -> np.ndarray:
+    """Seurat v3's normalised variance of every gene (one batch), as scanpy's
+    ``highly_variable_genes(flavor="seurat_v3")["variances_norm"]`` computes it: a degree-2 loess
+    (``span``) of log10 variance on log10 mean over the non-constant genes gives the expected
+    standard deviation ``sigma``; counts are clipped at ``mean + sigma * sqrt(n)``, and the
+    variance of the clipped counts around the mean is divided by ``sigma**2`` (unbiased, ``n - 1``).
+
+    In numpy and scikit-misc's loess rather than through scanpy, whose import and numba kernels
+    cost a ``select_hvg`` job more than the fit; tests/test_preprocess.py checks the values against
+    scanpy's."""
+    from skmisc.loess import loess
+
+    n = counts.shape[0]
+    if sp.issparse(counts):
+        X = sp.csr_matrix(counts)
+        data = X.data.astype(np.float64)
+        cols = X.indices
+        n_genes = X.shape[1]
+        mean = np.bincount(cols, weights=data, minlength=n_genes) / n
+        nonzero = np.bincount(cols, minlength=n_genes)
+        # two-pass variance, the zeros' share from their count
+        var = np.bincount(cols, weights=(data - mean[cols]) ** 2, minlength=n_genes)
+        var = (var + (n - nonzero) * mean**2) / n
+    else:
+        data = np.asarray(counts, dtype=np.float64)
+        mean = data.mean(axis=0)
+        var = (data**2).mean(axis=0) - mean**2
+    var = var * n / (n - 1) if n > 1 else var
+    not_const = var > 0
+    fitted = np.zeros(len(mean), dtype=np.float64)
+    model = loess(np.log10(mean[not_const]), np.log10(var[not_const]), span=span, degree=2)
+    model.fit()
+    fitted[not_const] = model.outputs.fitted_values
+    sigma = np.sqrt(10**fitted)
+    clip = sigma * np.sqrt(n) + mean
+    if sp.issparse(counts):
+        clipped = np.minimum(data, clip[cols])
+        total = np.bincount(cols, weights=clipped, minlength=len(mean))
+        squares = np.bincount(cols, weights=clipped**2, minlength=len(mean))
+    else:
+        clipped = np.minimum(data, clip)
+        total, squares = clipped.sum(axis=0), (clipped**2).sum(axis=0)
+    return (n * mean**2 + squares - 2 * total * mean) / ((n - 1) * sigma**2)
 
 
 def top_genes(ranking: pd.DataFrame, n: int) -> pd.DataFrame:

@@ -30,7 +30,7 @@ Definitions (lookups fall back in the order given)
   target line's training delta of that drug at the nearest training dose (nearest in log1p(dose));
   else the perturb_mean of the single across lines (same dose, else any dose); else 0. For a
   single drug this is the in-line nearest-dose delta.
-- ``base_reg``: ridge regression (scikit-learn) from ``[sum_c FP_c * log1p(d_c)/log1p(max train
+- ``base_reg``: ridge regression (scikit-learn's ``Ridge``, computed by :func:`ridge_fit`) from ``[sum_c FP_c * log1p(d_c)/log1p(max train
   dose), sum_c FP_c, context PCs]`` to the delta. FP = Morgan bits (radius 2, 1024 bits); context
   PCs = the target line's control mean in a whitened PCA (``min(n_context_pcs, n_lines - 1)``
   components) fitted on the per-line control pseudobulks of the training data, whose controls
@@ -328,6 +328,41 @@ class Additive(DeltaBaseline):
 
 
 # ---------------------------------------------------------------- structure + context features
+# PCA and ridge in numpy: scikit-learn's import alone (~1 CPU s) cost more than both fits on the
+# default world; tests/test_baselines.py checks both against scikit-learn.
+def pca_fit(X: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``mean_, components_, explained_variance_`` of scikit-learn's
+    ``PCA(n_components=k, svd_solver="full").fit(X)``: SVD of the centred rows, each component's
+    sign fixed so that its largest-magnitude loading is positive (``svd_flip(...,
+    u_based_decision=False)``), variances ``s**2 / (n - 1)``."""
+    X = np.asarray(X, dtype=np.float64)
+    mean = X.mean(axis=0)
+    _, s, vt = np.linalg.svd(X - mean, full_matrices=False)
+    signs = np.sign(vt[np.arange(len(vt)), np.abs(vt).argmax(axis=1)])
+    vt *= np.where(signs == 0, 1.0, signs)[:, None]
+    return mean, vt[:k], (s**2 / max(len(X) - 1, 1))[:k]
+
+
+def ridge_fit(X: np.ndarray, Y: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    """``coef_`` (n_targets, n_features) and ``intercept_`` of scikit-learn's
+    ``Ridge(alpha).fit(X, Y)`` (intercept fitted, no sample weights): the centred normal equations
+    ``(Xc' Xc + alpha I) w = Xc' Yc``, solved in their dual form ``(Xc Xc' + alpha I) a = Yc``,
+    ``w = Xc' a`` when there are more features than rows (scikit-learn's cholesky solver does the
+    same)."""
+    X, Y = np.asarray(X, dtype=np.float64), np.asarray(Y, dtype=np.float64)
+    x_mean, y_mean = X.mean(axis=0), Y.mean(axis=0)
+    Xc, Yc = X - x_mean, Y - y_mean
+    if X.shape[1] > X.shape[0]:
+        K = Xc @ Xc.T
+        K.flat[:: len(K) + 1] += alpha
+        coef = (Xc.T @ np.linalg.solve(K, Yc)).T
+    else:
+        A = Xc.T @ Xc
+        A.flat[:: len(A) + 1] += alpha
+        coef = np.linalg.solve(A, Xc.T @ Yc).T
+    return coef, y_mean - x_mean @ coef.T
+
+
 @dataclass
 class ConditionFeatures:
     """``[drug_features(drug, dose), whitened context PCs of the line's control mean]``."""
@@ -354,10 +389,7 @@ class ConditionFeatures:
         contexts = td.control_means.to_numpy()
         k = min(int(n_context_pcs), len(contexts) - 1)
         if k > 0:
-            from sklearn.decomposition import PCA
-
-            pca = PCA(n_components=k, svd_solver="full").fit(contexts)
-            mean, comps, var = pca.mean_, pca.components_, pca.explained_variance_
+            mean, comps, var = pca_fit(contexts, k)
         else:
             mean, comps, var = contexts.mean(axis=0), np.zeros((0, contexts.shape[1])), np.zeros(0)
         scale = np.where(var > 1e-12, np.sqrt(var), 1.0)  # identical lines: no whitening
@@ -470,11 +502,9 @@ class BaseReg(FeatureBaseline):
     name = "base_reg"
 
     def _fit_model(self, X, Y, device):
-        from sklearn.linear_model import Ridge
-
-        ridge = Ridge(alpha=float(self.params["alpha"])).fit(X, Y)
-        self.coef = ridge.coef_.astype(np.float32)  # (n_genes, n_features)
-        self.intercept = np.asarray(ridge.intercept_, dtype=np.float32)
+        coef, intercept = ridge_fit(X, Y, float(self.params["alpha"]))
+        self.coef = coef.astype(np.float32)  # (n_genes, n_features)
+        self.intercept = intercept.astype(np.float32)
 
     def _deltas(self, conditions, control_means):
         X = self.features.matrix(conditions, control_means).astype(np.float64)
