@@ -36,6 +36,7 @@ PAPER: dict[str, Any] = {
     "time_distribution": "uniform",  # t ~ U(0, 1) (§3.1)
     "source": "noise",  # x0 ~ N(0, I) (§3.1); "control": c_x + source_noise x N(0, I)
     "source_noise": 1.0,  # used by source "control" only
+    "coupling": "independent",  # x0-x1 pairs (§3.1); "ot": mini-batch OT per group (train.couple)
     # tiny-preset departures (docs/decisions.md "scDFM tiny preset"); the paper's values here
     "standardize": "none",  # "control": z-score genes by the training controls (train.GeneScale)
     "groups_per_step": 1,  # perturbations per batch (the code: one); MMD per group
@@ -81,15 +82,17 @@ TINY: dict[str, Any] = {
     "subset_genes": 64,
     "lr": 2e-3,
     "lr_min": 1e-4,
-    "batch_size": 32,
+    "batch_size": 64,
     "steps": 200,
     "sampler_steps": 4,
     "perturbation_encoder": "structure",
     "standardize": "control",
-    "groups_per_step": 8,
+    "groups_per_step": 16,
     "gene_init": "pca",
+    "source": "control",
+    "source_noise": 0.2,
     "time_frequencies": 32,
-    "generated_cells": 6,
+    "generated_cells": 30,
     "checkpoint_every": 0,
     "sample_batch_size": 1024,
     "describe_n_genes": 800,
@@ -102,6 +105,7 @@ CHOICES = {
     "perturbation_encoder": ("id", "structure", "id_structure"),
     "time_distribution": ("uniform", "logit_normal"),
     "source": ("noise", "control"),
+    "coupling": ("independent", "ot"),
     "standardize": ("none", "control"),
     "gene_init": ("random", "pca"),
 }
