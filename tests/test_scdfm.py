@@ -555,7 +555,7 @@ def test_fit_lowers_the_loss_and_predicts_deterministically(processed, world):
     pred = model.predict(controls, conditions, seed=1)
     again = model.predict(controls, conditions, seed=1)
     assert np.array_equal(pred.X, again.X) and (pred.X >= 0).all()
-    assert pred.uns["sampler"] == "ode_euler"
+    assert pred.uns["sampler"] == "ode_heun"  # the tiny preset: Heun K = 2
     # generated_cells (6) model samples per row, repeated round-robin over its 12 cells
     first = pred[pred.obs.condition == test["condition"].iloc[0]].X
     assert len(np.unique(first, axis=0)) == 6

@@ -67,12 +67,13 @@ PAPER: dict[str, Any] = {
 }
 
 #: the CPU preset of config/config.yaml (budget: <= 60 s CPU per split for train + sample, issue
-#: 15): the paper's architecture and objective, width 16, 2 layers, 1 head, 200 steps, Euler K = 4,
-#: and 30 model samples per test condition; four named departures that the 200-step budget needs
-#: (their paper values in PAPER): genes z-scored by the training controls, 16 perturbations per
-#: batch, gene-identity rows initialised from PC loadings, and the flow started from the control
-#: cell plus 0.2 x noise (``source: control``) instead of pure noise (docs/decisions.md "scDFM:
-#: parameter count and the tiny preset", "Issue 15: the tiny preset starts from the control cell")
+#: 15): the paper's architecture and objective, width 16, 2 layers, 1 head, 200 steps, Heun K = 2
+#: (4 velocity evaluations, as Euler K = 4) and 30 model samples per test condition; four named
+#: departures that the 200-step budget needs (their paper values in PAPER): genes z-scored by the
+#: training controls, 16 perturbations per batch, gene-identity rows initialised from PC loadings,
+#: and the flow started from the control cell plus 0.2 x noise (``source: control``) instead of
+#: pure noise (docs/decisions.md "scDFM: parameter count and the tiny preset", "Issue 15: the tiny
+#: preset starts from the control cell")
 TINY: dict[str, Any] = {
     **PAPER,
     "width": 16,
@@ -85,7 +86,8 @@ TINY: dict[str, Any] = {
     "lr_min": 1e-4,
     "batch_size": 64,
     "steps": 200,
-    "sampler_steps": 4,
+    "sampler": "heun",  # 2 Heun steps = 4 velocity evaluations, as Euler K = 4 (issue 15)
+    "sampler_steps": 2,
     "perturbation_encoder": "structure",
     "standardize": "control",
     "groups_per_step": 16,
