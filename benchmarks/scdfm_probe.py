@@ -25,6 +25,7 @@ import torch
 from scpert.data import pairing, schema
 from scpert.methods import get_method
 from scpert.methods.scdfm.model import gene_subset_mask
+from scpert.methods.scdfm.train import source
 from scpert.methods.scppdm.model import ConditionBatch
 from scpert.steps.methods import training_data
 
@@ -71,7 +72,8 @@ def main(run: str, split: str, overrides: dict, one: bool) -> None:
         cond = conditions[torch.full((64,), int(g))]
         with torch.no_grad():
             for t in TIMES:
-                x1, x0 = z(rng.choice(members, 64)), torch.randn(64, 64)
+                x1 = z(rng.choice(members, 64))
+                x0 = source(c_x, torch.randn(64, 64), model.params)  # the fit's source
                 x_t = (1 - t) * x0 + t * x1
                 v = model.net(x_t, torch.full((64,), t), c_x, gene_index, mask, cond)
                 end = (x_t + (1 - t) * v).mean(0)

@@ -54,6 +54,9 @@ def test_paper_preset_equals_appendix_a43():
         "standardize": "none",
         "groups_per_step": 1,
         "gene_init": "random",
+        "source": "noise",
+        "coupling": "independent",
+        "generated_cells": 0,
     }
     assert {k: PAPER[k] for k in expected} == expected
     assert set(TINY) == set(PAPER)  # complete presets
@@ -354,7 +357,8 @@ def test_training_loss_is_cfm_plus_half_mmd_on_the_endpoint(monkeypatch):
     monkeypatch.setattr(train_mod, "Trainer", Capture)
     torch.manual_seed(0)
     table = _table()
-    paper_batches = {"standardize": "none", "groups_per_step": 1}  # one group, raw values
+    # one group, raw values, noise source (the paper's; the tiny preset starts from the control)
+    paper_batches = {"standardize": "none", "groups_per_step": 1, "source": "noise"}
     p = (
         get_method("scdfm")
         .from_preset("tiny", {**FAST, **paper_batches, "perturbation_encoder": "id"})
@@ -431,7 +435,9 @@ def test_groups_per_step_z_scores_by_the_controls_and_averages_the_mmd_per_group
         )
     b = seen["batch"]
     genes = b.shared["genes"].numpy()
-    x1, x0, t, group = b.rows["x1"], b.rows["x0"], b.rows["t"], b.rows["group"]
+    x1, t, group = b.rows["x1"], b.rows["t"], b.rows["group"]
+    assert p["source"] == "control" and p["coupling"] == "independent"
+    x0 = b.rows["c_x"] + p["source_noise"] * b.rows["x0"]  # the tiny preset's source
     assert len(x1) == 8 and len(set(group[:4].tolist())) == 1 and len(set(group[4:].tolist())) == 1
     raw = x1.numpy() * scale.sd[genes] + scale.mean[genes]
     for row, g in zip(raw, group.tolist()):  # each row is a cell of its group
@@ -450,6 +456,44 @@ def test_too_many_groups_per_step_for_the_batch_is_one_clear_error():
     assert groups_and_cells({"groups_per_step": 8, "batch_size": 32}) == (8, 4)
     with pytest.raises(ValueError, match="groups_per_step 8 leaves fewer than 2 cells"):
         groups_and_cells({"groups_per_step": 8, "batch_size": 8})
+
+
+class GaussianOracle(torch.nn.Module):
+    """The exact marginal velocity of the linear path from N(0, I) to N(mu, diag(s^2)) per gene
+    (z-space): ``E[x1 - x0 | x_t = x]`` with ``Var x_t = (1 - t)^2 + t^2 s^2``."""
+
+    def __init__(self, mu, s):
+        super().__init__()
+        self.mu, self.s = mu, s
+
+    def context(self, c_x, genes, mask, cond):
+        return genes
+
+    def velocity(self, x, t, genes):
+        mu, s2, t = self.mu[genes], self.s[genes] ** 2, t[:, None]
+        var = (1 - t) ** 2 + t**2 * s2
+        centred = x - t * mu
+        return mu + (t * s2 - (1 - t)) / var * centred
+
+
+def test_oracle_velocity_through_the_sampler_recovers_every_genes_distribution():
+    """The whole sampling path (gene partition, z-scoring, time grid 0 -> 1, clamp, mapping
+    back) with the exact velocity: each gene's mean and sd come out in expression space, so a
+    misaligned gene subset, a reversed time or a wrong scale would show."""
+    from scpert.methods.scdfm.train import GeneScale
+
+    g = torch.Generator().manual_seed(0)
+    G = 12
+    mu = torch.linspace(-1.0, 2.0, G).double()  # z-space target means, all different
+    s = torch.linspace(0.3, 1.5, G).double()
+    scale = GeneScale(np.linspace(4.0, 9.0, G), np.linspace(0.5, 1.0, G))  # clamp inactive
+    p = {"sampler": "rk4", "sampler_steps": 20, "subset_genes": 5, "source": "noise"}
+    full = torch.ones(G, G, dtype=torch.bool)
+    noise = torch.randn(20_000, G, generator=g).double()
+    c_x = torch.zeros(20_000, G).double()
+    out = integrate(GaussianOracle(mu, s), c_x, None, noise, full, p, 3, scale).numpy()
+    np.testing.assert_allclose(out.mean(0), scale.mean + scale.sd * mu.numpy(), atol=0.03)
+    np.testing.assert_allclose(out.std(0), scale.sd * s.numpy(), rtol=0.03)
 
 
 def test_z_scored_sampling_clamps_at_expression_zero_and_maps_back():
@@ -489,7 +533,7 @@ def sets_rows(b, X, x1):
 # ------------------------------------------------------------------------ fit and predict
 def test_fit_lowers_the_loss_and_predicts_deterministically(processed, world):
     data = _data(processed, world)
-    model = get_method("scdfm").from_preset("tiny", {"steps": 150}, seed=0)
+    model = get_method("scdfm").from_preset("tiny", {"steps": 150, "generated_cells": 6}, seed=0)
     model.fit(data)
     cfm = model.history["history"]["cfm"]
     assert np.mean(cfm[-3:]) < 0.8 * np.mean(cfm[:3])  # flow matching learns
@@ -511,10 +555,10 @@ def test_fit_lowers_the_loss_and_predicts_deterministically(processed, world):
     pred = model.predict(controls, conditions, seed=1)
     again = model.predict(controls, conditions, seed=1)
     assert np.array_equal(pred.X, again.X) and (pred.X >= 0).all()
-    assert pred.uns["sampler"] == "ode_euler"
+    assert pred.uns["sampler"] == "ode_heun"  # the tiny preset: Heun K = 2
     # generated_cells (6) model samples per row, repeated round-robin over its 12 cells
     first = pred[pred.obs.condition == test["condition"].iloc[0]].X
-    assert len(np.unique(first, axis=0)) == TINY["generated_cells"]
+    assert len(np.unique(first, axis=0)) == 6
     np.testing.assert_array_equal(first[6:], first[:6])
 
 
@@ -535,3 +579,20 @@ def test_configured_ablations_cover_section_4_5():
         "scdfm_standard_attention": {"attention"},
         "scdfm_no_mmd": {"mmd_weight"},
     }
+
+
+def test_ot_coupling_pairs_each_source_with_its_nearest_target_within_its_group():
+    from scpert.methods.scdfm.train import couple
+
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn(12, 5, generator=g)
+    perm = torch.cat([torch.randperm(4, generator=g) + 4 * k for k in range(3)])  # within groups
+    x1 = x0[perm] + 0.01 * torch.randn(12, 5, generator=g)
+    paired = couple(x0, x1, 4, "ot")
+    torch.testing.assert_close(paired, x0, atol=0.05, rtol=0)
+    assert sorted(map(tuple, paired.tolist())) == sorted(map(tuple, x1.tolist()))  # same targets
+    assert torch.equal(couple(x0, x1, 4, "independent"), x1)
+    # groups of 3 cannot reach across the group boundary: the targets of group 0 stay there
+    assert torch.equal(couple(x0, x1, 3, "ot")[:3].sort(0)[0], x1[:3].sort(0)[0])
+    with pytest.raises(ValueError, match="coupling"):
+        couple(x0, x1, 4, "sinkhorn")
