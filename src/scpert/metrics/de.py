@@ -39,12 +39,19 @@ def _as_dense(x) -> np.ndarray:
     return x.toarray() if sp.issparse(x) else np.asarray(x)
 
 
-def mean_var(x) -> tuple[np.ndarray, np.ndarray]:
+def column_mean(x) -> np.ndarray:
+    """Per-gene mean of a dense cells x genes matrix accumulated in float64 (the mean of
+    :func:`mean_var`)."""
+    return np.asarray(x).mean(axis=0, dtype=np.float64)
+
+
+def mean_var(x, mean: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per-gene mean and unbiased variance of a cells x genes matrix (dense or CSR), scanpy-style.
 
     Follows ``scanpy.preprocessing._utils._get_mean_var``: float64 sums, squares in the input
     dtype, ``var = (E[x^2] - E[x]^2) * n / (n - 1)`` (no rescaling for a single cell). The variance
     can come out slightly negative for a constant gene; :func:`ttest_scores` handles that as scanpy.
+    mean: :func:`column_mean` of a dense ``x`` when already computed (the same values).
     """
     n = x.shape[0]
     if n == 0:
@@ -58,7 +65,7 @@ def mean_var(x) -> tuple[np.ndarray, np.ndarray]:
         mean_sq = np.bincount(x.indices, weights=squares, minlength=n_genes) / n
     else:
         x = np.asarray(x)
-        mean = x.mean(axis=0, dtype=np.float64)
+        mean = column_mean(x) if mean is None else mean
         mean_sq = (x * x).mean(axis=0, dtype=np.float64)
     var = mean_sq - mean**2
     if n != 1:
@@ -125,28 +132,28 @@ def _float32_keys(values: np.ndarray) -> np.ndarray | None:
 _NEGATIVE_ZERO_BITS = np.uint32(0x80000000)
 
 
-def _tag_float32(x: np.ndarray, group: bool, out: np.ndarray) -> bool:
+def _tag_float32(x: np.ndarray, reference: bool, out: np.ndarray) -> bool:
     """Write the tagged uint32 keys of the float32 cells x genes values ``x`` into ``out`` (genes x
     cells): the bit pattern shifted left by one (so ``-0.0`` and ``+0.0`` both become 0) plus 1
-    for the group. Non-negative float32 values order like these integers. Returns False
+    for the reference. Non-negative float32 values order like these integers. Returns False
     (``out`` unusable) when some value is negative."""
     bits = x.view(np.uint32)
     if bits.size and bits.max() > _NEGATIVE_ZERO_BITS:
         return False
     np.left_shift(bits.T, 1, out=out)  # the ufunc reads the transpose, no separate copy
-    if group:
+    if reference:
         out |= 1
     return True
 
 
-def _tag(keys: np.ndarray, dtype, group: bool, out: np.ndarray | None = None) -> np.ndarray:
-    """``keys << 1`` (:func:`_float32_keys`), plus 1 for the group, in ``dtype`` (int64 when some
-    key is negative)."""
+def _tag(keys: np.ndarray, dtype, reference: bool, out: np.ndarray | None = None) -> np.ndarray:
+    """``keys << 1`` (:func:`_float32_keys`), plus 1 for the reference, in ``dtype`` (int64 when
+    some key is negative)."""
     if out is None:
         out = np.empty(keys.shape, dtype=dtype)
     np.copyto(out, keys, casting="unsafe")
     out <<= 1
-    if group:
+    if reference:
         out |= 1
     return out
 
@@ -155,10 +162,14 @@ def _rank_sums_tagged(tagged: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per row (gene) of genes x cells tagged keys (:func:`_tag`): rank sum of the group and sum
     over ties of t^3 - t.
 
-    One sort per row orders the values and puts, within a run of equal values, the reference's
-    cells before the group's (tag 0 before 1). The sorted matrix splits into sub-runs of equal
-    (value, group) pairs; consecutive sub-runs of one value form a run of ties. A run starting at
-    0-based position ``a`` with length ``t`` gives each member the average rank ``a + (t + 1) / 2``.
+    One sort per row orders the values and puts, within a run of equal values, the group's cells
+    before the reference's (tag 0 before 1). The sorted matrix splits into sub-runs of equal
+    (value, tag) pairs, so a run of ties is a group sub-run, a reference sub-run, or a group
+    sub-run of ``g`` cells at 0-based position ``a`` followed by a reference sub-run of ``c``
+    cells. The group's cells there share the average rank ``a + (g + c + 1) / 2``: a rank sum of
+    ``g a + g (g + 1) / 2 + g c / 2``, and the run adds ``(g + c)^3 - (g + c) = g^3 - g + c^3 - c
+    + 3 g c (g + c)`` to the tie term. Everything is counted per sub-run, so the cost past the
+    sort is one comparison of neighbours and the (few) sub-runs.
     """
     n_genes, n = tagged.shape
     tagged.sort(axis=1)
@@ -166,21 +177,22 @@ def _rank_sums_tagged(tagged: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     change = np.empty(flat.size, dtype=bool)
     np.not_equal(flat[1:], flat[:-1], out=change[1:])
     change[::n] = True
-    sub_start = np.flatnonzero(change)
-    sub_len = np.diff(np.append(sub_start, flat.size)).astype(np.float64)
-    head = flat[sub_start]
-    position = sub_start % n
-    new_run = np.empty(sub_start.size, dtype=bool)
-    new_run[0] = True
-    np.not_equal(head[1:] >> 1, head[:-1] >> 1, out=new_run[1:])
-    new_run |= position == 0
-    run = np.cumsum(new_run) - 1
-    run_len = np.bincount(run, weights=sub_len)
-    in_group = np.bincount(run, weights=sub_len * (head & 1))
-    gene = sub_start[new_run] // n
-    avg_rank = position[new_run] + (run_len + 1.0) / 2.0
-    rank_sum = np.bincount(gene, weights=in_group * avg_rank, minlength=n_genes)
-    tie_term = np.bincount(gene, weights=run_len**3 - run_len, minlength=n_genes)
+    start = np.flatnonzero(change)
+    length = np.diff(start, append=flat.size).astype(np.float64)
+    head = flat[start]
+    gene = start // n
+    position = (start - gene * n).astype(np.float64)
+    group = (head & 1) == 0
+    # a group sub-run followed by the reference's sub-run of the same value in the same row
+    paired = np.zeros(start.size, dtype=bool)
+    np.equal(head[1:], head[:-1] | 1, out=paired[:-1])
+    paired[:-1] &= position[1:] != 0
+    tied_ref = np.zeros(start.size)
+    tied_ref[:-1][paired[:-1]] = length[1:][paired[:-1]]
+    rank_w = np.where(group, length * (position + (length + 1.0 + tied_ref) / 2.0), 0.0)
+    tie_w = length**3 - length + 3.0 * length * tied_ref * (length + tied_ref)
+    rank_sum = np.bincount(gene, weights=rank_w, minlength=n_genes)
+    tie_term = np.bincount(gene, weights=tie_w, minlength=n_genes)
     return rank_sum, tie_term
 
 
@@ -218,7 +230,7 @@ class MannWhitneyReference:
         self.tagged_uint32 = None  # the fast path: non-negative float32 values
         if self.keys is not None:
             tagged = np.empty((self.n_genes, self.n), dtype=np.uint32)
-            if _tag_float32(self.x.astype(np.float32), group=False, out=tagged):
+            if _tag_float32(self.x.astype(np.float32), reference=True, out=tagged):
                 self.tagged_uint32 = tagged
 
     def _rank_sums(self, xg: np.ndarray, chunk: slice) -> tuple[np.ndarray, np.ndarray]:
@@ -227,14 +239,14 @@ class MannWhitneyReference:
         n_genes = block.shape[1]
         if self.tagged_uint32 is not None and block.dtype == np.float32:
             tagged = np.empty((n_genes, n1 + self.n), dtype=np.uint32)
-            if _tag_float32(block, group=True, out=tagged[:, :n1]):
+            if _tag_float32(block, reference=False, out=tagged[:, :n1]):
                 tagged[:, n1:] = self.tagged_uint32[chunk]
                 return _rank_sums_tagged(tagged)
         keys_group = None if self.keys is None else _float32_keys(np.ascontiguousarray(block.T))
         if keys_group is not None:
             tagged = np.empty((n_genes, n1 + self.n), dtype=np.int64)
-            _tag(keys_group, np.int64, group=True, out=tagged[:, :n1])
-            _tag(self.keys[chunk], np.int64, group=False, out=tagged[:, n1:])
+            _tag(keys_group, np.int64, reference=False, out=tagged[:, :n1])
+            _tag(self.keys[chunk], np.int64, reference=True, out=tagged[:, n1:])
             return _rank_sums_tagged(tagged)
         block = np.concatenate([xg[:, chunk], self.x[:, chunk]], axis=0)
         return _rank_sums_argsort(block, n1)
@@ -289,7 +301,9 @@ def bh_fdr(p) -> np.ndarray:
     m = values.size
     if m == 0:
         return q
-    order = np.argsort(values, kind="mergesort")
+    # any order of tied p-values gives them the same adjusted value (the running minimum from the
+    # end reaches the last of the ties first), so an unstable sort serves
+    order = np.argsort(values)
     ranked = values[order] / (np.arange(1, m + 1) / m)
     ranked = np.minimum.accumulate(ranked[::-1])[::-1]
     ranked[ranked > 1] = 1.0

@@ -183,19 +183,21 @@ class ConditionContext:
 
     @property
     def truth_stats(self) -> tuple[np.ndarray, np.ndarray]:
-        return self.truth_side("stats", lambda: de.mean_var(self.truth))
+        return self.truth_side("stats", lambda: de.mean_var(self.truth, mean=self.truth_mean))
 
     @cached_property
     def pred_stats(self) -> tuple[np.ndarray, np.ndarray]:
-        return de.mean_var(self.pred)
+        return de.mean_var(self.pred, mean=self.pred_mean)
 
     @property
     def truth_mean(self) -> np.ndarray:
-        return self.truth_stats[0]
+        """Per-gene mean (float64 accumulation); alone, without the variance, for the protocols
+        that need only the mean (cell-eval)."""
+        return self.truth_side("mean", lambda: de.column_mean(self.truth))
 
-    @property
+    @cached_property
     def pred_mean(self) -> np.ndarray:
-        return self.pred_stats[0]
+        return de.column_mean(self.pred)
 
     @property
     def control_mean(self) -> np.ndarray:
