@@ -196,6 +196,23 @@ def _rank_sums_tagged(tagged: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return rank_sum, tie_term
 
 
+def _row_runs(sorted_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Runs of equal values in each row of a row-sorted matrix: flat start index, length (int64)
+    and row of every run, in row-major order."""
+    n = sorted_rows.shape[1]
+    flat = sorted_rows.ravel()
+    change = np.empty(flat.size, dtype=bool)
+    np.not_equal(flat[1:], flat[:-1], out=change[1:])
+    change[::n] = True
+    start = np.flatnonzero(change)
+    return start, np.diff(start, append=flat.size), start // n
+
+
+#: the run-merge path of :class:`MannWhitneyReference` serves while the group and reference
+#: together have at most this fraction of runs of ties per cell (else one sort of the pooled cells)
+_MAX_RUNS_PER_CELL = 0.125
+
+
 def _rank_sums_argsort(xy: np.ndarray, n1: int) -> tuple[np.ndarray, np.ndarray]:
     """Per column of the stacked cells x genes matrix (group rows first): the group's rank sum and
     the sum over ties of t^3 - t, from a stable argsort (any float dtype)."""
@@ -232,12 +249,76 @@ class MannWhitneyReference:
             tagged = np.empty((self.n_genes, self.n), dtype=np.uint32)
             if _tag_float32(self.x.astype(np.float32), reference=True, out=tagged):
                 self.tagged_uint32 = tagged
+                self._prepare_runs(tagged)
+
+    def _prepare_runs(self, tagged: np.ndarray) -> None:
+        """The reference's runs of ties per gene, for the run-merge path of :meth:`_rank_sums`:
+        their keys ``gene << 33 | value << 1 | 1`` (sorted), lengths, the count of reference
+        cells before each run in its gene, the first run of each gene and, per gene, the sum over
+        its runs of ``c^3 - c``."""
+        ordered = np.sort(tagged, axis=1)
+        start, length, gene = _row_runs(ordered)
+        self.run_keys = (gene.astype(np.uint64) << np.uint64(33)) | ordered.ravel()[start]
+        self.run_length = length.astype(np.float64)
+        self.run_below = (start - gene * self.n).astype(np.float64)
+        self.run_gene = gene
+        self.run_first = np.searchsorted(gene, np.arange(self.n_genes + 1))
+        lengths = self.run_length
+        self.run_ties = np.bincount(gene, weights=lengths**3 - lengths, minlength=self.n_genes)
+
+    def _rank_sums_merged(
+        self, xg: np.ndarray, chunk: slice
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Rank sums and tie terms of the group (non-negative float32) against the reference from
+        runs of ties: the group's cells are sorted per gene alone, and each run of ``g`` equal
+        group values at value ``v`` is placed among the reference's runs (prepared once) by one
+        binary search of its key: ``L`` reference cells below ``v``, ``c`` equal to it. With the
+        ``a`` group cells below, the run's cells have the average rank ``L + a + (g + c + 1) / 2``
+        and the run of ties adds ``(g + c)^3 - (g + c) - (c^3 - c) = g^3 - g + 3 g c (g + c)``
+        to the reference's own tie term. ``None`` when the runs are too many for this to pay
+        (continuous values), or some value is negative."""
+        block = xg[:, chunk]
+        n1, n_genes = block.shape
+        lo = chunk.start
+        ref_first, ref_last = self.run_first[lo], self.run_first[lo + n_genes]
+        if ref_last - ref_first > _MAX_RUNS_PER_CELL * self.n * n_genes:
+            return None
+        keys = np.empty((n_genes, n1), dtype=np.uint32)
+        if not _tag_float32(block, reference=False, out=keys):
+            return None
+        keys.sort(axis=1)
+        start, length, gene = _row_runs(keys)
+        if start.size + ref_last - ref_first > _MAX_RUNS_PER_CELL * (n1 + self.n) * n_genes:
+            return None
+        ref_keys = self.run_keys[ref_first:ref_last]
+        run_keys = ((gene + lo).astype(np.uint64) << np.uint64(33)) | keys.ravel()[start]
+        # reference runs before each group run: those of the earlier genes and of smaller values
+        at = np.searchsorted(ref_keys, run_keys)
+        inside = np.minimum(at, ref_keys.size - 1)
+        hit = (at < ref_keys.size) & (ref_keys[inside] == run_keys | np.uint64(1))
+        at_full = ref_first + inside
+        below = np.where(
+            at < ref_keys.size,
+            np.where(self.run_gene[at_full] == gene + lo, self.run_below[at_full], self.n),
+            self.n,
+        )
+        equal = np.where(hit, self.run_length[at_full], 0.0)
+        g = length.astype(np.float64)
+        a = (start - gene * n1).astype(np.float64)
+        rank_w = g * (below + a + (g + 1.0 + equal) / 2.0)
+        tie_w = g**3 - g + 3.0 * g * equal * (g + equal)
+        rank_sum = np.bincount(gene, weights=rank_w, minlength=n_genes)
+        tie_term = np.bincount(gene, weights=tie_w, minlength=n_genes) + self.run_ties[chunk]
+        return rank_sum, tie_term
 
     def _rank_sums(self, xg: np.ndarray, chunk: slice) -> tuple[np.ndarray, np.ndarray]:
         n1 = xg.shape[0]
         block = xg[:, chunk]
         n_genes = block.shape[1]
         if self.tagged_uint32 is not None and block.dtype == np.float32:
+            merged = self._rank_sums_merged(xg, chunk)
+            if merged is not None:
+                return merged
             tagged = np.empty((n_genes, n1 + self.n), dtype=np.uint32)
             if _tag_float32(block, reference=False, out=tagged[:, :n1]):
                 tagged[:, n1:] = self.tagged_uint32[chunk]
