@@ -211,6 +211,8 @@ def _row_runs(sorted_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarr
 #: the run-merge path of :class:`MannWhitneyReference` serves while the group and reference
 #: together have at most this fraction of runs of ties per cell (else one sort of the pooled cells)
 _MAX_RUNS_PER_CELL = 0.125
+#: low 33 bits of the key of the run that closes each gene of the reference (above every value)
+_RUN_KEY_TOP = np.uint64(2**33 - 1)
 
 
 def _rank_sums_argsort(xy: np.ndarray, n1: int) -> tuple[np.ndarray, np.ndarray]:
@@ -253,18 +255,26 @@ class MannWhitneyReference:
 
     def _prepare_runs(self, tagged: np.ndarray) -> None:
         """The reference's runs of ties per gene, for the run-merge path of :meth:`_rank_sums`:
-        their keys ``gene << 33 | value << 1 | 1`` (sorted), lengths, the count of reference
-        cells before each run in its gene, the first run of each gene and, per gene, the sum over
-        its runs of ``c^3 - c``."""
+        their keys ``gene << 33 | value << 1 | 1`` (sorted), lengths and the count of reference
+        cells before each run in its gene, each gene closed by an empty run above every value
+        (key ``gene << 33 | 2^33 - 1``, ``n`` cells before it); the first run of each gene and,
+        per gene, the sum over its runs of ``c^3 - c``."""
         ordered = np.sort(tagged, axis=1)
         start, length, gene = _row_runs(ordered)
-        self.run_keys = (gene.astype(np.uint64) << np.uint64(33)) | ordered.ravel()[start]
-        self.run_length = length.astype(np.float64)
-        self.run_below = (start - gene * self.n).astype(np.float64)
-        self.run_gene = gene
-        self.run_first = np.searchsorted(gene, np.arange(self.n_genes + 1))
-        lengths = self.run_length
-        self.run_ties = np.bincount(gene, weights=lengths**3 - lengths, minlength=self.n_genes)
+        keys = (gene.astype(np.uint64) << np.uint64(33)) | ordered.ravel()[start]
+        below = start - gene * self.n
+        # the closing run of gene i goes after the last run of gene i
+        closing = np.searchsorted(gene, np.arange(self.n_genes), side="right")
+        genes = np.arange(self.n_genes, dtype=np.uint64)
+        self.run_keys = np.insert(keys, closing, (genes << np.uint64(33)) | _RUN_KEY_TOP)
+        self.run_length = np.insert(length, closing, 0).astype(np.float64)
+        self.run_below = np.insert(below, closing, self.n).astype(np.float64)
+        self.run_first = np.searchsorted(
+            self.run_keys >> np.uint64(33), np.arange(self.n_genes + 1)
+        )
+        self.run_ties = np.bincount(
+            gene, weights=length.astype(np.float64) ** 3 - length, minlength=self.n_genes
+        )
 
     def _rank_sums_merged(
         self, xg: np.ndarray, chunk: slice
@@ -290,19 +300,12 @@ class MannWhitneyReference:
         start, length, gene = _row_runs(keys)
         if start.size + ref_last - ref_first > _MAX_RUNS_PER_CELL * (n1 + self.n) * n_genes:
             return None
-        ref_keys = self.run_keys[ref_first:ref_last]
         run_keys = ((gene + lo).astype(np.uint64) << np.uint64(33)) | keys.ravel()[start]
-        # reference runs before each group run: those of the earlier genes and of smaller values
-        at = np.searchsorted(ref_keys, run_keys)
-        inside = np.minimum(at, ref_keys.size - 1)
-        hit = (at < ref_keys.size) & (ref_keys[inside] == run_keys | np.uint64(1))
-        at_full = ref_first + inside
-        below = np.where(
-            at < ref_keys.size,
-            np.where(self.run_gene[at_full] == gene + lo, self.run_below[at_full], self.n),
-            self.n,
-        )
-        equal = np.where(hit, self.run_length[at_full], 0.0)
+        # the first reference run at or above each group run's value, in the same gene (each gene
+        # ends with a run above every value): its cells before it are the reference's below
+        at = ref_first + np.searchsorted(self.run_keys[ref_first:ref_last], run_keys)
+        below = self.run_below[at]
+        equal = np.where(self.run_keys[at] == run_keys | np.uint64(1), self.run_length[at], 0.0)
         g = length.astype(np.float64)
         a = (start - gene * n1).astype(np.float64)
         rank_w = g * (below + a + (g + 1.0 + equal) / 2.0)
