@@ -278,28 +278,29 @@ class MannWhitneyReference:
 
     def _rank_sums_merged(
         self, xg: np.ndarray, chunk: slice
-    ) -> tuple[np.ndarray, np.ndarray] | None:
+    ) -> tuple[np.ndarray, np.ndarray] | np.ndarray | None:
         """Rank sums and tie terms of the group (non-negative float32) against the reference from
         runs of ties: the group's cells are sorted per gene alone, and each run of ``g`` equal
         group values at value ``v`` is placed among the reference's runs (prepared once) by one
         binary search of its key: ``L`` reference cells below ``v``, ``c`` equal to it. With the
         ``a`` group cells below, the run's cells have the average rank ``L + a + (g + c + 1) / 2``
         and the run of ties adds ``(g + c)^3 - (g + c) - (c^3 - c) = g^3 - g + 3 g c (g + c)``
-        to the reference's own tie term. ``None`` when the runs are too many for this to pay
-        (continuous values), or some value is negative."""
+        to the reference's own tie term. When the runs are too many for this to pay (continuous
+        values): the group's tagged keys (genes x cells) for the pooled sort; ``None`` when some
+        value is negative."""
         block = xg[:, chunk]
         n1, n_genes = block.shape
         lo = chunk.start
         ref_first, ref_last = self.run_first[lo], self.run_first[lo + n_genes]
-        if ref_last - ref_first > _MAX_RUNS_PER_CELL * self.n * n_genes:
-            return None
         keys = np.empty((n_genes, n1), dtype=np.uint32)
         if not _tag_float32(block, reference=False, out=keys):
             return None
+        if ref_last - ref_first > _MAX_RUNS_PER_CELL * self.n * n_genes:
+            return keys
         keys.sort(axis=1)
         start, length, gene = _row_runs(keys)
         if start.size + ref_last - ref_first > _MAX_RUNS_PER_CELL * (n1 + self.n) * n_genes:
-            return None
+            return keys
         run_keys = ((gene + lo).astype(np.uint64) << np.uint64(33)) | keys.ravel()[start]
         # the first reference run at or above each group run's value, in the same gene (each gene
         # ends with a run above every value): its cells before it are the reference's below
@@ -320,10 +321,11 @@ class MannWhitneyReference:
         n_genes = block.shape[1]
         if self.tagged_uint32 is not None and block.dtype == np.float32:
             merged = self._rank_sums_merged(xg, chunk)
-            if merged is not None:
+            if isinstance(merged, tuple):
                 return merged
-            tagged = np.empty((n_genes, n1 + self.n), dtype=np.uint32)
-            if _tag_float32(block, reference=False, out=tagged[:, :n1]):
+            if merged is not None:  # too many runs: the group's keys join the pooled sort
+                tagged = np.empty((n_genes, n1 + self.n), dtype=np.uint32)
+                tagged[:, :n1] = merged
                 tagged[:, n1:] = self.tagged_uint32[chunk]
                 return _rank_sums_tagged(tagged)
         keys_group = None if self.keys is None else _float32_keys(np.ascontiguousarray(block.T))
