@@ -19,7 +19,10 @@ All tests run on all genes at once (vectorised numpy/scipy; genes are only chunk
   Values that are exactly float32 (log-normalised data) are ranked by sorting integer keys that
   carry the group membership in their lowest bit (a plain SIMD sort, no argsort); other data fall
   back to a stable argsort. Both give the same average ranks. :class:`MannWhitneyReference`
-  prepares one reference group (a cell line's controls) for many tests.
+  prepares one reference group (a cell line's controls) for many tests; for non-negative float32
+  data with few distinct values per gene (zeros, counts) it keeps the reference's runs of ties, so
+  a test sorts only the group's cells and places each of the group's runs among them by a binary
+  search (docs/decisions.md, "Metrics pass against cell-eval").
 - :func:`bh_fdr`: Benjamini-Hochberg, as ``statsmodels.stats.multitest.multipletests(p,
   method="fdr_bh")``.
 - :func:`log2fc_expm1_means` (cell-eval / pdex) and :func:`log2fc_pseudocount` (scPPDM App. C.2).
