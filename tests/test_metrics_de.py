@@ -137,10 +137,13 @@ def test_mannwhitney_key_sort_and_argsort_paths_match_scipy(kind):
     np.testing.assert_allclose(p, ref.pvalue, rtol=0, atol=1e-12)
 
 
-def test_one_reference_serves_many_groups_on_every_path():
+@pytest.mark.parametrize("max_runs", [0.0, 1.0], ids=["pooled_sort", "run_merge"])
+def test_one_reference_serves_many_groups_on_every_path(monkeypatch, max_runs):
     """MannWhitneyReference is prepared once (the controls) and tests many groups; each result
-    equals scipy's, on the uint32 path (non-negative float32, signed zeros tie), the int64 path
+    equals scipy's, on the uint32 paths (non-negative float32, signed zeros tie: one sort of the
+    pooled cells, or the group's runs of ties merged with the reference's), the int64 path
     (negative values) and the argsort path (float64 values that are not float32)."""
+    monkeypatch.setattr(de, "_MAX_RUNS_PER_CELL", max_runs)
     xg, xr = _groups(seed=9, n_group=19, n_ref=33, n_genes=40)
     xr[:5, 7], xg[:3, 7] = -0.0, 0.0
     reference = de.MannWhitneyReference(xr)
@@ -148,7 +151,8 @@ def test_one_reference_serves_many_groups_on_every_path():
     negative = xg.copy()
     negative[:4, 5] = -1.25
     off_grid = xg.astype(np.float64) + 1e-9
-    for group in (xg, negative, off_grid, xg[:1], xg):
+    continuous = xg + np.random.default_rng(1).uniform(0.0, 1e-3, xg.shape).astype(np.float32)
+    for group in (xg, negative, off_grid, xg[:1], continuous, xg):
         u, p = reference.test(group)
         ref = stats.mannwhitneyu(
             np.asarray(group, np.float64), np.asarray(xr, np.float64), method="asymptotic", axis=0
@@ -157,6 +161,11 @@ def test_one_reference_serves_many_groups_on_every_path():
         np.testing.assert_allclose(p, ref.pvalue, rtol=0, atol=1e-12)
     with pytest.raises(ValueError, match="gene counts differ"):
         reference.test(xg[:, :5])
+    # gene chunks (each against its slice of the reference's runs) give the same values
+    unchunked = reference.test(xg)
+    monkeypatch.setattr(de, "_MWU_CHUNK_ENTRIES", 7 * (xg.shape[0] + xr.shape[0]))
+    for got, want in zip(reference.test(xg), unchunked):
+        np.testing.assert_array_equal(got, want)
 
 
 def test_bh_by_hand_and_statsmodels():

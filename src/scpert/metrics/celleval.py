@@ -141,7 +141,9 @@ def de_result(x: np.ndarray, control_dtype_mean: np.ndarray, pvalues: np.ndarray
 
 def top_k_overlap(ranked_a: np.ndarray, ranked_b: np.ndarray, k: int) -> float:
     """``|a[:k] & b[:k]| / k`` (0 when k = 0), cell-eval ``compute_overlap``."""
-    return np.intersect1d(ranked_a[:k], ranked_b[:k]).size / k if k > 0 else 0.0
+    if k <= 0:
+        return 0.0
+    return np.intersect1d(ranked_a[:k], ranked_b[:k], assume_unique=True).size / k  # gene indices
 
 
 def auc_scores(fdr32: np.ndarray) -> np.ndarray:

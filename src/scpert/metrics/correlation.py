@@ -26,8 +26,11 @@ def rankdata(x) -> np.ndarray:
         return np.full(x.shape, np.nan)
     order = np.argsort(x, kind="stable")
     ordered = x[order]
-    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
-    counts = np.diff(np.r_[starts, x.size])
+    new_value = np.empty(x.size, dtype=bool)
+    new_value[:1] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=new_value[1:])
+    starts = np.flatnonzero(new_value)
+    counts = np.diff(starts, append=x.size)
     ranks = np.empty(x.size)
     ranks[order] = np.repeat(starts + 1 + (counts - 1) / 2.0, counts)
     return ranks

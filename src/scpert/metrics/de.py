@@ -19,7 +19,10 @@ All tests run on all genes at once (vectorised numpy/scipy; genes are only chunk
   Values that are exactly float32 (log-normalised data) are ranked by sorting integer keys that
   carry the group membership in their lowest bit (a plain SIMD sort, no argsort); other data fall
   back to a stable argsort. Both give the same average ranks. :class:`MannWhitneyReference`
-  prepares one reference group (a cell line's controls) for many tests.
+  prepares one reference group (a cell line's controls) for many tests; for non-negative float32
+  data with few distinct values per gene (zeros, counts) it keeps the reference's runs of ties, so
+  a test sorts only the group's cells and places each of the group's runs among them by a binary
+  search (docs/decisions.md, "Metrics pass against cell-eval").
 - :func:`bh_fdr`: Benjamini-Hochberg, as ``statsmodels.stats.multitest.multipletests(p,
   method="fdr_bh")``.
 - :func:`log2fc_expm1_means` (cell-eval / pdex) and :func:`log2fc_pseudocount` (scPPDM App. C.2).
@@ -39,12 +42,19 @@ def _as_dense(x) -> np.ndarray:
     return x.toarray() if sp.issparse(x) else np.asarray(x)
 
 
-def mean_var(x) -> tuple[np.ndarray, np.ndarray]:
+def column_mean(x) -> np.ndarray:
+    """Per-gene mean of a dense cells x genes matrix accumulated in float64 (the mean of
+    :func:`mean_var`)."""
+    return np.asarray(x).mean(axis=0, dtype=np.float64)
+
+
+def mean_var(x, mean: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per-gene mean and unbiased variance of a cells x genes matrix (dense or CSR), scanpy-style.
 
     Follows ``scanpy.preprocessing._utils._get_mean_var``: float64 sums, squares in the input
     dtype, ``var = (E[x^2] - E[x]^2) * n / (n - 1)`` (no rescaling for a single cell). The variance
     can come out slightly negative for a constant gene; :func:`ttest_scores` handles that as scanpy.
+    mean: :func:`column_mean` of a dense ``x`` when already computed (the same values).
     """
     n = x.shape[0]
     if n == 0:
@@ -58,7 +68,7 @@ def mean_var(x) -> tuple[np.ndarray, np.ndarray]:
         mean_sq = np.bincount(x.indices, weights=squares, minlength=n_genes) / n
     else:
         x = np.asarray(x)
-        mean = x.mean(axis=0, dtype=np.float64)
+        mean = column_mean(x) if mean is None else mean
         mean_sq = (x * x).mean(axis=0, dtype=np.float64)
     var = mean_sq - mean**2
     if n != 1:
@@ -125,28 +135,28 @@ def _float32_keys(values: np.ndarray) -> np.ndarray | None:
 _NEGATIVE_ZERO_BITS = np.uint32(0x80000000)
 
 
-def _tag_float32(x: np.ndarray, group: bool, out: np.ndarray) -> bool:
+def _tag_float32(x: np.ndarray, reference: bool, out: np.ndarray) -> bool:
     """Write the tagged uint32 keys of the float32 cells x genes values ``x`` into ``out`` (genes x
     cells): the bit pattern shifted left by one (so ``-0.0`` and ``+0.0`` both become 0) plus 1
-    for the group. Non-negative float32 values order like these integers. Returns False
+    for the reference. Non-negative float32 values order like these integers. Returns False
     (``out`` unusable) when some value is negative."""
     bits = x.view(np.uint32)
     if bits.size and bits.max() > _NEGATIVE_ZERO_BITS:
         return False
     np.left_shift(bits.T, 1, out=out)  # the ufunc reads the transpose, no separate copy
-    if group:
+    if reference:
         out |= 1
     return True
 
 
-def _tag(keys: np.ndarray, dtype, group: bool, out: np.ndarray | None = None) -> np.ndarray:
-    """``keys << 1`` (:func:`_float32_keys`), plus 1 for the group, in ``dtype`` (int64 when some
-    key is negative)."""
+def _tag(keys: np.ndarray, dtype, reference: bool, out: np.ndarray | None = None) -> np.ndarray:
+    """``keys << 1`` (:func:`_float32_keys`), plus 1 for the reference, in ``dtype`` (int64 when
+    some key is negative)."""
     if out is None:
         out = np.empty(keys.shape, dtype=dtype)
     np.copyto(out, keys, casting="unsafe")
     out <<= 1
-    if group:
+    if reference:
         out |= 1
     return out
 
@@ -155,10 +165,14 @@ def _rank_sums_tagged(tagged: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per row (gene) of genes x cells tagged keys (:func:`_tag`): rank sum of the group and sum
     over ties of t^3 - t.
 
-    One sort per row orders the values and puts, within a run of equal values, the reference's
-    cells before the group's (tag 0 before 1). The sorted matrix splits into sub-runs of equal
-    (value, group) pairs; consecutive sub-runs of one value form a run of ties. A run starting at
-    0-based position ``a`` with length ``t`` gives each member the average rank ``a + (t + 1) / 2``.
+    One sort per row orders the values and puts, within a run of equal values, the group's cells
+    before the reference's (tag 0 before 1). The sorted matrix splits into sub-runs of equal
+    (value, tag) pairs, so a run of ties is a group sub-run, a reference sub-run, or a group
+    sub-run of ``g`` cells at 0-based position ``a`` followed by a reference sub-run of ``c``
+    cells. The group's cells there share the average rank ``a + (g + c + 1) / 2``: a rank sum of
+    ``g a + g (g + 1) / 2 + g c / 2``, and the run adds ``(g + c)^3 - (g + c) = g^3 - g + c^3 - c
+    + 3 g c (g + c)`` to the tie term. Everything is counted per sub-run, so the cost past the
+    sort is one comparison of neighbours and the (few) sub-runs.
     """
     n_genes, n = tagged.shape
     tagged.sort(axis=1)
@@ -166,22 +180,42 @@ def _rank_sums_tagged(tagged: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     change = np.empty(flat.size, dtype=bool)
     np.not_equal(flat[1:], flat[:-1], out=change[1:])
     change[::n] = True
-    sub_start = np.flatnonzero(change)
-    sub_len = np.diff(np.append(sub_start, flat.size)).astype(np.float64)
-    head = flat[sub_start]
-    position = sub_start % n
-    new_run = np.empty(sub_start.size, dtype=bool)
-    new_run[0] = True
-    np.not_equal(head[1:] >> 1, head[:-1] >> 1, out=new_run[1:])
-    new_run |= position == 0
-    run = np.cumsum(new_run) - 1
-    run_len = np.bincount(run, weights=sub_len)
-    in_group = np.bincount(run, weights=sub_len * (head & 1))
-    gene = sub_start[new_run] // n
-    avg_rank = position[new_run] + (run_len + 1.0) / 2.0
-    rank_sum = np.bincount(gene, weights=in_group * avg_rank, minlength=n_genes)
-    tie_term = np.bincount(gene, weights=run_len**3 - run_len, minlength=n_genes)
+    start = np.flatnonzero(change)
+    length = np.diff(start, append=flat.size).astype(np.float64)
+    head = flat[start]
+    gene = start // n
+    position = (start - gene * n).astype(np.float64)
+    group = (head & 1) == 0
+    # a group sub-run followed by the reference's sub-run of the same value in the same row
+    paired = np.zeros(start.size, dtype=bool)
+    np.equal(head[1:], head[:-1] | 1, out=paired[:-1])
+    paired[:-1] &= position[1:] != 0
+    tied_ref = np.zeros(start.size)
+    tied_ref[:-1][paired[:-1]] = length[1:][paired[:-1]]
+    rank_w = np.where(group, length * (position + (length + 1.0 + tied_ref) / 2.0), 0.0)
+    tie_w = length**3 - length + 3.0 * length * tied_ref * (length + tied_ref)
+    rank_sum = np.bincount(gene, weights=rank_w, minlength=n_genes)
+    tie_term = np.bincount(gene, weights=tie_w, minlength=n_genes)
     return rank_sum, tie_term
+
+
+def _row_runs(sorted_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Runs of equal values in each row of a row-sorted matrix: flat start index, length (int64)
+    and row of every run, in row-major order."""
+    n = sorted_rows.shape[1]
+    flat = sorted_rows.ravel()
+    change = np.empty(flat.size, dtype=bool)
+    np.not_equal(flat[1:], flat[:-1], out=change[1:])
+    change[::n] = True
+    start = np.flatnonzero(change)
+    return start, np.diff(start, append=flat.size), start // n
+
+
+#: the run-merge path of :class:`MannWhitneyReference` serves while the group and reference
+#: together have at most this fraction of runs of ties per cell (else one sort of the pooled cells)
+_MAX_RUNS_PER_CELL = 0.125
+#: low 33 bits of the key of the run that closes each gene of the reference (above every value)
+_RUN_KEY_TOP = np.uint64(2**33 - 1)
 
 
 def _rank_sums_argsort(xy: np.ndarray, n1: int) -> tuple[np.ndarray, np.ndarray]:
@@ -218,23 +252,90 @@ class MannWhitneyReference:
         self.tagged_uint32 = None  # the fast path: non-negative float32 values
         if self.keys is not None:
             tagged = np.empty((self.n_genes, self.n), dtype=np.uint32)
-            if _tag_float32(self.x.astype(np.float32), group=False, out=tagged):
+            if _tag_float32(self.x.astype(np.float32), reference=True, out=tagged):
                 self.tagged_uint32 = tagged
+                self._prepare_runs(tagged)
+
+    def _prepare_runs(self, tagged: np.ndarray) -> None:
+        """The reference's runs of ties per gene, for the run-merge path of :meth:`_rank_sums`:
+        their keys ``gene << 33 | value << 1 | 1`` (sorted), lengths and the count of reference
+        cells before each run in its gene, each gene closed by an empty run above every value
+        (key ``gene << 33 | 2^33 - 1``, ``n`` cells before it); the first run of each gene and,
+        per gene, the sum over its runs of ``c^3 - c``."""
+        ordered = np.sort(tagged, axis=1)
+        start, length, gene = _row_runs(ordered)
+        keys = (gene.astype(np.uint64) << np.uint64(33)) | ordered.ravel()[start]
+        below = start - gene * self.n
+        # the closing run of gene i goes after the last run of gene i
+        closing = np.searchsorted(gene, np.arange(self.n_genes), side="right")
+        genes = np.arange(self.n_genes, dtype=np.uint64)
+        self.run_keys = np.insert(keys, closing, (genes << np.uint64(33)) | _RUN_KEY_TOP)
+        self.run_length = np.insert(length, closing, 0).astype(np.float64)
+        self.run_below = np.insert(below, closing, self.n).astype(np.float64)
+        self.run_first = np.searchsorted(
+            self.run_keys >> np.uint64(33), np.arange(self.n_genes + 1)
+        )
+        self.run_ties = np.bincount(
+            gene, weights=length.astype(np.float64) ** 3 - length, minlength=self.n_genes
+        )
+
+    def _rank_sums_merged(
+        self, xg: np.ndarray, chunk: slice
+    ) -> tuple[np.ndarray, np.ndarray] | np.ndarray | None:
+        """Rank sums and tie terms of the group (non-negative float32) against the reference from
+        runs of ties: the group's cells are sorted per gene alone, and each run of ``g`` equal
+        group values at value ``v`` is placed among the reference's runs (prepared once) by one
+        binary search of its key: ``L`` reference cells below ``v``, ``c`` equal to it. With the
+        ``a`` group cells below, the run's cells have the average rank ``L + a + (g + c + 1) / 2``
+        and the run of ties adds ``(g + c)^3 - (g + c) - (c^3 - c) = g^3 - g + 3 g c (g + c)``
+        to the reference's own tie term. When the runs are too many for this to pay (continuous
+        values): the group's tagged keys (genes x cells) for the pooled sort; ``None`` when some
+        value is negative."""
+        block = xg[:, chunk]
+        n1, n_genes = block.shape
+        lo = chunk.start
+        ref_first, ref_last = self.run_first[lo], self.run_first[lo + n_genes]
+        keys = np.empty((n_genes, n1), dtype=np.uint32)
+        if not _tag_float32(block, reference=False, out=keys):
+            return None
+        if ref_last - ref_first > _MAX_RUNS_PER_CELL * self.n * n_genes:
+            return keys
+        keys.sort(axis=1)
+        start, length, gene = _row_runs(keys)
+        if start.size + ref_last - ref_first > _MAX_RUNS_PER_CELL * (n1 + self.n) * n_genes:
+            return keys
+        run_keys = ((gene + lo).astype(np.uint64) << np.uint64(33)) | keys.ravel()[start]
+        # the first reference run at or above each group run's value, in the same gene (each gene
+        # ends with a run above every value): its cells before it are the reference's below
+        at = ref_first + np.searchsorted(self.run_keys[ref_first:ref_last], run_keys)
+        below = self.run_below[at]
+        equal = np.where(self.run_keys[at] == run_keys | np.uint64(1), self.run_length[at], 0.0)
+        g = length.astype(np.float64)
+        a = (start - gene * n1).astype(np.float64)
+        rank_w = g * (below + a + (g + 1.0 + equal) / 2.0)
+        tie_w = g**3 - g + 3.0 * g * equal * (g + equal)
+        rank_sum = np.bincount(gene, weights=rank_w, minlength=n_genes)
+        tie_term = np.bincount(gene, weights=tie_w, minlength=n_genes) + self.run_ties[chunk]
+        return rank_sum, tie_term
 
     def _rank_sums(self, xg: np.ndarray, chunk: slice) -> tuple[np.ndarray, np.ndarray]:
         n1 = xg.shape[0]
         block = xg[:, chunk]
         n_genes = block.shape[1]
         if self.tagged_uint32 is not None and block.dtype == np.float32:
-            tagged = np.empty((n_genes, n1 + self.n), dtype=np.uint32)
-            if _tag_float32(block, group=True, out=tagged[:, :n1]):
+            merged = self._rank_sums_merged(xg, chunk)
+            if isinstance(merged, tuple):
+                return merged
+            if merged is not None:  # too many runs: the group's keys join the pooled sort
+                tagged = np.empty((n_genes, n1 + self.n), dtype=np.uint32)
+                tagged[:, :n1] = merged
                 tagged[:, n1:] = self.tagged_uint32[chunk]
                 return _rank_sums_tagged(tagged)
         keys_group = None if self.keys is None else _float32_keys(np.ascontiguousarray(block.T))
         if keys_group is not None:
             tagged = np.empty((n_genes, n1 + self.n), dtype=np.int64)
-            _tag(keys_group, np.int64, group=True, out=tagged[:, :n1])
-            _tag(self.keys[chunk], np.int64, group=False, out=tagged[:, n1:])
+            _tag(keys_group, np.int64, reference=False, out=tagged[:, :n1])
+            _tag(self.keys[chunk], np.int64, reference=True, out=tagged[:, n1:])
             return _rank_sums_tagged(tagged)
         block = np.concatenate([xg[:, chunk], self.x[:, chunk]], axis=0)
         return _rank_sums_argsort(block, n1)
@@ -289,7 +390,9 @@ def bh_fdr(p) -> np.ndarray:
     m = values.size
     if m == 0:
         return q
-    order = np.argsort(values, kind="mergesort")
+    # any order of tied p-values gives them the same adjusted value (the running minimum from the
+    # end reaches the last of the ties first), so an unstable sort serves
+    order = np.argsort(values)
     ranked = values[order] / (np.arange(1, m + 1) / m)
     ranked = np.minimum.accumulate(ranked[::-1])[::-1]
     ranked[ranked > 1] = 1.0

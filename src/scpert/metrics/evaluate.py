@@ -183,19 +183,21 @@ class ConditionContext:
 
     @property
     def truth_stats(self) -> tuple[np.ndarray, np.ndarray]:
-        return self.truth_side("stats", lambda: de.mean_var(self.truth))
+        return self.truth_side("stats", lambda: de.mean_var(self.truth, mean=self.truth_mean))
 
     @cached_property
     def pred_stats(self) -> tuple[np.ndarray, np.ndarray]:
-        return de.mean_var(self.pred)
+        return de.mean_var(self.pred, mean=self.pred_mean)
 
     @property
     def truth_mean(self) -> np.ndarray:
-        return self.truth_stats[0]
+        """Per-gene mean (float64 accumulation); alone, without the variance, for the protocols
+        that need only the mean (cell-eval)."""
+        return self.truth_side("mean", lambda: de.column_mean(self.truth))
 
-    @property
+    @cached_property
     def pred_mean(self) -> np.ndarray:
-        return self.pred_stats[0]
+        return de.column_mean(self.pred)
 
     @property
     def control_mean(self) -> np.ndarray:
@@ -260,6 +262,14 @@ class ConditionContext:
 
 
 def _dense_rows(x, rows: np.ndarray) -> np.ndarray:
+    """Rows ``rows`` (sorted, unique) of ``x`` as a dense array: a read-only view of a dense
+    ``x`` when they are consecutive (the usual layout: cells grouped by condition), else a copy."""
+    if not sp.issparse(x) and rows.size and (np.diff(rows) == 1).all():
+        block = np.asarray(x[rows[0] : rows[-1] + 1])
+        if np.issubdtype(block.dtype, np.floating):
+            block = block.view()
+            block.flags.writeable = False
+            return block
     block = x[rows]
     block = block.toarray() if sp.issparse(block) else np.asarray(block)  # fancy indexing copied
     if not np.issubdtype(block.dtype, np.floating):
@@ -287,8 +297,10 @@ def _check_inputs(truth: ad.AnnData, pred: ad.AnnData) -> None:
 
 
 def _replace_nan_rows(pred: np.ndarray, control_mean: np.ndarray) -> np.ndarray:
+    """``pred`` with the rows holding NaN replaced by the control mean (on a copy)."""
     bad = np.isnan(pred).any(axis=1)
     if bad.any():
+        pred = pred.copy()
         pred[bad] = control_mean.astype(pred.dtype)
     return pred
 
