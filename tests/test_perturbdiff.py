@@ -87,7 +87,7 @@ def test_tiny_departs_from_the_paper_only_in_sizes_and_the_measured_departures()
         "ema_decay": 0.98,
         "ema_every": 1,
         "mse_reduction": "element_mean",
-        "guidance_scale": 0.5,
+        "guidance_scale": 0.0,
         "lr": 4e-3,
         "pretrain_lr": 2e-3,
         "drug_features": "morgan_mdt",  # the MDT prior is on in the default config

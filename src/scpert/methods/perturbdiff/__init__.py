@@ -11,10 +11,10 @@ input), the MLP over ``[e_t ; e_y]`` (eq. 37; the code sums them), the energy di
 at weight 1 (``ed_weight: 0.5`` is the code's geomloss value), the respaced K-step DDIM
 (``sampler_spacing: truncated`` is the code's t = K-1..0 start). ``tiny`` = the CPU default of
 ``config/config.yaml``: the paper's model, small and briefly trained, with EMA every step, the
-code's MSE reduction, CFG weight w = 0.5 and one departure from the paper's network, the
-control-residual output (``output: control_residual``: each sampled cell is its token's control
-cell plus the predicted change; docs/decisions.md "PerturbDiff tiny preset" and "PerturbDiff on
-cell_ood").
+code's MSE reduction, CFG weight w = 0 (the dropout is still trained) and one departure from
+the paper's network, the control-residual output (``output: control_residual``: each sampled
+cell is its token's control cell plus the predicted change; docs/decisions.md "PerturbDiff tiny
+preset" and "PerturbDiff on cell_ood").
 
 Variants (config entries with ``base: perturbdiff``): ``perturbdiff_ft`` (``init: pretrained``)
 fine-tunes the network of the split-level prior ``perturbdiff_marginal`` (rule
@@ -131,8 +131,10 @@ TINY: dict[str, Any] = {
     "ema_decay": 0.98,  # 0.99 every 10 steps would keep 74 % of the initial weights at 300 steps
     "ema_every": 1,
     # w = 1 pushes past the truth an effect the 300-step model already predicts at full size on an
-    # unseen cell line (cell_ood: E-distance 2.87 at w = 1, 2.48 at w = 0.5); docs/decisions.md
-    "guidance_scale": 0.5,
+    # unseen cell line (cell_ood: E-distance 2.87 at w = 1, 2.48 at w = 0.5); with the
+    # control-residual output w = 0 (the conditional branch alone) is best on cell_ood and drug_ood
+    # and samples one branch instead of two; docs/decisions.md "PerturbDiff on cell_ood"
+    "guidance_scale": 0.0,
     "lr": 4e-3,
     "warmup_steps": 20,
     "steps": 300,
