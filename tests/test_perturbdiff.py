@@ -93,6 +93,7 @@ def test_tiny_departs_from_the_paper_only_in_sizes_and_the_measured_departures()
         "drug_features": "morgan_mdt",  # the MDT prior is on in the default config
         "mixed_precision": "auto",
         "output": "control_residual",
+        "control_sets": False,
     }
     changed = {k for k in TINY if TINY[k] != PAPER[k]}
     assert changed - sizes == set(measured)
