@@ -13,8 +13,8 @@ at weight 1 (``ed_weight: 0.5`` is the code's geomloss value), the respaced K-st
 ``config/config.yaml``: the paper's model, small and briefly trained, with EMA every step, the
 code's MSE reduction, CFG weight w = 0 (the dropout is still trained) and one departure from
 the paper's network, the control-residual output (``output: control_residual``: each sampled
-cell is its token's control cell plus the predicted change; docs/decisions.md "PerturbDiff tiny
-preset" and "PerturbDiff on cell_ood").
+cell is its token's control cell plus the predicted change), trained without control -> control
+sets (docs/decisions.md "PerturbDiff tiny preset" and "PerturbDiff on cell_ood").
 
 Variants (config entries with ``base: perturbdiff``): ``perturbdiff_ft`` (``init: pretrained``)
 fine-tunes the network of the split-level prior ``perturbdiff_marginal`` (rule
