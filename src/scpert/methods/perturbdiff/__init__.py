@@ -126,7 +126,7 @@ TINY: dict[str, Any] = {
     "sampler_steps": 10,
     "mse_reduction": "element_mean",  # the code's: ED leads (§5.5); measured, docs/decisions.md
     # each sampled cell = its token's control cell + the predicted change (not in the paper):
-    # cell_ood E-distance 2.56 -> 1.76 at the same cost; docs/decisions.md "PerturbDiff on cell_ood"
+    # cell_ood E-distance 2.56 -> 1.76 (benchmark), same cost; docs/decisions.md "PerturbDiff on cell_ood"
     "output": "control_residual",
     # no control -> control sets: with the residual they teach "the control's features -> no
     # change", which an unseen drug's features resemble (drug_ood E-distance 4.67 -> 4.14)
