@@ -87,11 +87,13 @@ def test_tiny_departs_from_the_paper_only_in_sizes_and_the_measured_departures()
         "ema_decay": 0.98,
         "ema_every": 1,
         "mse_reduction": "element_mean",
-        "guidance_scale": 0.5,
+        "guidance_scale": 0.0,
         "lr": 4e-3,
         "pretrain_lr": 2e-3,
         "drug_features": "morgan_mdt",  # the MDT prior is on in the default config
         "mixed_precision": "auto",
+        "output": "control_residual",
+        "control_sets": False,
     }
     changed = {k for k in TINY if TINY[k] != PAPER[k]}
     assert changed - sizes == set(measured)
@@ -201,6 +203,22 @@ def test_head_is_non_negative_and_dropped_metadata_leave_only_the_control_set():
     assert not torch.allclose(out, net(x, t, ctrl, other, keep))
     torch.testing.assert_close(net(x, t, ctrl, cov, drop), net(x, t, ctrl, other, drop))
     assert not torch.allclose(net(x, t, ctrl, cov, drop), net(x, t, torch.rand(2, 4, 6), cov, drop))
+
+
+def test_control_residual_output_adds_each_tokens_control_cell_before_the_head():
+    """``output: control_residual``: relu(B_ctrl,j + pre-activation); ``absolute``: relu of the
+    pre-activation, same weights."""
+    absolute = _net(_small(output="absolute"))
+    _randomise(absolute)
+    residual = _net(_small(output="control_residual"))
+    residual.load_state_dict(absolute.state_dict())
+    x, ctrl, t = torch.randn(2, 4, 6), torch.rand(2, 4, 6) * 3, torch.tensor([10, 500])
+    cov, keep = _cov(2), torch.ones(2, dtype=torch.bool)
+    pre = {}
+    absolute.final.linear.register_forward_hook(lambda m, i, o: pre.setdefault("out", o))
+    assert (absolute(x, t, ctrl, cov, keep) == torch.relu(pre["out"])).all()
+    torch.testing.assert_close(residual(x, t, ctrl, cov, keep), torch.relu(pre["out"] + ctrl))
+    assert PAPER["output"] == "absolute"
 
 
 # ------------------------------------------------------------------------------------ losses

@@ -11,8 +11,10 @@ input), the MLP over ``[e_t ; e_y]`` (eq. 37; the code sums them), the energy di
 at weight 1 (``ed_weight: 0.5`` is the code's geomloss value), the respaced K-step DDIM
 (``sampler_spacing: truncated`` is the code's t = K-1..0 start). ``tiny`` = the CPU default of
 ``config/config.yaml``: the paper's model, small and briefly trained, with EMA every step, the
-code's MSE reduction and CFG weight w = 0.5 (docs/decisions.md "PerturbDiff tiny preset" and
-"PerturbDiff on cell_ood").
+code's MSE reduction, CFG weight w = 0 (the dropout is still trained) and one departure from
+the paper's network, the control-residual output (``output: control_residual``: each sampled
+cell is its token's control cell plus the predicted change), trained without control -> control
+sets (docs/decisions.md "PerturbDiff tiny preset" and "PerturbDiff on cell_ood").
 
 Variants (config entries with ``base: perturbdiff``): ``perturbdiff_ft`` (``init: pretrained``)
 fine-tunes the network of the split-level prior ``perturbdiff_marginal`` (rule
@@ -60,6 +62,7 @@ PAPER: dict[str, Any] = {
     "block": "sequential",  # eqs. 39-43; "parallel": the code's block
     "qk_norm": True,
     "head": "relu",  # non-negative output head (App. B.2); "softplus"
+    "output": "absolute",  # the head predicts the cell; "control_residual": its control cell + a change
     "input_scale": 10.0,  # network sees log1p(normalize_total) / 10, outputs x 10 (code)
     # covariate encoder (App. B.3): drug identity + structure features + dose vocabulary, cell
     # line, batch. The paper's frozen ChemBERTa [CLS] embedding is not available offline: Morgan
@@ -122,11 +125,19 @@ TINY: dict[str, Any] = {
     "drug_features": "morgan_mdt",
     "sampler_steps": 10,
     "mse_reduction": "element_mean",  # the code's: ED leads (§5.5); measured, docs/decisions.md
+    # each sampled cell = its token's control cell + the predicted change (not in the paper):
+    # cell_ood E-distance 2.56 -> 1.76 (benchmark), same cost; docs/decisions.md "PerturbDiff on cell_ood"
+    "output": "control_residual",
+    # no control -> control sets: with the residual they teach "the control's features -> no
+    # change", which an unseen drug's features resemble (drug_ood E-distance 4.67 -> 4.14)
+    "control_sets": False,
     "ema_decay": 0.98,  # 0.99 every 10 steps would keep 74 % of the initial weights at 300 steps
     "ema_every": 1,
     # w = 1 pushes past the truth an effect the 300-step model already predicts at full size on an
-    # unseen cell line (cell_ood: E-distance 2.87 at w = 1, 2.48 at w = 0.5); docs/decisions.md
-    "guidance_scale": 0.5,
+    # unseen cell line (cell_ood: E-distance 2.87 at w = 1, 2.48 at w = 0.5); with the
+    # control-residual output w = 0 (the conditional branch alone) is best on cell_ood and drug_ood
+    # and samples one branch instead of two; docs/decisions.md "PerturbDiff on cell_ood"
+    "guidance_scale": 0.0,
     "lr": 4e-3,
     "warmup_steps": 20,
     "steps": 300,
@@ -146,6 +157,7 @@ TINY: dict[str, Any] = {
 CHOICES = {
     "block": ("sequential", "parallel"),
     "head": ("relu", "softplus"),
+    "output": ("absolute", "control_residual"),
     "drug_features": ("morgan", "morgan_mdt", "none"),
     "mse_reduction": ("cell_sum", "element_mean"),
     "sampler": ("ddim", "ddpm"),

@@ -8,7 +8,8 @@ Prediction (App. B.2.2, B.3)
     each set's perturbed counterpart is sampled from noise seeded by ``(seed, condition, plate,
     chunk)`` given the control set and the covariates (cell line, the row's plate, drug, dose).
     The predicted cells are the sampled cells themselves (x ``input_scale``), not shifted controls:
-    PerturbDiff models the population.
+    PerturbDiff models the population (with ``output: control_residual`` each sampled cell is the
+    control cell of its token plus the sampled change, :mod:`.model`).
 """
 
 from __future__ import annotations

@@ -19,6 +19,13 @@ the modulated block INPUT, not the post-attention state.
 non-negative head (ReLU, App. B.3 eq. 36; softplus as option). Only the perturbed stream reaches
 the head. The output linear keeps PyTorch's default initialisation: DiT zero-initialises it, but a
 zero pre-activation gives a ReLU head neither output nor gradient.
+
+``output: control_residual`` (not in the paper; the ``tiny`` preset, measured in docs/decisions.md
+"PerturbDiff on cell_ood") adds each token's control cell to the pre-activation,
+``x^_j = relu(B_ctrl,j + Linear(...))``: the network predicts a per-cell change of the control
+cell its token carries, so a sampled cell keeps that control cell's own state (depth, zeros)
+where the change leaves it. ``absolute`` (the paper's) predicts the cell itself. With the control
+stream zeroed (marginal pretraining) the two are the same.
 """
 
 from __future__ import annotations
@@ -107,9 +114,12 @@ class FinalLayer(nn.Module):
         self.linear = nn.Linear(width, n_genes)
         self.head = head
 
-    def forward(self, h: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, s: torch.Tensor, base: torch.Tensor | None = None):
+        """``base``: added to the pre-activation (``output: control_residual``)."""
         shift, scale = self.ada(s)
         out = self.linear(modulate(self.norm(h), shift, scale))
+        if base is not None:
+            out = out + base
         return F.relu(out) if self.head == "relu" else F.softplus(out)
 
 
@@ -185,6 +195,7 @@ class PerturbDiffNet(nn.Module):
             for _ in range(int(p["depth"]))
         )
         self.final = FinalLayer(d, n_genes, p["head"])
+        self.control_residual = p["output"] == "control_residual"
 
     def condition(self, t: torch.Tensor, cov: dict, keep_meta: torch.Tensor) -> torch.Tensor:
         """``s = MLP([e_t ; e_y])`` with ``e_y`` the null vector where ``keep_meta`` is False."""
@@ -209,7 +220,7 @@ class PerturbDiffNet(nn.Module):
         h_ctrl = self.input_ctrl(ctrl)
         for block in self.blocks:
             h_pert, h_ctrl = block(h_pert, h_ctrl, s)
-        return self.final(h_pert, s)
+        return self.final(h_pert, s, ctrl if self.control_residual else None)
 
     def module_groups(self) -> dict[str, list[nn.Module]]:
         """Modules by role, for ``scpert describe``."""
