@@ -348,7 +348,9 @@ def ridge_fit(X: np.ndarray, Y: np.ndarray, alpha: float) -> tuple[np.ndarray, n
     ``Ridge(alpha).fit(X, Y)`` (intercept fitted, no sample weights): the centred normal equations
     ``(Xc' Xc + alpha I) w = Xc' Yc``, solved in their dual form ``(Xc Xc' + alpha I) a = Yc``,
     ``w = Xc' a`` when there are more features than rows (scikit-learn's cholesky solver does the
-    same)."""
+    same). Always in float64: scikit-learn keeps float32 input (the feature matrix) in float32,
+    so its coefficients differ from these by float32 rounding (docs/decisions.md "Jobs without
+    scanpy and scikit-learn imports")."""
     X, Y = np.asarray(X, dtype=np.float64), np.asarray(Y, dtype=np.float64)
     x_mean, y_mean = X.mean(axis=0), Y.mean(axis=0)
     Xc, Yc = X - x_mean, Y - y_mean
