@@ -176,14 +176,9 @@ def _rank_sums_tagged(tagged: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """
     n_genes, n = tagged.shape
     tagged.sort(axis=1)
-    flat = tagged.ravel()
-    change = np.empty(flat.size, dtype=bool)
-    np.not_equal(flat[1:], flat[:-1], out=change[1:])
-    change[::n] = True
-    start = np.flatnonzero(change)
-    length = np.diff(start, append=flat.size).astype(np.float64)
-    head = flat[start]
-    gene = start // n
+    start, length, gene = _row_runs(tagged)  # sub-runs of equal (value, tag)
+    length = length.astype(np.float64)
+    head = tagged.ravel()[start]
     position = (start - gene * n).astype(np.float64)
     group = (head & 1) == 0
     # a group sub-run followed by the reference's sub-run of the same value in the same row

@@ -30,8 +30,8 @@ Definitions (lookups fall back in the order given)
   target line's training delta of that drug at the nearest training dose (nearest in log1p(dose));
   else the perturb_mean of the single across lines (same dose, else any dose); else 0. For a
   single drug this is the in-line nearest-dose delta.
-- ``base_reg``: ridge regression (scikit-learn's ``Ridge``, computed by :func:`ridge_fit`) from ``[sum_c FP_c * log1p(d_c)/log1p(max train
-  dose), sum_c FP_c, context PCs]`` to the delta. FP = Morgan bits (radius 2, 1024 bits); context
+- ``base_reg``: ridge regression (scikit-learn's ``Ridge``, computed by :func:`ridge_fit`) from
+  ``[sum_c FP_c * log1p(d_c)/log1p(max train dose), sum_c FP_c, context PCs]`` to the delta. FP = Morgan bits (radius 2, 1024 bits); context
   PCs = the target line's control mean in a whitened PCA (``min(n_context_pcs, n_lines - 1)``
   components) fitted on the per-line control pseudobulks of the training data, whose controls
   include held-out lines' (unsupervised, and controls are observed at predict time anyway).

@@ -29,7 +29,6 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
-from scipy.optimize import linear_sum_assignment
 
 from scpert.data import pairing
 from scpert.generative import flow
@@ -117,6 +116,8 @@ def couple(x0: torch.Tensor, x1: torch.Tensor, m: int, mode: str) -> torch.Tenso
         raise ValueError(f"unknown coupling '{mode}' ({COUPLINGS})")
     if mode == "independent" or m < 2:
         return x1
+    from scipy.optimize import linear_sum_assignment  # only here: its import costs every job
+
     cost = torch.cdist(
         x0.reshape(-1, m, x0.shape[1]).double(), x1.reshape(-1, m, x1.shape[1]).double()
     )
