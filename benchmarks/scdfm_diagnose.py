@@ -21,40 +21,16 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 
 import numpy as np
-import torch
+from scdfm_quick import CONTROL, fit_and_predict  # benchmarks/scdfm_quick.py
 
-from scpert.data import io, schema
-from scpert.methods import get_method
-from scpert.methods.base import per_condition
-from scpert.steps.methods import conditions_to_predict, training_data
-
-CONTROL = "control"
+from scpert.data import schema
 
 
 def main(run: str, split: str, overrides: dict, seed: int) -> dict:
-    torch.set_num_threads(1)
-    root = f"{run}/results/synthetic"
-    data = training_data(
-        f"{root}/processed.h5ad",
-        f"{root}/splits/{split}.tsv",
-        f"{root}/{split}/genes.tsv",
-        f"{run}/resources/raw/synthetic/drugs.tsv",
-        CONTROL,
-    )
-    model = get_method("scdfm").from_preset("tiny", overrides, seed=seed)
-    start = time.process_time()
-    model.fit(data)
-    fit = time.process_time() - start
-    adata = io.read_processed(f"{root}/processed.h5ad", CONTROL)[:, model.genes]
-    table = io.read_split(f"{root}/splits/{split}.tsv")
+    _, adata, pred, fit, predict = fit_and_predict(run, split, overrides, seed)
     is_control = (adata.obs[schema.DRUG] == CONTROL).to_numpy()
-    conditions = per_condition(conditions_to_predict(adata.obs, table, 2000))
-    start = time.process_time()
-    pred = model.predict(adata[is_control], conditions, seed=0)
-    predict = time.process_time() - start
     X = np.asarray(adata.X.todense()) if hasattr(adata.X, "todense") else np.asarray(adata.X)
     condition = adata.obs[schema.CONDITION].astype(str).to_numpy()
     keys = ("mse_all", "mse_ctrl_all", "mse_top", "mse_ctrl_top", "pcc", "r_level")

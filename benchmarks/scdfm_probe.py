@@ -21,13 +21,13 @@ import sys
 
 import numpy as np
 import torch
+from scdfm_quick import split_training_data  # benchmarks/scdfm_quick.py
 
 from scpert.data import pairing, schema
 from scpert.methods import get_method
 from scpert.methods.scdfm.model import gene_subset_mask
 from scpert.methods.scdfm.train import source
 from scpert.methods.scppdm.model import ConditionBatch
-from scpert.steps.methods import training_data
 
 CONTROL = "control"
 TIMES = (0.0, 0.5, 0.9)
@@ -35,14 +35,7 @@ TIMES = (0.0, 0.5, 0.9)
 
 def main(run: str, split: str, overrides: dict, one: bool) -> None:
     torch.set_num_threads(1)
-    root = f"{run}/results/synthetic"
-    data = training_data(
-        f"{root}/processed.h5ad",
-        f"{root}/splits/{split}.tsv",
-        f"{root}/{split}/genes.tsv",
-        f"{run}/resources/raw/synthetic/drugs.tsv",
-        CONTROL,
-    )
+    data = split_training_data(run, split)
     if one:
         a = data.adata
         condition = a.obs[schema.CONDITION].astype(str)

@@ -31,17 +31,26 @@ from scpert.steps.methods import conditions_to_predict, training_data
 CONTROL = "control"
 
 
-def main(run: str, split: str, overrides: dict) -> dict:
-    torch.set_num_threads(1)
+def split_training_data(run: str, split: str):
+    """The split's :class:`~scpert.methods.base.PerturbData` of a finished run, as ``train`` builds it."""
     root = f"{run}/results/synthetic"
-    data = training_data(
+    return training_data(
         f"{root}/processed.h5ad",
         f"{root}/splits/{split}.tsv",
         f"{root}/{split}/genes.tsv",
         f"{run}/resources/raw/synthetic/drugs.tsv",
         CONTROL,
     )
-    model = get_method("scdfm").from_preset("tiny", overrides, seed=0)
+
+
+def fit_and_predict(run: str, split: str, overrides: dict, seed: int = 0):
+    """Fit tiny scDFM (``overrides`` on the preset, model seed ``seed``) on the split and predict
+    its test conditions (sampling seed 0), one torch thread. Returns the model, the processed
+    AnnData in the model's genes, the prediction and the fit and predict CPU seconds."""
+    torch.set_num_threads(1)
+    root = f"{run}/results/synthetic"
+    data = split_training_data(run, split)
+    model = get_method("scdfm").from_preset("tiny", overrides, seed=seed)
     start = time.process_time()
     model.fit(data)
     fit_cpu = time.process_time() - start
@@ -53,7 +62,13 @@ def main(run: str, split: str, overrides: dict) -> dict:
         conditions = per_condition(conditions)
     start = time.process_time()
     pred = model.predict(adata[is_control], conditions, seed=0)
-    predict_cpu = time.process_time() - start
+    return model, adata, pred, fit_cpu, time.process_time() - start
+
+
+def main(run: str, split: str, overrides: dict) -> dict:
+    _, adata, pred, fit_cpu, predict_cpu = fit_and_predict(run, split, overrides)
+    table = io.read_split(f"{run}/results/synthetic/splits/{split}.tsv")
+    is_control = (adata.obs[schema.DRUG] == CONTROL).to_numpy()
     X = np.asarray(adata.X.todense()) if hasattr(adata.X, "todense") else np.asarray(adata.X)
     condition = adata.obs[schema.CONDITION].astype(str).to_numpy()
     trained = np.isin(condition, table.loc[table.split == "train", "condition"]) & ~is_control
